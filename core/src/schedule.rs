@@ -1,0 +1,426 @@
+//! The schedule model: what fires, for whom, how. Everything a person or a file types is
+//! validated here, each failure naming its field.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
+use chrono_tz::Tz;
+
+use crate::days::Days;
+use crate::error::Error;
+use crate::firing;
+
+/// Longest message, in characters; it is written to terminals and shown at login.
+pub const MESSAGE_MAX_CHARS: usize = 1000;
+/// Most lines a message may have.
+pub const MESSAGE_MAX_LINES: usize = 20;
+/// Longest lockout: one day. Longer is a disabled account, which is not this product's job.
+pub const LOCKOUT_MAX_MINUTES: u32 = 1440;
+/// Longest user or group name accepted (LOGIN_NAME_MAX is 256 on Linux).
+pub const GROUP_NAME_MAX_LEN: usize = 256;
+
+/// When a schedule fires, in its zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recurrence {
+    Once(NaiveDate),
+    Daily,
+    Weekly(Days),
+}
+
+impl Recurrence {
+    /// The `Schedule` column's value.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Recurrence::Once(_) => "Once",
+            Recurrence::Daily => "Daily",
+            Recurrence::Weekly(_) => "Weekly",
+        }
+    }
+
+    /// The `ScheduleDate` column's value.
+    pub fn schedule_date(&self) -> Option<String> {
+        match self {
+            Recurrence::Once(date) => Some(date.format("%Y-%m-%d").to_string()),
+            _ => None,
+        }
+    }
+
+    /// The `Days` column's value.
+    pub fn days(&self) -> Option<Days> {
+        match self {
+            Recurrence::Weekly(days) => Some(*days),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the recurrence from the `Schedule`, `ScheduleDate` and `Days` columns, checking
+    /// that they agree (a Once has a date and no days, a Weekly has days and no date).
+    pub fn from_columns(
+        schedule: &str,
+        schedule_date: Option<&str>,
+        days: Option<i64>,
+    ) -> Result<Recurrence, Error> {
+        match parse_kind(schedule)? {
+            Kind::Once => {
+                let date = schedule_date.ok_or_else(|| {
+                    Error::invalid("schedule_date", "a Once schedule needs a date (YYYY-MM-DD)")
+                })?;
+                if days.is_some() {
+                    return Err(Error::invalid("days", "only Weekly schedules have days"));
+                }
+                Ok(Recurrence::Once(parse_date(date)?))
+            }
+            Kind::Daily => {
+                if schedule_date.is_some() {
+                    return Err(Error::invalid(
+                        "schedule_date",
+                        "only Once schedules have a date",
+                    ));
+                }
+                if days.is_some() {
+                    return Err(Error::invalid("days", "only Weekly schedules have days"));
+                }
+                Ok(Recurrence::Daily)
+            }
+            Kind::Weekly => {
+                if schedule_date.is_some() {
+                    return Err(Error::invalid(
+                        "schedule_date",
+                        "only Once schedules have a date",
+                    ));
+                }
+                let days = days.ok_or_else(|| {
+                    Error::invalid("days", "a Weekly schedule needs days (1..127)")
+                })?;
+                Ok(Recurrence::Weekly(Days::from_bits(days)?))
+            }
+        }
+    }
+}
+
+enum Kind {
+    Once,
+    Daily,
+    Weekly,
+}
+
+fn parse_kind(text: &str) -> Result<Kind, Error> {
+    match text.to_ascii_lowercase().as_str() {
+        "once" => Ok(Kind::Once),
+        "daily" => Ok(Kind::Daily),
+        "weekly" => Ok(Kind::Weekly),
+        _ => Err(Error::invalid(
+            "schedule",
+            format!("{:?} is not a schedule kind (Once, Daily, Weekly)", text),
+        )),
+    }
+}
+
+/// A validated schedule: every field checked, ready to store and to fire.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub group: String,
+    pub recurrence: Recurrence,
+    pub time: NaiveTime,
+    pub timezone: Tz,
+    pub immediate: bool,
+    pub kick: bool,
+    pub message: String,
+    pub lockout_minutes: u32,
+}
+
+impl Schedule {
+    /// The `Time` column's value, `HH:mm`.
+    pub fn time_text(&self) -> String {
+        self.time.format("%H:%M").to_string()
+    }
+
+    /// The next instant strictly after `after` at which this schedule fires.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        firing::next_after(self.recurrence, self.time, self.timezone, after)
+    }
+
+    /// A short human description: `Weekly Mon,Tue,Wed,Thu,Fri 18:00 Europe/Berlin`.
+    pub fn describe_when(&self) -> String {
+        let what = match self.recurrence {
+            Recurrence::Once(date) => format!("Once {date}"),
+            Recurrence::Daily => "Daily".to_string(),
+            Recurrence::Weekly(days) => format!("Weekly {days}"),
+        };
+        format!("{what} {} {}", self.time_text(), self.timezone.name())
+    }
+
+    /// Refuses a scheduled Once that can no longer fire: it would only be a row.
+    pub fn check_not_past(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        if self.immediate || !matches!(self.recurrence, Recurrence::Once(_)) {
+            return Ok(());
+        }
+        if self.next_after(now).is_none() {
+            return Err(Error::invalid(
+                "once",
+                format!(
+                    "{} is in the past; a Once schedule must be in the future",
+                    self.describe_when()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a person or a file gives for a schedule, unvalidated. `None` means "not given": on
+/// add, the default; on update, keep the current value.
+#[derive(Clone, Debug, Default)]
+pub struct ScheduleInput {
+    pub group: Option<String>,
+    pub recurrence: Option<RecurrenceInput>,
+    pub at: Option<String>,
+    pub timezone: Option<String>,
+    pub kick: Option<bool>,
+    pub message: Option<String>,
+    pub lockout: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum RecurrenceInput {
+    Once(String),
+    Daily,
+    Weekly(String),
+}
+
+impl ScheduleInput {
+    /// Validates a new schedule. `default_zone` is used when no zone is given.
+    pub fn into_new(self, default_zone: Tz) -> Result<Schedule, Error> {
+        let group = self
+            .group
+            .as_deref()
+            .ok_or_else(|| Error::invalid("group", "required (a user, a group, or '*')"))?;
+        let recurrence = self.recurrence.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "schedule",
+                "required: one of --once DATE, --daily, --weekly DAYS",
+            )
+        })?;
+        let at = self
+            .at
+            .as_deref()
+            .ok_or_else(|| Error::invalid("at", "required (HH:MM, 24-hour)"))?;
+        Ok(Schedule {
+            group: validate_group(group)?,
+            recurrence: parse_recurrence(recurrence)?,
+            time: parse_time(at)?,
+            timezone: match &self.timezone {
+                Some(zone) => parse_timezone(zone)?,
+                None => default_zone,
+            },
+            immediate: false,
+            kick: self.kick.unwrap_or(true),
+            message: validate_message(self.message.as_deref().unwrap_or(""))?,
+            lockout_minutes: match &self.lockout {
+                Some(text) => parse_lockout(text)?,
+                None => 0,
+            },
+        })
+    }
+
+    /// Validates the given fields over an existing schedule.
+    pub fn apply_to(self, current: &Schedule) -> Result<Schedule, Error> {
+        let mut next = current.clone();
+        if let Some(group) = &self.group {
+            next.group = validate_group(group)?;
+        }
+        if let Some(recurrence) = &self.recurrence {
+            next.recurrence = parse_recurrence(recurrence)?;
+        }
+        if let Some(at) = &self.at {
+            next.time = parse_time(at)?;
+        }
+        if let Some(zone) = &self.timezone {
+            next.timezone = parse_timezone(zone)?;
+        }
+        if let Some(kick) = self.kick {
+            next.kick = kick;
+        }
+        if let Some(message) = &self.message {
+            next.message = validate_message(message)?;
+        }
+        if let Some(lockout) = &self.lockout {
+            next.lockout_minutes = parse_lockout(lockout)?;
+        }
+        Ok(next)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.group.is_none()
+            && self.recurrence.is_none()
+            && self.at.is_none()
+            && self.timezone.is_none()
+            && self.kick.is_none()
+            && self.message.is_none()
+            && self.lockout.is_none()
+    }
+}
+
+fn parse_recurrence(input: &RecurrenceInput) -> Result<Recurrence, Error> {
+    Ok(match input {
+        RecurrenceInput::Once(date) => {
+            Recurrence::Once(parse_date(date).map_err(|e| rename(e, "once"))?)
+        }
+        RecurrenceInput::Daily => Recurrence::Daily,
+        RecurrenceInput::Weekly(days) => {
+            Recurrence::Weekly(Days::parse(days).map_err(|e| rename(e, "weekly"))?)
+        }
+    })
+}
+
+/// Reports an error under the name the person typed (`--once`, not `schedule_date`).
+fn rename(error: Error, field: &str) -> Error {
+    match error {
+        Error::Invalid { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    }
+}
+
+/// `HH:MM`, 24-hour, two digits each, 00:00–23:59.
+pub fn parse_time(text: &str) -> Result<NaiveTime, Error> {
+    let bad = || {
+        Error::invalid(
+            "at",
+            format!("{text:?} is not a time of day (HH:MM, 24-hour, 00:00 to 23:59)"),
+        )
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() != 5 || bytes[2] != b':' {
+        return Err(bad());
+    }
+    let digits = |s: &str| -> Option<u32> {
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let hour = digits(&text[0..2]).ok_or_else(bad)?;
+    let minute = digits(&text[3..5]).ok_or_else(bad)?;
+    let time = NaiveTime::from_hms_opt(hour, minute, 0).ok_or_else(bad)?;
+    debug_assert_eq!(time.second(), 0);
+    Ok(time)
+}
+
+/// `YYYY-MM-DD`, a date that exists (2027-02-29 does not).
+pub fn parse_date(text: &str) -> Result<NaiveDate, Error> {
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shaped {
+        return Err(Error::invalid(
+            "schedule_date",
+            format!("{text:?} is not a date (YYYY-MM-DD)"),
+        ));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        Error::invalid(
+            "schedule_date",
+            format!("{text} is not a day of the calendar"),
+        )
+    })
+}
+
+/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling.
+pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
+    text.parse::<Tz>().map_err(|_| {
+        Error::invalid(
+            "tz",
+            format!("{text:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+        )
+    })
+}
+
+/// Lockout minutes, 0 (none) to one day.
+pub fn parse_lockout(text: &str) -> Result<u32, Error> {
+    let minutes: u32 = text.trim().parse().map_err(|_| {
+        Error::invalid(
+            "lockout",
+            format!("{text:?} is not a whole number of minutes"),
+        )
+    })?;
+    if minutes > LOCKOUT_MAX_MINUTES {
+        return Err(Error::invalid(
+            "lockout",
+            format!(
+                "{minutes} minutes is longer than the limit of {LOCKOUT_MAX_MINUTES} (one day)"
+            ),
+        ));
+    }
+    Ok(minutes)
+}
+
+/// A user or group name as NSS knows them (local, LDAP, SSSD `user@domain`), or `*` for every
+/// user. The name need not exist yet: a schedule may be made before its group.
+pub fn validate_group(name: &str) -> Result<String, Error> {
+    if name == "*" {
+        return Ok(name.to_string());
+    }
+    let reason = if name.is_empty() {
+        Some("empty; give a user, a group, or '*'".to_string())
+    } else if name.len() > GROUP_NAME_MAX_LEN {
+        Some(format!("longer than {GROUP_NAME_MAX_LEN} bytes"))
+    } else if name.starts_with('-') {
+        Some(format!("{name:?} starts with '-'"))
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        Some(format!("{name:?} is numeric; give the name, not the id"))
+    } else if name == "." || name == ".." {
+        Some(format!("{name:?} is not a name"))
+    } else {
+        let body = name.strip_suffix('$').unwrap_or(name);
+        let bad = body
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@')));
+        bad.map(|c| {
+            format!(
+                "{:?} has the character {:?}; names use letters, digits, '_', '.', '-', '@' (and a final '$')",
+                crate::text::sanitize_line(name),
+                c
+            )
+        })
+    };
+    match reason {
+        Some(reason) => Err(Error::invalid("group", reason)),
+        None => Ok(name.to_string()),
+    }
+}
+
+/// A message for terminals: printable text, newlines and tabs; no control characters, no
+/// escape sequences, no bidirectional overrides; bounded in length and lines.
+pub fn validate_message(text: &str) -> Result<String, Error> {
+    let chars = text.chars().count();
+    if chars > MESSAGE_MAX_CHARS {
+        return Err(Error::invalid(
+            "message",
+            format!("{chars} characters; the limit is {MESSAGE_MAX_CHARS}"),
+        ));
+    }
+    let lines = text.lines().count();
+    if lines > MESSAGE_MAX_LINES {
+        return Err(Error::invalid(
+            "message",
+            format!("{lines} lines; the limit is {MESSAGE_MAX_LINES}"),
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|&c| c != '\n' && c != '\t' && crate::text::is_unsafe_for_terminal(c))
+    {
+        return Err(Error::invalid(
+            "message",
+            format!(
+                "contains the control character U+{:04X}; only printable text, newlines and tabs are allowed",
+                c as u32
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}

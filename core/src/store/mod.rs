@@ -1,0 +1,305 @@
+//! The store: one SQLite database in WAL mode. Every SQL statement of the product is in this
+//! module; the adapters call its methods.
+
+mod baseline;
+mod schedules;
+mod schema;
+
+pub use schedules::{ScheduleEvent, ScheduleRecord};
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::clock;
+use crate::error::Error;
+
+/// Where the store lives unless `db=`, `--db` or `FORCELOGOUT_DB` says otherwise.
+pub const DEFAULT_DB_PATH: &str = "/var/lib/forcelogout/forcelogout.db";
+/// The environment variable naming the store for the CLI and the extension.
+pub const DB_ENV: &str = "FORCELOGOUT_DB";
+/// Group that may read the store: Debian's and Fedora's log-reading group.
+pub const READER_GROUP: &str = "adm";
+/// How long a statement waits on another writer before failing.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Creates the directory, the file and the schema when missing; migrates.
+    ReadWrite,
+    /// Opens an existing store read-only; never creates or migrates.
+    ReadOnly,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    host_zone: Tz,
+}
+
+/// The path of the store: an explicit one, else `FORCELOGOUT_DB`, else the default.
+pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    match std::env::var_os(DB_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(DEFAULT_DB_PATH),
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path, access: Access, busy_timeout: Duration) -> Result<Store, Error> {
+        if access == Access::ReadWrite {
+            prepare_files(path)?;
+        } else if !path.exists() {
+            return Err(Error::io(
+                format!("{}: opening the store", path.display()),
+                std::io::Error::from(ErrorKind::NotFound),
+            ));
+        }
+        let flags = match access {
+            Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| classify(path, "opening the store", e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            host_zone: clock::host_timezone(),
+        };
+        store
+            .conn
+            .busy_timeout(busy_timeout)
+            .map_err(|e| store.fail("setting the busy timeout", e))?;
+        match access {
+            Access::ReadWrite => {
+                store.set_durable_wal()?;
+                store.migrate()?;
+            }
+            Access::ReadOnly => store.check_version()?,
+        }
+        Ok(store)
+    }
+
+    /// The read path: an existing store read-only, or, before the first write has created
+    /// it, an empty one (nothing scheduled yet is not an error). A store this user may not
+    /// even look for is `PermissionDenied`, never mistaken for an empty one.
+    pub fn open_for_reading(path: &Path, busy_timeout: Duration) -> Result<Store, Error> {
+        match path.try_exists() {
+            Ok(true) => Store::open(path, Access::ReadOnly, busy_timeout),
+            Ok(false) => Store::open_empty_in_memory(),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(Error::PermissionDenied {
+                context: format!("{}: {e}", path.display()),
+            }),
+            Err(e) => Err(Error::io(
+                format!("{}: looking for the store", path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// An empty store in memory with the current schema: what a reader sees before the first
+    /// write has created the real one, and what tests and benchmarks start from.
+    pub fn open_empty_in_memory() -> Result<Store, Error> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| Error::store(&path, "opening", e))?;
+        let mut store = Store {
+            conn,
+            path,
+            host_zone: clock::host_timezone(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Overrides the zone of the `Date` partition (tests; hosts are read from the system).
+    pub fn set_host_zone(&mut self, zone: Tz) {
+        self.host_zone = zone;
+    }
+
+    pub fn host_zone(&self) -> Tz {
+        self.host_zone
+    }
+
+    fn fail(&self, context: &'static str, cause: rusqlite::Error) -> Error {
+        classify(&self.path, context, cause)
+    }
+
+    /// WAL so that readers never block the PAM module; FULL so that a committed event
+    /// survives a power cut (an audit log that loses its tail is worse than a slow one).
+    fn set_durable_wal(&self) -> Result<(), Error> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(|e| self.fail("switching to WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
+            return Err(Error::io(
+                format!(
+                    "{}: the store stays in {mode} mode, not WAL",
+                    self.path.display()
+                ),
+                std::io::Error::from(ErrorKind::Unsupported),
+            ));
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.fail("setting synchronous=FULL", e))
+    }
+
+    fn schema_version(&self) -> Result<usize, Error> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| self.fail("reading the schema version", e))?;
+        Ok(usize::try_from(version).unwrap_or(usize::MAX))
+    }
+
+    fn check_version(&self) -> Result<(), Error> {
+        let version = self.schema_version()?;
+        match version.cmp(&schema::MIGRATIONS.len()) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => Err(newer_schema(&self.path, version)),
+            std::cmp::Ordering::Less => Err(Error::io(
+                format!(
+                    "{}: the store has schema version {version}, this build needs {}; a write as root upgrades it",
+                    self.path.display(),
+                    schema::MIGRATIONS.len()
+                ),
+                std::io::Error::from(ErrorKind::InvalidData),
+            )),
+        }
+    }
+
+    /// Applies the missing migrations in one write transaction, re-reading the version inside
+    /// it so that two processes creating the store at once do not both migrate.
+    fn migrate(&mut self) -> Result<(), Error> {
+        if self.schema_version()? == schema::MIGRATIONS.len() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&self.path, "starting the schema migration", e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| classify(&self.path, "reading the schema version", e))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > schema::MIGRATIONS.len() {
+            return Err(newer_schema(&self.path, version));
+        }
+        for (index, migration) in schema::MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(migration)
+                .map_err(|e| classify(&self.path, "migrating the schema", e))?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)
+                .map_err(|e| classify(&self.path, "recording the schema version", e))?;
+        }
+        tx.commit()
+            .map_err(|e| classify(&self.path, "committing the schema migration", e))
+    }
+}
+
+fn newer_schema(path: &Path, version: usize) -> Error {
+    Error::io(
+        format!(
+            "{}: the store has schema version {version}, newer than this build knows ({}); upgrade forcelogout",
+            path.display(),
+            schema::MIGRATIONS.len()
+        ),
+        std::io::Error::from(ErrorKind::InvalidData),
+    )
+}
+
+/// Maps SQLite's refusals that mean "not allowed" to `PermissionDenied` (exit 4); the rest
+/// stay store errors (exit 1).
+fn classify(path: &Path, context: &'static str, cause: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let denied = match cause.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly)
+        | Some(ErrorCode::PermissionDenied)
+        | Some(ErrorCode::AuthorizationForStatementDenied) => true,
+        Some(ErrorCode::CannotOpen) => path.exists() && !writable(path),
+        _ => false,
+    };
+    if denied {
+        Error::PermissionDenied {
+            context: format!("{}: {context}: {cause}", path.display()),
+        }
+    } else {
+        Error::store(path, context, cause)
+    }
+}
+
+fn writable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// Creates the store's directory (0750) and file (0640), owned by root and group `adm` when
+/// we are root, so administrators can read the log and nobody else can.
+fn prepare_files(path: &Path) -> Result<(), Error> {
+    let denied = |what: &str, e: std::io::Error| -> Error {
+        if e.kind() == ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) {
+            Error::PermissionDenied {
+                context: format!("{what} {}: {e}", path.display()),
+            }
+        } else {
+            Error::io(format!("{what} {}", path.display()), e)
+        }
+    };
+    let as_root = nix::unistd::geteuid().is_root();
+    let reader_gid = || {
+        nix::unistd::Group::from_name(READER_GROUP)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| denied("creating the directory of", e))?;
+            if as_root {
+                std::os::unix::fs::chown(dir, Some(0), reader_gid())
+                    .map_err(|e| denied("setting the owner of the directory of", e))?;
+            }
+        }
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path)
+    {
+        Ok(file) => {
+            file.set_permissions(std::fs::Permissions::from_mode(0o640))
+                .map_err(|e| denied("setting the mode of", e))?;
+            if as_root {
+                std::os::unix::fs::fchown(&file, Some(0), reader_gid())
+                    .map_err(|e| denied("setting the owner of", e))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            if writable(path) {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied {
+                    context: format!("{}: the store is not writable by this user", path.display()),
+                })
+            }
+        }
+        Err(e) => Err(denied("creating the store", e)),
+    }
+}

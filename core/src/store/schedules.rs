@@ -1,0 +1,372 @@
+//! `LogoutSchedules`: append-only history of schedule versions, and the current set.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Row, TransactionBehavior};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use super::{classify, Store};
+use crate::clock::{format_timestamp, partition_date};
+use crate::error::Error;
+use crate::ids;
+use crate::schedule::{Recurrence, Schedule};
+
+/// The `Event` column of `LogoutSchedules`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleEvent {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ScheduleEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleEvent::Created => "created",
+            ScheduleEvent::Updated => "updated",
+            ScheduleEvent::Deleted => "deleted",
+        }
+    }
+
+    /// Accepts both spellings of the seeds (`create` and `created`), any case.
+    pub fn parse(text: &str) -> Result<ScheduleEvent, Error> {
+        match text.to_ascii_lowercase().as_str() {
+            "created" | "create" => Ok(ScheduleEvent::Created),
+            "updated" | "update" => Ok(ScheduleEvent::Updated),
+            "deleted" | "delete" => Ok(ScheduleEvent::Deleted),
+            _ => Err(Error::invalid(
+                "event",
+                format!("{text:?} is not a schedule event (created, updated, deleted)"),
+            )),
+        }
+    }
+}
+
+/// One row of `LogoutSchedules`: a version of a schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleRecord {
+    pub date: String,
+    pub id: String,
+    pub update_time: String,
+    pub event: ScheduleEvent,
+    pub actor: String,
+    pub schedule: Schedule,
+}
+
+/// Serialises with the table's column names, in the table's order.
+impl Serialize for ScheduleRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let s = &self.schedule;
+        let mut row = serializer.serialize_struct("LogoutSchedules", 15)?;
+        row.serialize_field("Date", &self.date)?;
+        row.serialize_field("Id", &self.id)?;
+        row.serialize_field("GroupName", &s.group)?;
+        row.serialize_field("UpdateTime", &self.update_time)?;
+        row.serialize_field("Schedule", s.recurrence.kind_name())?;
+        row.serialize_field("ScheduleDate", &s.recurrence.schedule_date())?;
+        row.serialize_field("Time", &s.time_text())?;
+        row.serialize_field("Timezone", s.timezone.name())?;
+        row.serialize_field("Days", &s.recurrence.days().map(|d| d.bits()))?;
+        row.serialize_field("Immediate", &s.immediate)?;
+        row.serialize_field("Kick", &s.kick)?;
+        row.serialize_field("Event", self.event.as_str())?;
+        row.serialize_field("Message", &s.message)?;
+        row.serialize_field("Actor", &self.actor)?;
+        row.serialize_field("Lockout", &s.lockout_minutes)?;
+        row.end()
+    }
+}
+
+const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
+                       Days, Immediate, Kick, Event, Message, Actor, Lockout";
+
+/// A row as stored, before it is checked against the model.
+struct RawRow {
+    date: String,
+    id: String,
+    group: String,
+    update_time: String,
+    schedule: String,
+    schedule_date: Option<String>,
+    time: String,
+    timezone: String,
+    days: Option<i64>,
+    immediate: bool,
+    kick: bool,
+    event: String,
+    message: String,
+    actor: String,
+    lockout: i64,
+}
+
+impl RawRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            date: row.get(0)?,
+            id: row.get(1)?,
+            group: row.get(2)?,
+            update_time: row.get(3)?,
+            schedule: row.get(4)?,
+            schedule_date: row.get(5)?,
+            time: row.get(6)?,
+            timezone: row.get(7)?,
+            days: row.get(8)?,
+            immediate: row.get(9)?,
+            kick: row.get(10)?,
+            event: row.get(11)?,
+            message: row.get(12)?,
+            actor: row.get(13)?,
+            lockout: row.get(14)?,
+        })
+    }
+
+    /// A stored row goes through the same checks as typed input: a row written by hand with
+    /// the sqlite3 shell is reported with its Id, never fired half-understood.
+    fn into_record(self) -> Result<ScheduleRecord, Error> {
+        let in_row = |e: Error| match e {
+            Error::Invalid { field, reason } => {
+                Error::invalid(format!("schedule {} {field}", self.id), reason)
+            }
+            other => other,
+        };
+        let schedule = Schedule {
+            group: self.group.clone(),
+            recurrence: Recurrence::from_columns(
+                &self.schedule,
+                self.schedule_date.as_deref(),
+                self.days,
+            )
+            .map_err(in_row)?,
+            time: crate::schedule::parse_time(&self.time).map_err(in_row)?,
+            timezone: crate::schedule::parse_timezone(&self.timezone).map_err(in_row)?,
+            immediate: self.immediate,
+            kick: self.kick,
+            message: self.message,
+            lockout_minutes: u32::try_from(self.lockout).unwrap_or(0),
+        };
+        Ok(ScheduleRecord {
+            date: self.date,
+            id: self.id.clone(),
+            update_time: self.update_time,
+            event: ScheduleEvent::parse(&self.event).map_err(in_row)?,
+            actor: self.actor,
+            schedule,
+        })
+    }
+}
+
+impl Store {
+    /// Records a new schedule (`created`) and returns its row.
+    pub fn add_schedule(
+        &mut self,
+        schedule: &Schedule,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleRecord, Error> {
+        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&self.path, "starting a schedule write", e))?;
+        insert_version(&tx, &record)
+            .map_err(|e| classify(&self.path, "writing the schedule", e))?;
+        tx.commit()
+            .map_err(|e| classify(&self.path, "committing the schedule", e))?;
+        Ok(record)
+    }
+
+    /// Records a new version of the schedule `id_or_prefix`. `change` sees the current version
+    /// inside the write transaction, so concurrent updates cannot lose each other's fields.
+    pub fn update_schedule(
+        &mut self,
+        id_or_prefix: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&Schedule) -> Result<Schedule, Error>,
+    ) -> Result<ScheduleRecord, Error> {
+        self.write_version(id_or_prefix, ScheduleEvent::Updated, actor, now, change)
+    }
+
+    /// Records the deletion of a schedule: a last version with Event `deleted`.
+    pub fn delete_schedule(
+        &mut self,
+        id_or_prefix: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleRecord, Error> {
+        self.write_version(
+            id_or_prefix,
+            ScheduleEvent::Deleted,
+            actor,
+            now,
+            |current| Ok(current.clone()),
+        )
+    }
+
+    fn write_version(
+        &mut self,
+        id_or_prefix: &str,
+        event: ScheduleEvent,
+        actor: &str,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&Schedule) -> Result<Schedule, Error>,
+    ) -> Result<ScheduleRecord, Error> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, "starting a schedule write", e))?;
+        let id = resolve_id(&tx, &path, id_or_prefix)?;
+        let current = current_version(&tx, &path, &id)?;
+        let schedule = change(&current.schedule)?;
+        let record = ScheduleRecord {
+            date: partition_date(now, self.host_zone),
+            id,
+            update_time: format_timestamp(now),
+            event,
+            actor: actor.to_string(),
+            schedule,
+        };
+        insert_version(&tx, &record).map_err(|e| classify(&path, "writing the schedule", e))?;
+        tx.commit()
+            .map_err(|e| classify(&path, "committing the schedule", e))?;
+        Ok(record)
+    }
+
+    fn new_version(
+        &self,
+        id: String,
+        event: ScheduleEvent,
+        schedule: &Schedule,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> ScheduleRecord {
+        ScheduleRecord {
+            date: partition_date(now, self.host_zone),
+            id,
+            update_time: format_timestamp(now),
+            event,
+            actor: actor.to_string(),
+            schedule: schedule.clone(),
+        }
+    }
+
+    /// The current set, oldest first, optionally only those naming `group`.
+    pub fn current_schedules(&self, group: Option<&str>) -> Result<Vec<ScheduleRecord>, Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM LogoutSchedulesCurrent \
+             WHERE ?1 IS NULL OR GroupName = ?1 ORDER BY rowid"
+        );
+        self.query_schedules(&sql, group)
+    }
+
+    /// Every version of every schedule, oldest first, optionally only those naming `group`.
+    pub fn schedule_history(&self, group: Option<&str>) -> Result<Vec<ScheduleRecord>, Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM LogoutSchedules \
+             WHERE ?1 IS NULL OR GroupName = ?1 ORDER BY rowid"
+        );
+        self.query_schedules(&sql, group)
+    }
+
+    /// The current version of one schedule; a deleted or unknown one is an `id` error.
+    pub fn current_schedule(&self, id_or_prefix: &str) -> Result<ScheduleRecord, Error> {
+        let id = resolve_id(&self.conn, &self.path, id_or_prefix)?;
+        current_version(&self.conn, &self.path, &id)
+    }
+
+    /// Every version of one schedule, oldest first.
+    pub fn versions_of(&self, id_or_prefix: &str) -> Result<Vec<ScheduleRecord>, Error> {
+        let id = resolve_id(&self.conn, &self.path, id_or_prefix)?;
+        let sql = format!("SELECT {COLUMNS} FROM LogoutSchedules WHERE Id = ?1 ORDER BY rowid");
+        self.query_schedules(&sql, Some(&id))
+    }
+
+    fn query_schedules(&self, sql: &str, arg: Option<&str>) -> Result<Vec<ScheduleRecord>, Error> {
+        let fail = |e| classify(&self.path, "reading schedules", e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(fail)?;
+        let rows = stmt
+            .query_map(params![arg], RawRow::read)
+            .map_err(fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        rows.into_iter().map(RawRow::into_record).collect()
+    }
+}
+
+fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::Result<()> {
+    let s = &r.schedule;
+    let sql = format!(
+        "INSERT INTO LogoutSchedules ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    );
+    conn.prepare_cached(&sql)?.execute(params![
+        r.date,
+        r.id,
+        s.group,
+        r.update_time,
+        s.recurrence.kind_name(),
+        s.recurrence.schedule_date(),
+        s.time_text(),
+        s.timezone.name(),
+        s.recurrence.days().map(|d| d.bits()),
+        s.immediate,
+        s.kick,
+        r.event.as_str(),
+        s.message,
+        r.actor,
+        s.lockout_minutes,
+    ])?;
+    Ok(())
+}
+
+/// The full Id for a whole Id or a unique prefix of one.
+fn resolve_id(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    id_or_prefix: &str,
+) -> Result<String, Error> {
+    let prefix = ids::validate_id_prefix(id_or_prefix)?;
+    let fail = |e| classify(path, "looking up the schedule id", e);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT Id FROM LogoutSchedules \
+             WHERE Id >= ?1 AND Id < ?1 || char(1114111) ORDER BY Id LIMIT 3",
+        )
+        .map_err(fail)?;
+    let found = stmt
+        .query_map(params![prefix], |row| row.get::<_, String>(0))
+        .map_err(fail)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    match found.as_slice() {
+        [id] => Ok(id.clone()),
+        [] => Err(Error::invalid(
+            "id",
+            format!("no schedule has the id {prefix}"),
+        )),
+        _ => Err(Error::invalid(
+            "id",
+            format!("{prefix} is the start of several schedule ids; give more of it"),
+        )),
+    }
+}
+
+fn current_version(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    id: &str,
+) -> Result<ScheduleRecord, Error> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM LogoutSchedules WHERE Id = ?1 ORDER BY rowid DESC LIMIT 1");
+    let fail = |e| classify(path, "reading the schedule", e);
+    let mut stmt = conn.prepare_cached(&sql).map_err(fail)?;
+    let raw = stmt.query_row(params![id], RawRow::read).map_err(fail)?;
+    let record = raw.into_record()?;
+    if record.event == ScheduleEvent::Deleted {
+        return Err(Error::invalid(
+            "id",
+            format!("schedule {id} was deleted on {}", record.update_time),
+        ));
+    }
+    Ok(record)
+}

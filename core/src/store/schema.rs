@@ -1,0 +1,86 @@
+//! The schema, as forward migrations. `PRAGMA user_version` is the number of migrations
+//! applied; a store newer than this build is refused rather than misread.
+
+/// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE LogoutSchedules (
+    Date         TEXT    NOT NULL,
+    Id           TEXT    NOT NULL,
+    GroupName    TEXT    NOT NULL,
+    UpdateTime   TEXT    NOT NULL,
+    Schedule     TEXT    NOT NULL CHECK (Schedule IN ('Once', 'Daily', 'Weekly')),
+    ScheduleDate TEXT    CHECK ((Schedule = 'Once') = (ScheduleDate IS NOT NULL)),
+    Time         TEXT    NOT NULL CHECK (Time GLOB '[0-2][0-9]:[0-5][0-9]'),
+    Timezone     TEXT    NOT NULL,
+    Days         INTEGER CHECK ((Schedule = 'Weekly') = (Days IS NOT NULL) AND (Days IS NULL OR Days BETWEEN 1 AND 127)),
+    Immediate    INTEGER NOT NULL CHECK (Immediate IN (0, 1)),
+    Kick         INTEGER NOT NULL CHECK (Kick IN (0, 1)),
+    Event        TEXT    NOT NULL CHECK (Event IN ('created', 'updated', 'deleted')),
+    Message      TEXT    NOT NULL DEFAULT '',
+    Actor        TEXT    NOT NULL,
+    Lockout      INTEGER NOT NULL DEFAULT 0 CHECK (Lockout BETWEEN 0 AND 1440)
+);
+CREATE INDEX LogoutSchedules_Id ON LogoutSchedules (Id);
+CREATE INDEX LogoutSchedules_Date ON LogoutSchedules (Date);
+CREATE INDEX LogoutSchedules_GroupName ON LogoutSchedules (GroupName);
+CREATE TRIGGER LogoutSchedules_no_update BEFORE UPDATE ON LogoutSchedules
+BEGIN SELECT RAISE(ABORT, 'LogoutSchedules is append-only'); END;
+CREATE TRIGGER LogoutSchedules_no_delete BEFORE DELETE ON LogoutSchedules
+BEGIN SELECT RAISE(ABORT, 'LogoutSchedules is append-only'); END;
+
+-- The current set: per Id, the latest version, unless that version deleted it.
+CREATE VIEW LogoutSchedulesCurrent AS
+SELECT * FROM LogoutSchedules
+WHERE rowid IN (SELECT max(rowid) FROM LogoutSchedules GROUP BY Id) AND Event <> 'deleted';
+
+CREATE TABLE LogoutEvents (
+    Date                   TEXT    NOT NULL,
+    Timestamp              TEXT    NOT NULL,
+    GroupName              TEXT    NOT NULL,
+    Event                  TEXT    NOT NULL CHECK (Event IN ('online', 'offline', 'removed', 'ignored', 'warned')),
+    Immediate              INTEGER NOT NULL DEFAULT 0 CHECK (Immediate IN (0, 1)),
+    Kick                   INTEGER NOT NULL DEFAULT 0 CHECK (Kick IN (0, 1)),
+    ReplayId               INTEGER PRIMARY KEY AUTOINCREMENT,
+    EventIdentifier        TEXT    NOT NULL UNIQUE,
+    RelatedEventIdentifier TEXT,
+    SessionKey             TEXT,
+    LoginKey               TEXT,
+    UserId                 INTEGER,
+    ScheduleId             TEXT,
+    Reason                 TEXT    CHECK (Reason IS NULL OR Reason IN ('logout', 'kick', 'warning-expired', 'idle', 'stale')),
+    Service                TEXT,
+    Tty                    TEXT,
+    RemoteHost             TEXT,
+    Host                   TEXT    NOT NULL
+);
+CREATE INDEX LogoutEvents_Date ON LogoutEvents (Date);
+CREATE INDEX LogoutEvents_GroupName ON LogoutEvents (GroupName);
+CREATE INDEX LogoutEvents_Event ON LogoutEvents (Event);
+CREATE TRIGGER LogoutEvents_no_update BEFORE UPDATE ON LogoutEvents
+BEGIN SELECT RAISE(ABORT, 'LogoutEvents is append-only'); END;
+
+CREATE TABLE LogoutSessions (
+    SessionKey             TEXT    PRIMARY KEY,
+    GroupName              TEXT    NOT NULL,
+    UserId                 INTEGER NOT NULL,
+    Service                TEXT,
+    Tty                    TEXT,
+    RemoteHost             TEXT,
+    Pid                    INTEGER NOT NULL,
+    ProcessSession         INTEGER,
+    Cgroup                 TEXT,
+    LogindSession          TEXT,
+    LoginKey               TEXT,
+    BootId                 TEXT    NOT NULL,
+    OpenedAt               TEXT    NOT NULL,
+    Date                   TEXT    NOT NULL,
+    PendingScheduleId      TEXT,
+    PendingDueAt           TEXT,
+    PendingEventIdentifier TEXT,
+    PidStartTime           INTEGER
+);
+CREATE INDEX LogoutSessions_GroupName ON LogoutSessions (GroupName);
+CREATE INDEX LogoutSessions_Pid ON LogoutSessions (Pid, BootId);
+"#;

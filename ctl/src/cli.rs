@@ -1,0 +1,136 @@
+//! The command-line definition. It is the single source of `--help`, the man pages and the
+//! shell completions, so every flag's text here is user documentation.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "forcelogoutctl",
+    version,
+    about = "Schedule forced logouts of users and groups, and read the logout event log",
+    long_about = "Schedule forced logouts of users and groups, and read the logout event log.\n\n\
+        A schedule logs a user or a group out once, daily or weekly at HH:MM in an IANA time \
+        zone, with a countdown warning first. A kick disconnects the sessions when the \
+        countdown ends; a warning lets each user choose to keep working.",
+    after_help = "Exit status: 0 success, 1 runtime failure, 2 invalid input, 4 permission denied.\n\
+        Store: --db, else $FORCELOGOUT_DB, else /var/lib/forcelogout/forcelogout.db."
+)]
+pub struct Cli {
+    /// The store to use (default: $FORCELOGOUT_DB, else /var/lib/forcelogout/forcelogout.db)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Print JSON for programs instead of tables for people
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add, change, delete and list logout schedules
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+
+    /// Show upcoming logouts, in UTC and in each schedule's zone
+    Next(NextArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule and print its Id
+    #[command(group(ArgGroup::new("when").args(["once", "daily", "weekly"]).multiple(false)))]
+    Add(ScheduleFlags),
+
+    /// Change some fields of a schedule; the others keep their values
+    #[command(group(ArgGroup::new("when").args(["once", "daily", "weekly"]).multiple(false)))]
+    Update {
+        /// The schedule's Id, or its first 4 or more characters
+        id: String,
+        #[command(flatten)]
+        flags: ScheduleFlags,
+    },
+
+    /// Delete a schedule (its history stays in the log)
+    Delete {
+        /// The schedule's Id, or its first 4 or more characters
+        id: String,
+    },
+
+    /// List the current schedules
+    List {
+        /// Every version of every schedule: created, updated and deleted rows
+        #[arg(long)]
+        history: bool,
+        /// Only schedules that name this user or group
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+    },
+
+    /// Show one schedule, its versions and its next logouts
+    Show {
+        /// The schedule's Id, or its first 4 or more characters
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleFlags {
+    /// Who is logged out: a user name, a group name, or '*' for every user
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+
+    /// Once, on this date (YYYY-MM-DD)
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub once: Option<String>,
+
+    /// Every day
+    #[arg(long)]
+    pub daily: bool,
+
+    /// On these weekdays: Mon-Fri, Mon,Wed,Fri, weekdays, weekend, all, or a number 1..127
+    #[arg(long, value_name = "DAYS")]
+    pub weekly: Option<String>,
+
+    /// Time of the logout, 24-hour HH:MM, in the schedule's zone
+    #[arg(long, value_name = "HH:MM")]
+    pub at: Option<String>,
+
+    /// IANA time zone of --at, e.g. Europe/Berlin (default: the host's zone)
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+
+    /// Disconnect the sessions when the countdown ends (the default)
+    #[arg(long, conflicts_with = "warn")]
+    pub kick: bool,
+
+    /// Only warn: each user may keep working with `forcelogoutctl ignore`
+    #[arg(long)]
+    pub warn: bool,
+
+    /// Message shown to the users with the countdown and at their next login
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+
+    /// Minutes after the logout during which new logins of the targets are refused (0-1440)
+    #[arg(long, value_name = "MINUTES")]
+    pub lockout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NextArgs {
+    /// Only this schedule (its Id or first 4 or more characters)
+    pub id: Option<String>,
+
+    /// How many logouts to show (1-1000)
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub count: String,
+
+    /// Start after this instant (RFC 3339, e.g. 2026-12-24T12:00:00Z) instead of now
+    #[arg(long, value_name = "RFC3339")]
+    pub after: Option<String>,
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing forcelogout needs on Debian 12, and nothing that is
+# already there. Needs root (or sudo) only when a package is missing.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config
+  libsqlite3-dev sqlite3          # the system SQLite every crate links (SPEC §1)
+  libpam0g-dev libclang-dev       # PAM headers; bindgen for pam-sys
+  pamtester openssh-server openssh-client   # real PAM and sshd tests
+  util-linux procps               # runuser, unshare; ps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  echo "setup: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust (rustup, stable >= 1.75) first" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
