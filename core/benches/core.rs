@@ -117,7 +117,7 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("forcelogout-bench-{}", std::process::id()));
     let path = dir.join("bench.db");
-    let mut store = Store::open(&path, Access::ReadWrite, Duration::from_secs(5)).unwrap();
+    let mut store = Store::open(&path, Access::Create, Duration::from_secs(5)).unwrap();
     // Alternate rounds so both see the same WAL size and disk state; a warm-up round first.
     store.bare_insert_commits(ROUND).unwrap();
     let (mut bare, mut writes) = (Duration::ZERO, Duration::ZERO);

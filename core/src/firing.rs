@@ -93,3 +93,31 @@ pub fn upcoming(
     }
     out
 }
+
+/// The latest firing at or before `at`, or `None` when there is none (a Once still ahead).
+/// Used for lockout windows, which run from a logout's instant for its Lockout minutes.
+pub fn latest_at_or_before(
+    recurrence: Recurrence,
+    time: NaiveTime,
+    zone: Tz,
+    at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if let Recurrence::Once(date) = recurrence {
+        return resolve_local(zone, date, time).filter(|&t| t <= at);
+    }
+    // Walk back from the day after `at`'s local date: the mirror of `next_after`.
+    let mut date = at.with_timezone(&zone).date_naive().succ_opt()?;
+    for _ in 0..9 {
+        let wanted = match recurrence {
+            Recurrence::Weekly(days) => days.contains(date.weekday()),
+            _ => true,
+        };
+        if wanted {
+            if let Some(t) = resolve_local(zone, date, time).filter(|&t| t <= at) {
+                return Some(t);
+            }
+        }
+        date = date.pred_opt()?;
+    }
+    None
+}

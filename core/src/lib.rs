@@ -5,12 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod config;
 pub mod days;
 pub mod error;
 pub mod firing;
 pub mod ids;
+pub mod login;
+pub mod policy;
 pub mod schedule;
+pub mod sessions;
 pub mod store;
+pub mod targeting;
 pub mod text;
 pub mod users;
 

@@ -323,3 +323,31 @@ fn every_weekly_day_set_fires_only_on_its_days_in_its_zone() {
         }
     }
 }
+
+#[test]
+fn latest_at_or_before_mirrors_next_after() {
+    use forcelogout_core::firing::latest_at_or_before;
+    let berlin = zone("Europe/Berlin");
+    let weekdays = Recurrence::Weekly(Days::WEEKDAYS);
+    // Sunday noon: the latest weekday 18:00 was Friday's.
+    assert_eq!(
+        latest_at_or_before(weekdays, at("18:00"), berlin, utc("2026-11-29T11:00:00Z")),
+        Some(utc("2026-11-27T17:00:00Z"))
+    );
+    // Exactly at the instant counts.
+    assert_eq!(
+        latest_at_or_before(Recurrence::Daily, at("18:00"), berlin, utc("2026-11-27T17:00:00Z")),
+        Some(utc("2026-11-27T17:00:00Z"))
+    );
+    let once = Recurrence::Once(date("2030-01-01"));
+    assert_eq!(latest_at_or_before(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z")), None);
+    // For every instant of a DST week, latest <= t < next, and next follows latest.
+    let mut t = utc("2026-03-27T00:00:00Z");
+    while t < utc("2026-04-02T00:00:00Z") {
+        let latest = latest_at_or_before(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
+        let next = next_after(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
+        assert!(latest <= t && t < next, "{t}");
+        assert_eq!(next_after(Recurrence::Daily, at("02:30"), berlin, latest), Some(next));
+        t += chrono::Duration::minutes(17);
+    }
+}

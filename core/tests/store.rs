@@ -235,7 +235,7 @@ fn a_store_from_a_newer_build_is_refused_not_misread() {
         .unwrap()
         .pragma_update(None, "user_version", 999)
         .unwrap();
-    for access in [Access::ReadWrite, Access::ReadOnly] {
+    for access in [Access::Create, Access::ReadWrite, Access::ReadOnly] {
         match Store::open(&path, access, Duration::from_secs(1)) {
             Err(e) => assert!(e.to_string().contains("newer"), "{e}"),
             Ok(_) => panic!("opened a newer store"),

@@ -2,10 +2,14 @@
 //! module; the adapters call its methods.
 
 mod baseline;
+mod events;
 mod schedules;
+mod sessions;
 mod schema;
 
+pub use events::{EventKind, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
+pub use sessions::{Closed, Opened};
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
@@ -31,6 +35,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Creates the directory, the file and the schema when missing; migrates.
+    Create,
+    /// Creates the file and the schema when missing, in a directory that must exist (the
+    /// package makes it; the PAM module never does); migrates.
     ReadWrite,
     /// Opens an existing store read-only; never creates or migrates.
     ReadOnly,
@@ -55,8 +62,8 @@ pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
 
 impl Store {
     pub fn open(path: &Path, access: Access, busy_timeout: Duration) -> Result<Store, Error> {
-        if access == Access::ReadWrite {
-            prepare_files(path)?;
+        if access != Access::ReadOnly {
+            prepare_files(path, access == Access::Create)?;
         } else if !path.exists() {
             return Err(Error::io(
                 format!("{}: opening the store", path.display()),
@@ -64,7 +71,7 @@ impl Store {
             ));
         }
         let flags = match access {
-            Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+            Access::Create | Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
             Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
@@ -79,7 +86,7 @@ impl Store {
             .busy_timeout(busy_timeout)
             .map_err(|e| store.fail("setting the busy timeout", e))?;
         match access {
-            Access::ReadWrite => {
+            Access::Create | Access::ReadWrite => {
                 store.set_durable_wal()?;
                 store.migrate()?;
             }
@@ -220,6 +227,11 @@ fn newer_schema(path: &Path, version: usize) -> Error {
     )
 }
 
+/// `classify` as a `map_err` argument.
+fn on_error<'p>(path: &'p Path, context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error + 'p {
+    move |e| classify(path, context, e)
+}
+
 /// Maps SQLite's refusals that mean "not allowed" to `PermissionDenied` (exit 4); the rest
 /// stay store errors (exit 1).
 fn classify(path: &Path, context: &'static str, cause: rusqlite::Error) -> Error {
@@ -246,7 +258,7 @@ fn writable(path: &Path) -> bool {
 
 /// Creates the store's directory (0750) and file (0640), owned by root and group `adm` when
 /// we are root, so administrators can read the log and nobody else can.
-fn prepare_files(path: &Path) -> Result<(), Error> {
+fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
     let denied = |what: &str, e: std::io::Error| -> Error {
         if e.kind() == ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) {
             Error::PermissionDenied {
@@ -264,6 +276,12 @@ fn prepare_files(path: &Path) -> Result<(), Error> {
             .map(|g| g.gid.as_raw())
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() && !create_dir {
+            return Err(Error::io(
+                format!("{}: the store's directory is missing", path.display()),
+                std::io::Error::from(ErrorKind::NotFound),
+            ));
+        }
         if !dir.exists() {
             DirBuilder::new()
                 .recursive(true)

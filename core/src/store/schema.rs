@@ -83,4 +83,10 @@ CREATE TABLE LogoutSessions (
 );
 CREATE INDEX LogoutSessions_GroupName ON LogoutSessions (GroupName);
 CREATE INDEX LogoutSessions_Pid ON LogoutSessions (Pid, BootId);
+
+-- Internal: per user, the last forced logout whose message was shown at a login.
+CREATE TABLE NoticeCursors (
+    GroupName TEXT    PRIMARY KEY,
+    ReplayId  INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;

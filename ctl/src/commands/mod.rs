@@ -31,7 +31,7 @@ impl Context {
 
     /// Writers create the store on first use; a caller who may not write it gets exit 4.
     pub fn open_for_writing(&self) -> Result<Store, Error> {
-        Store::open(&self.db, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT)
+        Store::open(&self.db, Access::Create, DEFAULT_BUSY_TIMEOUT)
     }
 
     /// Readers never create anything: before the first write there is nothing to list.

@@ -1,0 +1,242 @@
+//! `/etc/forcelogout/forcelogout.toml` (SPEC §7). Every value has a default, so the product
+//! runs with no file at all; unknown keys and bad values are refused with the key's name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/forcelogout/forcelogout.toml";
+pub const CONFIG_ENV: &str = "FORCELOGOUT_CONFIG";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Members may do through the daemon what root does.
+    pub admin_group: String,
+    /// Members (and uid 0) are never logged out or locked out unless a schedule names them.
+    pub exempt_groups: Vec<String>,
+    /// How long before a scheduled logout the countdown starts.
+    pub scheduled_warning: Duration,
+    /// How long after it is issued an immediate logout takes effect.
+    pub immediate_warning: Duration,
+    /// At login, announce logouts due within this long.
+    pub notice_ahead: Duration,
+    /// Log out sessions idle this long; `None` is off.
+    pub idle_timeout: Option<Duration>,
+    /// A logout missed while the daemon was down still fires if it is younger than this.
+    pub catch_up: Duration,
+    /// Events older than this many days are pruned by the daemon; `None` keeps everything.
+    pub retention_days: Option<u32>,
+    pub hooks_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            admin_group: "forcelogout".into(),
+            exempt_groups: vec!["sudo".into(), "wheel".into()],
+            scheduled_warning: Duration::from_secs(5 * 60),
+            immediate_warning: Duration::from_secs(60),
+            notice_ahead: Duration::from_secs(12 * 3600),
+            idle_timeout: None,
+            catch_up: Duration::from_secs(10 * 60),
+            retention_days: None,
+            hooks_dir: PathBuf::from("/etc/forcelogout/hooks.d"),
+            socket: PathBuf::from("/run/forcelogout/socket"),
+        }
+    }
+}
+
+/// The file's shape: every key optional, none unknown.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    admin_group: Option<String>,
+    exempt_groups: Option<Vec<String>>,
+    scheduled_warning: Option<String>,
+    immediate_warning: Option<String>,
+    notice_ahead: Option<String>,
+    idle_timeout: Option<String>,
+    catch_up: Option<String>,
+    retention_days: Option<u32>,
+    hooks_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the file at `path`; a missing file is the defaults.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text).map_err(|e| match e {
+                Error::Invalid { field, reason } => {
+                    Error::invalid(format!("{}: {field}", path.display()), reason)
+                }
+                other => other,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Error> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            // toml names the unknown key in its message; keep it to one line.
+            Error::invalid("config", message.lines().next().unwrap_or("invalid TOML").to_string())
+        })?;
+        let defaults = Config::default();
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            Some(text) => parse_duration(&text).map_err(|reason| Error::invalid(key, reason)),
+            None => Ok(default),
+        };
+        let config = Config {
+            admin_group: match file.admin_group {
+                Some(g) => crate::schedule::validate_group(&g).map_err(|e| rename(e, "admin_group"))?,
+                None => defaults.admin_group,
+            },
+            exempt_groups: match file.exempt_groups {
+                Some(groups) => groups
+                    .iter()
+                    .map(|g| crate::schedule::validate_group(g).map_err(|e| rename(e, "exempt_groups")))
+                    .collect::<Result<_, _>>()?,
+                None => defaults.exempt_groups,
+            },
+            scheduled_warning: duration("scheduled_warning", file.scheduled_warning, defaults.scheduled_warning)?,
+            immediate_warning: duration("immediate_warning", file.immediate_warning, defaults.immediate_warning)?,
+            notice_ahead: duration("notice_ahead", file.notice_ahead, defaults.notice_ahead)?,
+            idle_timeout: match file.idle_timeout.as_deref() {
+                None | Some("off") | Some("0") => None,
+                Some(text) => Some(parse_duration(text).map_err(|r| Error::invalid("idle_timeout", r))?),
+            },
+            catch_up: duration("catch_up", file.catch_up, defaults.catch_up)?,
+            retention_days: file.retention_days,
+            hooks_dir: file.hooks_dir.unwrap_or(defaults.hooks_dir),
+            socket: file.socket.unwrap_or(defaults.socket),
+        };
+        Ok(config)
+    }
+
+    /// The file named by `FORCELOGOUT_CONFIG`, else the default path.
+    pub fn default_path() -> PathBuf {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+}
+
+fn rename(error: Error, field: &str) -> Error {
+    match error {
+        Error::Invalid { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    }
+}
+
+/// `90`, `90s`, `5m`, `2h`, `1d`, or combinations such as `1h30m`; at most 30 days.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (e.g. 90s, 5m, 1h30m, 2d)");
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    if trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds: u64 = trimmed.parse().map_err(|_| bad())?;
+        return check_limit(Duration::from_secs(seconds), text);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in trimmed.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    check_limit(Duration::from_secs(total), text)
+}
+
+fn check_limit(d: Duration, text: &str) -> Result<Duration, String> {
+    const MAX: Duration = Duration::from_secs(30 * 86_400);
+    if d > MAX {
+        Err(format!("{text:?} is longer than 30 days"))
+    } else {
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_defaults() {
+        let config = Config::load(Path::new("/nonexistent/forcelogout.toml")).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = Config::parse(
+            "admin_group = \"lab-admins\"\nexempt_groups = [\"sudo\", \"ops\"]\n\
+             scheduled_warning = \"10m\"\nimmediate_warning = \"0\"\nnotice_ahead = \"1d\"\n\
+             idle_timeout = \"45m\"\ncatch_up = \"2m\"\nretention_days = 400\n",
+        )
+        .unwrap();
+        assert_eq!(config.admin_group, "lab-admins");
+        assert_eq!(config.exempt_groups, ["sudo", "ops"]);
+        assert_eq!(config.scheduled_warning, Duration::from_secs(600));
+        assert_eq!(config.immediate_warning, Duration::ZERO);
+        assert_eq!(config.notice_ahead, Duration::from_secs(86_400));
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(2700)));
+        assert_eq!(config.retention_days, Some(400));
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        for (text, key) in [
+            ("scheduled_warnings = \"5m\"", "config"),
+            ("scheduled_warning = \"5 minutes\"", "scheduled_warning"),
+            ("immediate_warning = \"-1s\"", "immediate_warning"),
+            ("idle_timeout = \"forever\"", "idle_timeout"),
+            ("admin_group = \"two words\"", "admin_group"),
+            ("exempt_groups = [\"ok\", \"a;b\"]", "exempt_groups"),
+            ("catch_up = \"99d\"", "catch_up"),
+            ("retention_days = -3", "config"),
+            ("not toml at all", "config"),
+        ] {
+            match Config::parse(text) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        for bad in ["", "m", "5x", "1.5h", "5m3", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

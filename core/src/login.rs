@@ -1,0 +1,343 @@
+//! The PAM module's logic (SPEC §5.5, §6.1), generic over `PamHandler` so that the C adapter
+//! stays four steps per hook (convert args, read items, call this, map the verdict) and so
+//! that the logic is tested without libpam.
+//!
+//! Failure policy: a store that cannot be read or written is logged and the login proceeds
+//! (`Verdict::Ignore`: the rest of the stack decides), except that `account` with
+//! `fail=closed` refuses. Only `account` ever refuses a login on purpose: during a lockout.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::policy;
+use crate::sessions::{LoginFacts, ProcessFacts};
+use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
+use crate::targeting::{Identity, Targeted};
+use crate::text::sanitize_for_terminal;
+
+/// What the PAM adapter gives the logic: the handle's items, data, conversation and syslog.
+pub trait PamHandler {
+    fn user(&self) -> Result<String, Error>;
+    fn item(&self, item: PamItem) -> Option<String>;
+    /// A variable of the PAM environment (pam_getenv).
+    fn env(&self, name: &str) -> Option<String>;
+    /// The session key stored by open_session in this handle (pam_get_data).
+    fn session_key(&self) -> Option<String>;
+    fn set_session_key(&mut self, key: &str) -> Result<(), Error>;
+    /// A PAM_TEXT_INFO message to the user.
+    fn info(&mut self, text: &str);
+    /// A PAM_ERROR_MSG message to the user.
+    fn error(&mut self, text: &str);
+    /// A line to syslog (authpriv), as pam_syslog does.
+    fn log(&self, level: LogLevel, text: &str);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PamItem {
+    Service,
+    Tty,
+    RemoteHost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Notice,
+    Debug,
+}
+
+/// The hook's answer, which the adapter maps to a PAM return code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    /// No opinion: the rest of the stack decides.
+    Ignore,
+    PermissionDenied,
+}
+
+/// The module's arguments from the PAM configuration line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleArgs {
+    pub db: PathBuf,
+    pub config: PathBuf,
+    pub fail_closed: bool,
+    pub timeout: Duration,
+    pub debug: bool,
+    pub quiet: bool,
+}
+
+impl Default for ModuleArgs {
+    fn default() -> ModuleArgs {
+        ModuleArgs {
+            db: PathBuf::from(DEFAULT_DB_PATH),
+            config: PathBuf::from(crate::config::DEFAULT_CONFIG_PATH),
+            fail_closed: false,
+            timeout: Duration::from_millis(2000),
+            debug: false,
+            quiet: false,
+        }
+    }
+}
+
+/// The longest `timeout=` accepted: a login must never hang on us for long.
+const MAX_TIMEOUT_MS: u64 = 30_000;
+
+impl ModuleArgs {
+    /// Parses `db=PATH fail=open|closed timeout=MS debug quiet config=PATH`. Unknown or bad
+    /// arguments are returned as complaints for syslog and otherwise ignored: a typo in a PAM
+    /// line must not lock anyone out.
+    pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> (ModuleArgs, Vec<String>) {
+        let mut parsed = ModuleArgs::default();
+        let mut complaints = Vec::new();
+        for arg in args {
+            match arg.split_once('=') {
+                Some(("db", path)) if path.starts_with('/') => parsed.db = PathBuf::from(path),
+                Some(("config", path)) if path.starts_with('/') => parsed.config = PathBuf::from(path),
+                Some(("fail", "open")) => parsed.fail_closed = false,
+                Some(("fail", "closed")) => parsed.fail_closed = true,
+                Some(("timeout", ms)) => match ms.parse::<u64>() {
+                    Ok(ms) if ms <= MAX_TIMEOUT_MS => parsed.timeout = Duration::from_millis(ms),
+                    _ => complaints.push(format!("ignoring {arg}: give milliseconds, 0 to {MAX_TIMEOUT_MS}")),
+                },
+                None if arg == "debug" => parsed.debug = true,
+                None if arg == "quiet" => parsed.quiet = true,
+                _ => complaints.push(format!(
+                    "ignoring unknown argument {:?} (known: db=/PATH config=/PATH fail=open|closed timeout=MS debug quiet)",
+                    crate::text::sanitize_line(arg)
+                )),
+            }
+        }
+        (parsed, complaints)
+    }
+}
+
+/// Everything a hook needs besides the handle.
+pub struct HookContext {
+    pub args: ModuleArgs,
+    /// PAM_SILENT: no messages to the user.
+    pub silent: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl HookContext {
+    fn config(&self, h: &dyn PamHandler) -> Config {
+        Config::load(&self.args.config).unwrap_or_else(|e| {
+            h.log(LogLevel::Error, &format!("{e}; using the defaults"));
+            Config::default()
+        })
+    }
+
+    fn speaks(&self) -> bool {
+        !self.silent && !self.args.quiet
+    }
+
+    fn debug(&self, h: &dyn PamHandler, text: &str) {
+        if self.args.debug {
+            h.log(LogLevel::Debug, text);
+        }
+    }
+}
+
+/// `account`: refuses a login while a Kick logout that targets the user is inside its
+/// lockout window; allows it otherwise.
+pub fn account(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
+    match lockout_message(h, ctx) {
+        Ok(None) => Verdict::Success,
+        Ok(Some(message)) => {
+            if !ctx.silent {
+                h.error(&message);
+            }
+            Verdict::PermissionDenied
+        }
+        Err(e) => {
+            h.log(LogLevel::Error, &format!("account: {e}"));
+            if ctx.args.fail_closed {
+                if !ctx.silent {
+                    h.error("Login refused: the logout policy could not be checked (fail=closed).");
+                }
+                Verdict::PermissionDenied
+            } else {
+                Verdict::Ignore
+            }
+        }
+    }
+}
+
+fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<String>, Error> {
+    let user = h.user()?;
+    let store = open_for_reading(&ctx.args)?;
+    let schedules = store.current_schedules(None)?;
+    let config = ctx.config(h);
+    let windows = policy::open_lockout_windows(&schedules, config.immediate_warning, ctx.now);
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let Some(identity) = Identity::lookup(&user)? else {
+        return Ok(None);
+    };
+    let Some(lockout) = policy::lockout_for(&identity, windows, &config.exempt_groups) else {
+        return Ok(None);
+    };
+    let s = &lockout.record.schedule;
+    h.log(
+        LogLevel::Notice,
+        &format!(
+            "refusing login of {user}: schedule {} locks out {} until {}",
+            lockout.record.id,
+            crate::text::sanitize_line(&s.group),
+            crate::clock::format_timestamp(lockout.until)
+        ),
+    );
+    let until_local = lockout.until.with_timezone(&s.timezone);
+    let mut message = format!(
+        "Logins are closed until {} ({}).",
+        until_local.format("%H:%M %Z"),
+        s.timezone.name()
+    );
+    if !s.message.is_empty() {
+        message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
+    }
+    Ok(Some(message))
+}
+
+/// The read path of `account`: the directory must exist (the package makes it; its absence
+/// is a fault), the file may not yet (nothing was ever scheduled).
+fn open_for_reading(args: &ModuleArgs) -> Result<Store, Error> {
+    if let Some(dir) = args.db.parent() {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                format!("{}: the store's directory is missing", args.db.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+    }
+    Store::open_for_reading(&args.db, args.timeout)
+}
+
+/// `open_session`: registers the session, writes `online` if it is the user's first, and
+/// shows the notices: the last forced logout's message, and logouts coming soon.
+pub fn open_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
+    match register(h, ctx) {
+        Ok(()) => Verdict::Success,
+        Err(e) => {
+            h.log(LogLevel::Error, &format!("open_session: {e}"));
+            Verdict::Ignore
+        }
+    }
+}
+
+fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
+    let user = h.user()?;
+    let uid = match nix::unistd::User::from_name(&user) {
+        Ok(Some(u)) => u.uid.as_raw(),
+        Ok(None) => return Err(Error::invalid("user", format!("{user} is not known to NSS"))),
+        Err(e) => return Err(Error::io(format!("looking up user {user}"), e.into())),
+    };
+    let login = LoginFacts {
+        user: user.clone(),
+        uid,
+        service: h.item(PamItem::Service),
+        tty: h.item(PamItem::Tty),
+        remote_host: h.item(PamItem::RemoteHost),
+        logind_session: h.env("XDG_SESSION_ID"),
+    };
+    let process = ProcessFacts::of_current_process();
+    let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.args.timeout)?;
+    let opened = store.open_session(&login, &process, ctx.now)?;
+    h.set_session_key(&opened.session_key)?;
+    ctx.debug(
+        h,
+        &format!("opened session {} of {user} (online: {})", opened.session_key, opened.online),
+    );
+    if !ctx.speaks() {
+        return Ok(());
+    }
+    if let Some(message) = &opened.last_logout_message {
+        h.info(&format!("You were logged out by the administrator:\n{}", sanitize_for_terminal(message)));
+    }
+    let schedules = store.current_schedules(None)?;
+    let config = ctx.config(h);
+    let due = policy::due_within(&schedules, config.immediate_warning, config.notice_ahead, ctx.now);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let Some(identity) = Identity::lookup(&user)? else {
+        return Ok(());
+    };
+    for (at, record) in due {
+        if identity.targeted_by(&record.schedule.group, &config.exempt_groups) != Targeted::Yes {
+            continue;
+        }
+        h.info(&notice_text(at, record, ctx.now));
+    }
+    Ok(())
+}
+
+/// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"
+fn notice_text(at: DateTime<Utc>, record: &crate::store::ScheduleRecord, now: DateTime<Utc>) -> String {
+    let s = &record.schedule;
+    let local = at.with_timezone(&s.timezone);
+    let what = if s.kick {
+        "You will be logged out"
+    } else {
+        "You will be asked to log out"
+    };
+    let mut text = format!(
+        "{what} at {} ({}), in {}.",
+        local.format("%Y-%m-%d %H:%M %Z"),
+        s.timezone.name(),
+        policy::describe_wait(now, at)
+    );
+    if !s.message.is_empty() {
+        text.push('\n');
+        text.push_str(&sanitize_for_terminal(&s.message));
+    }
+    text
+}
+
+/// `close_session`: removes the session (found by this handle's data, else by this process)
+/// and writes `removed` and, after the last one, `offline`. Idempotent.
+pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
+    let result = (|| {
+        let process = ProcessFacts::of_current_process();
+        let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.args.timeout)?;
+        store.close_session(h.session_key().as_deref(), &process, RemovalReason::Logout, ctx.now)
+    })();
+    match result {
+        Ok(closed) => {
+            ctx.debug(
+                h,
+                &format!(
+                    "close_session: session {:?} removed: {}, offline: {}",
+                    closed.session_key, closed.removed, closed.offline
+                ),
+            );
+            Verdict::Success
+        }
+        Err(e) => {
+            h.log(LogLevel::Error, &format!("close_session: {e}"));
+            Verdict::Ignore
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let (args, complaints) = ModuleArgs::parse(["db=/tmp/x.db", "fail=closed", "timeout=500", "debug", "quiet"]);
+        assert!(complaints.is_empty());
+        assert_eq!(args.db, PathBuf::from("/tmp/x.db"));
+        assert!(args.fail_closed && args.debug && args.quiet);
+        assert_eq!(args.timeout, Duration::from_millis(500));
+        let (args, complaints) = ModuleArgs::parse(["db=relative.db", "fail=maybe", "timeout=-1", "timeout=99999999", "loud"]);
+        assert_eq!(args, ModuleArgs::default());
+        assert_eq!(complaints.len(), 5);
+    }
+}

@@ -1,0 +1,108 @@
+//! What the schedules mean for one user at one instant: an active lockout, logouts coming.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::firing;
+use crate::store::ScheduleRecord;
+use crate::targeting::{Identity, Targeted};
+
+
+/// The instant a schedule's logout takes effect at or before `now`: an immediate logout's is
+/// its issue time plus the immediate warning; a scheduled one's is its latest firing.
+pub fn logout_at_or_before(
+    record: &ScheduleRecord,
+    immediate_warning: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let s = &record.schedule;
+    if s.immediate {
+        immediate_instant(record, immediate_warning).filter(|&t| t <= now)
+    } else {
+        firing::latest_at_or_before(s.recurrence, s.time, s.timezone, now)
+    }
+}
+
+/// The next instant strictly after `now` at which the schedule's logout takes effect.
+pub fn logout_after(
+    record: &ScheduleRecord,
+    immediate_warning: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let s = &record.schedule;
+    if s.immediate {
+        immediate_instant(record, immediate_warning).filter(|&t| t > now)
+    } else {
+        s.next_after(now)
+    }
+}
+
+fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
+    let issued = DateTime::parse_from_rfc3339(&record.update_time).ok()?.with_timezone(&Utc);
+    Some(issued + chrono::Duration::from_std(warning).ok()?)
+}
+
+/// An active lockout: the schedule, and when its window ends.
+pub struct Lockout<'a> {
+    pub record: &'a ScheduleRecord,
+    pub until: DateTime<Utc>,
+}
+
+/// Kick schedules whose lockout window contains `now`, before targeting is considered. Cheap:
+/// no NSS lookups, so the common case (no window open) costs one read of the schedules.
+pub fn open_lockout_windows<'a>(
+    schedules: &'a [ScheduleRecord],
+    immediate_warning: Duration,
+    now: DateTime<Utc>,
+) -> Vec<Lockout<'a>> {
+    schedules
+        .iter()
+        .filter(|r| r.schedule.kick && r.schedule.lockout_minutes > 0)
+        .filter_map(|record| {
+            let at = logout_at_or_before(record, immediate_warning, now)?;
+            let until = at + chrono::Duration::minutes(i64::from(record.schedule.lockout_minutes));
+            (now < until).then_some(Lockout { record, until })
+        })
+        .collect()
+}
+
+/// The lockout that refuses this user's login now, if any: the one that ends last.
+pub fn lockout_for<'a>(
+    identity: &Identity,
+    windows: Vec<Lockout<'a>>,
+    exempt_groups: &[String],
+) -> Option<Lockout<'a>> {
+    windows
+        .into_iter()
+        .filter(|l| identity.targeted_by(&l.record.schedule.group, exempt_groups) == Targeted::Yes)
+        .max_by_key(|l| l.until)
+}
+
+/// Logouts due within `ahead` of `now`, soonest first, before targeting is considered (so
+/// that NSS is asked about the user's groups only when something is coming).
+pub fn due_within(
+    schedules: &[ScheduleRecord],
+    immediate_warning: Duration,
+    ahead: Duration,
+    now: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, &ScheduleRecord)> {
+    let horizon = now + chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::zero());
+    let mut found: Vec<_> = schedules
+        .iter()
+        .filter_map(|r| logout_after(r, immediate_warning, now).map(|t| (t, r)))
+        .filter(|(t, _)| *t <= horizon)
+        .collect();
+    found.sort_by_key(|(t, _)| *t);
+    found
+}
+
+/// "in 2 h 05 min", "in 45 s": how far off an instant is, for people.
+pub fn describe_wait(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    let seconds = (to - from).num_seconds().max(0);
+    match seconds {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", (s + 59) / 60),
+        s => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}

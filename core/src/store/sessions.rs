@@ -1,0 +1,219 @@
+//! `LogoutSessions`: the live session registry, and the events its changes write. Each PAM
+//! call is one write transaction: the floor that durability allows.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::events::{append, EventKind, NewEvent, RemovalReason};
+use super::{on_error, Store};
+use crate::clock::{format_timestamp, partition_date};
+use crate::error::Error;
+use crate::ids;
+use crate::sessions::{LoginFacts, ProcessFacts};
+
+/// What opening a session did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub session_key: String,
+    /// `online` was written: this is the user's only live session.
+    pub online: bool,
+    /// The message of a forced logout of this user not yet shown at a login.
+    pub last_logout_message: Option<String>,
+}
+
+/// What closing a session did. Closing an unknown or already removed session does nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub session_key: Option<String>,
+    pub removed: bool,
+    pub offline: bool,
+}
+
+impl Store {
+    pub fn open_session(
+        &mut self,
+        login: &LoginFacts,
+        process: &ProcessFacts,
+        now: DateTime<Utc>,
+    ) -> Result<Opened, Error> {
+        let path = self.path.clone();
+        let zone = self.host_zone;
+        let fail = |context| on_error(&path, context);
+        let session_key = ids::new_id()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail("starting the session write"))?;
+        tx.prepare_cached(
+            "INSERT INTO LogoutSessions (SessionKey, GroupName, UserId, Service, Tty, RemoteHost, Pid, \
+             ProcessSession, Cgroup, LogindSession, LoginKey, BootId, OpenedAt, Date, PidStartTime) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                session_key,
+                login.user,
+                login.uid,
+                login.service,
+                login.tty,
+                login.remote_host,
+                process.pid,
+                process.process_session,
+                process.cgroup,
+                login.logind_session,
+                process.login_key,
+                process.boot_id,
+                format_timestamp(now),
+                partition_date(now, zone),
+                process.pid_start_time.map(|t| t as i64),
+            ])
+        })
+        .map_err(fail("registering the session"))?;
+        let live: i64 = tx
+            .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![login.user], |row| row.get(0)))
+            .map_err(fail("counting live sessions"))?;
+        let online = live == 1;
+        if online {
+            let event = NewEvent {
+                uid: Some(login.uid),
+                session_key: Some(&session_key),
+                login_key: process.login_key.as_deref(),
+                service: login.service.as_deref(),
+                tty: login.tty.as_deref(),
+                remote_host: login.remote_host.as_deref(),
+                ..NewEvent::new(EventKind::Online, &login.user, &process.host)
+            };
+            append(&tx, &self.path, &event, now, zone)?;
+        }
+        let last_logout_message = take_unseen_logout_message(&tx, &login.user)
+            .map_err(fail("reading the last logout message"))?;
+        tx.commit().map_err(fail("committing the session"))?;
+        Ok(Opened {
+            session_key,
+            online,
+            last_logout_message,
+        })
+    }
+
+    /// Removes a session: the one named by `session_key`, else the latest one opened by this
+    /// very process (same pid, start time and boot). Writes `removed` with `reason`, and
+    /// `offline` when it was the user's last live session.
+    pub fn close_session(
+        &mut self,
+        session_key: Option<&str>,
+        process: &ProcessFacts,
+        reason: RemovalReason,
+        now: DateTime<Utc>,
+    ) -> Result<Closed, Error> {
+        let path = self.path.clone();
+        let zone = self.host_zone;
+        let fail = |context| on_error(&path, context);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail("starting the session write"))?;
+        let key = match session_key {
+            Some(key) => Some(key.to_string()),
+            None => tx
+                .prepare_cached(
+                    "SELECT SessionKey FROM LogoutSessions WHERE Pid = ?1 AND BootId = ?2 \
+                     AND PidStartTime IS ?3 ORDER BY OpenedAt DESC LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![process.pid, process.boot_id, process.pid_start_time.map(|t| t as i64)],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()
+                })
+                .map_err(fail("finding the session of this process"))?,
+        };
+        let Some(key) = key else {
+            return Ok(Closed { session_key: None, removed: false, offline: false });
+        };
+        let row = tx
+            .prepare_cached(
+                "DELETE FROM LogoutSessions WHERE SessionKey = ?1 \
+                 RETURNING GroupName, UserId, Service, Tty, RemoteHost, LoginKey",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key], |row| {
+                    Ok(SessionRow {
+                        user: row.get(0)?,
+                        uid: row.get(1)?,
+                        service: row.get(2)?,
+                        tty: row.get(3)?,
+                        remote_host: row.get(4)?,
+                        login_key: row.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(fail("removing the session"))?;
+        let Some(row) = row else {
+            // Already removed (by the daemon, or a second close): not an error.
+            return Ok(Closed { session_key: Some(key), removed: false, offline: false });
+        };
+        let removed = NewEvent {
+            uid: row.uid,
+            session_key: Some(&key),
+            login_key: row.login_key.as_deref(),
+            reason: Some(reason),
+            service: row.service.as_deref(),
+            tty: row.tty.as_deref(),
+            remote_host: row.remote_host.as_deref(),
+            ..NewEvent::new(EventKind::Removed, &row.user, &process.host)
+        };
+        let removed_id = append(&tx, &self.path, &removed, now, zone)?;
+        let remaining: i64 = tx
+            .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![row.user], |r| r.get(0)))
+            .map_err(fail("counting live sessions"))?;
+        let offline = remaining == 0;
+        if offline {
+            let event = NewEvent {
+                uid: row.uid,
+                related: Some(&removed_id),
+                login_key: row.login_key.as_deref(),
+                ..NewEvent::new(EventKind::Offline, &row.user, &process.host)
+            };
+            append(&tx, &self.path, &event, now, zone)?;
+        }
+        tx.commit().map_err(fail("committing the session removal"))?;
+        Ok(Closed { session_key: Some(key), removed: true, offline })
+    }
+}
+
+struct SessionRow {
+    user: String,
+    uid: Option<u32>,
+    service: Option<String>,
+    tty: Option<String>,
+    remote_host: Option<String>,
+    login_key: Option<String>,
+}
+
+/// The message of the latest forced logout of `user` since the last one shown, and moves the
+/// user's cursor to the newest event, so the scan at the next login starts here.
+fn take_unseen_logout_message(conn: &rusqlite::Connection, user: &str) -> rusqlite::Result<Option<String>> {
+    let message: Option<String> = conn
+        .prepare_cached(
+            "SELECT (SELECT Message FROM LogoutSchedules s WHERE s.Id = e.ScheduleId ORDER BY s.rowid DESC LIMIT 1) \
+             FROM LogoutEvents e \
+             WHERE e.GroupName = ?1 AND e.Event = 'removed' AND e.Reason IN ('kick', 'warning-expired') \
+               AND e.ReplayId > coalesce((SELECT ReplayId FROM NoticeCursors WHERE GroupName = ?1), 0) \
+             ORDER BY e.ReplayId DESC LIMIT 1",
+        )?
+        .query_row(params![user], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten()
+        .filter(|m| !m.is_empty());
+    conn.prepare_cached(
+        "INSERT INTO NoticeCursors (GroupName, ReplayId) \
+         SELECT ?1, coalesce(max(ReplayId), 0) FROM LogoutEvents WHERE true \
+         ON CONFLICT (GroupName) DO UPDATE SET ReplayId = excluded.ReplayId",
+    )?
+    .execute(params![user])?;
+    Ok(message)
+}

@@ -1,0 +1,147 @@
+//! A safe view of a `pam_handle_t` for the core's `PamHandler` trait.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use forcelogout_core::login::{LogLevel, PamHandler, PamItem};
+use forcelogout_core::Error;
+
+use crate::ffi::*;
+
+/// The module's PAM data key: namespaced, so no other module can read or replace it.
+const SESSION_KEY_DATA: &CStr = c"forcelogout.session_key";
+const PERCENT_S: &CStr = c"%s";
+
+pub struct Handle {
+    pamh: *mut PamHandleT,
+}
+
+impl Handle {
+    /// `pamh` must be the non-null handle libpam passed to the hook, valid for the call.
+    pub fn new(pamh: *mut PamHandleT) -> Handle {
+        Handle { pamh }
+    }
+
+    fn say(&self, style: c_int, text: &str) {
+        let text = to_c(text);
+        // SAFETY: pamh is libpam's live handle; "%s" with one NUL-terminated string argument
+        // matches the varargs; a NULL response pointer is allowed for messages.
+        unsafe {
+            pam_prompt(self.pamh, style, ptr::null_mut(), PERCENT_S.as_ptr(), text.as_ptr());
+        }
+    }
+}
+
+/// A C string of `text`, any NUL byte (never in sanitised text) replaced.
+fn to_c(text: &str) -> CString {
+    CString::new(text.replace('\0', "?")).unwrap_or_default()
+}
+
+/// Copies a string that libpam owns; `None` for NULL.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string that stays valid during the call.
+unsafe fn owned(ptr: *const c_char) -> Option<String> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: non-null and NUL-terminated, as the caller guarantees.
+        Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+    }
+}
+
+impl PamHandler for Handle {
+    fn user(&self) -> Result<String, Error> {
+        let mut user: *const c_char = ptr::null();
+        // SAFETY: pamh is live; `user` is a valid out-pointer; a NULL prompt means the default.
+        let rc = unsafe { pam_get_user(self.pamh, &mut user, ptr::null()) };
+        if rc != PAM_SUCCESS || user.is_null() {
+            return Err(Error::invalid("user", format!("pam_get_user failed ({rc})")));
+        }
+        // SAFETY: libpam returned a NUL-terminated string it keeps for the transaction.
+        let bytes = unsafe { CStr::from_ptr(user) };
+        bytes
+            .to_str()
+            .map(str::to_string)
+            .map_err(|_| Error::invalid("user", "the user name is not UTF-8"))
+    }
+
+    fn item(&self, item: PamItem) -> Option<String> {
+        let item_type = match item {
+            PamItem::Service => PAM_SERVICE,
+            PamItem::Tty => PAM_TTY,
+            PamItem::RemoteHost => PAM_RHOST,
+        };
+        let mut value: *const c_void = ptr::null();
+        // SAFETY: pamh is live; string items are NUL-terminated strings owned by libpam.
+        let rc = unsafe { pam_get_item(self.pamh, item_type, &mut value) };
+        if rc != PAM_SUCCESS {
+            return None;
+        }
+        // SAFETY: a string item is NULL or a NUL-terminated string valid during the call.
+        unsafe { owned(value.cast()) }.filter(|s| !s.is_empty())
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        let name = to_c(name);
+        // SAFETY: pamh is live; the returned pointer is owned by libpam (or NULL).
+        unsafe { owned(pam_getenv(self.pamh, name.as_ptr())) }
+    }
+
+    fn session_key(&self) -> Option<String> {
+        let mut data: *const c_void = ptr::null();
+        // SAFETY: pamh is live; our data under this key is always a CString we created.
+        let rc = unsafe { pam_get_data(self.pamh, SESSION_KEY_DATA.as_ptr(), &mut data) };
+        if rc != PAM_SUCCESS {
+            return None;
+        }
+        // SAFETY: set by set_session_key below: NULL or a NUL-terminated CString.
+        unsafe { owned(data.cast()) }
+    }
+
+    fn set_session_key(&mut self, key: &str) -> Result<(), Error> {
+        let raw = to_c(key).into_raw();
+        // SAFETY: pamh is live; libpam keeps `raw` until pam_end or replacement, then calls
+        // `free_session_key`, which takes back ownership.
+        let rc = unsafe { pam_set_data(self.pamh, SESSION_KEY_DATA.as_ptr(), raw.cast(), Some(free_session_key)) };
+        if rc != PAM_SUCCESS {
+            // SAFETY: libpam did not take `raw`; it came from CString::into_raw above.
+            drop(unsafe { CString::from_raw(raw) });
+            return Err(Error::invalid("session", format!("pam_set_data failed ({rc})")));
+        }
+        Ok(())
+    }
+
+    fn info(&mut self, text: &str) {
+        self.say(PAM_TEXT_INFO, text);
+    }
+
+    fn error(&mut self, text: &str) {
+        self.say(PAM_ERROR_MSG, text);
+    }
+
+    fn log(&self, level: LogLevel, text: &str) {
+        let priority = match level {
+            LogLevel::Error => LOG_ERR,
+            LogLevel::Notice => LOG_NOTICE,
+            LogLevel::Debug => LOG_DEBUG,
+        };
+        let text = to_c(&forcelogout_core::text::sanitize_line(text));
+        // SAFETY: pamh is live; "%s" with one NUL-terminated string matches the varargs.
+        unsafe { pam_syslog(self.pamh, priority, PERCENT_S.as_ptr(), text.as_ptr()) };
+    }
+}
+
+/// libpam's cleanup for our PAM data.
+///
+/// # Safety
+/// `data` is NULL or the pointer `set_session_key` gave libpam.
+unsafe extern "C" fn free_session_key(_pamh: *mut PamHandleT, data: *mut c_void, _status: c_int) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if !data.is_null() {
+            // SAFETY: `data` came from CString::into_raw in set_session_key, freed only here.
+            drop(unsafe { CString::from_raw(data.cast()) });
+        }
+    }));
+}

@@ -1,0 +1,186 @@
+//! `fl-pam-harness`: runs PAM calls through the real libpam, with a private configuration
+//! directory (`pam_start_confdir`), and prints what happened, one line each:
+//!
+//! ```text
+//! conv info "text"       a PAM_TEXT_INFO message the modules sent
+//! conv error "text"      a PAM_ERROR_MSG message
+//! step open rc=0 ms=3    a call, its return code and how long it took
+//! ```
+//!
+//! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
+//! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `wait` (read a line from
+//! stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
+//! Each process is one PAM transaction, like one sshd connection.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io::BufRead;
+use std::ptr;
+use std::time::Instant;
+
+#[repr(C)]
+struct PamHandleT {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+type ConvFn = unsafe extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
+
+#[repr(C)]
+struct PamConv {
+    conv: Option<ConvFn>,
+    appdata_ptr: *mut c_void,
+}
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_BUF_ERR: c_int = 5;
+const PAM_TTY: c_int = 3;
+const PAM_RHOST: c_int = 4;
+const PAM_SILENT: c_int = 0x8000;
+const PAM_ERROR_MSG: c_int = 3;
+const PAM_TEXT_INFO: c_int = 4;
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_start_confdir(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        confdir: *const c_char,
+        pamh: *mut *mut PamHandleT,
+    ) -> c_int;
+    fn pam_end(pamh: *mut PamHandleT, status: c_int) -> c_int;
+    fn pam_set_item(pamh: *mut PamHandleT, item_type: c_int, item: *const c_void) -> c_int;
+    fn pam_acct_mgmt(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_open_session(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_close_session(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+}
+
+/// Prints each message; answers none (the modules under test only inform).
+///
+/// # Safety
+/// Called by libpam with `num_msg` messages in Linux-PAM's layout (an array of pointers).
+unsafe extern "C" fn conversation(
+    num_msg: c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    _appdata: *mut c_void,
+) -> c_int {
+    if num_msg <= 0 || msg.is_null() || resp.is_null() {
+        return PAM_BUF_ERR;
+    }
+    // SAFETY: libpam frees the responses with free(), so they come from calloc.
+    let replies = unsafe { libc::calloc(num_msg as usize, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
+    if replies.is_null() {
+        return PAM_BUF_ERR;
+    }
+    for i in 0..num_msg as usize {
+        // SAFETY: msg holds num_msg valid pointers to messages with NUL-terminated text.
+        let m = unsafe { &**msg.add(i) };
+        let text = if m.msg.is_null() {
+            String::new()
+        } else {
+            // SAFETY: see above.
+            unsafe { CStr::from_ptr(m.msg) }.to_string_lossy().into_owned()
+        };
+        let kind = match m.msg_style {
+            PAM_TEXT_INFO => "info",
+            PAM_ERROR_MSG => "error",
+            _ => "prompt",
+        };
+        println!("conv {kind} {}", serde_json::to_string(&text).unwrap_or_default());
+    }
+    // SAFETY: resp is libpam's out-pointer.
+    unsafe { *resp = replies };
+    PAM_SUCCESS
+}
+
+fn main() {
+    let mut confdir = None;
+    let mut service = None;
+    let mut user = None;
+    let mut items: Vec<(c_int, String)> = Vec::new();
+    let mut flags = 0;
+    let mut steps = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--confdir" => confdir = args.next(),
+            "--service" => service = args.next(),
+            "--user" => user = args.next(),
+            "--tty" => items.push((PAM_TTY, args.next().unwrap_or_default())),
+            "--rhost" => items.push((PAM_RHOST, args.next().unwrap_or_default())),
+            "--silent" => flags |= PAM_SILENT,
+            step => steps.push(step.to_string()),
+        }
+    }
+    let (Some(confdir), Some(service), Some(user)) = (confdir, service, user) else {
+        eprintln!("usage: fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H] [--silent] STEP...");
+        std::process::exit(2);
+    };
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (confdir, service, user) = (c(&confdir), c(&service), c(&user));
+    let conv = PamConv { conv: Some(conversation), appdata_ptr: ptr::null_mut() };
+    let mut pamh: *mut PamHandleT = ptr::null_mut();
+    // SAFETY: all strings are NUL-terminated and outlive the handle; conv lives until pam_end.
+    let rc = unsafe { pam_start_confdir(service.as_ptr(), user.as_ptr(), &conv, confdir.as_ptr(), &mut pamh) };
+    if rc != PAM_SUCCESS {
+        println!("step start rc={rc} ms=0");
+        std::process::exit(1);
+    }
+    let item_values: Vec<(c_int, CString)> = items.iter().map(|(t, v)| (*t, c(v))).collect();
+    for (item_type, value) in &item_values {
+        // SAFETY: pamh is live; libpam copies string items.
+        unsafe { pam_set_item(pamh, *item_type, value.as_ptr().cast()) };
+    }
+    let mut last = PAM_SUCCESS;
+    let stdin = std::io::stdin();
+    for step in &steps {
+        let started = Instant::now();
+        // SAFETY (all calls below): pamh is the live handle from pam_start_confdir.
+        let rc = match step.as_str() {
+            "acct" => unsafe { pam_acct_mgmt(pamh, flags) },
+            "open" => unsafe { pam_open_session(pamh, flags) },
+            "close" => unsafe { pam_close_session(pamh, flags) },
+            "wait" => {
+                let mut line = String::new();
+                let _ = stdin.lock().read_line(&mut line);
+                PAM_SUCCESS
+            }
+            s if s.starts_with("sleep:") => {
+                let ms = s[6..].parse().unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                PAM_SUCCESS
+            }
+            s if s.starts_with("bench:") => {
+                for _ in 0..s[6..].parse::<usize>().unwrap_or(0) {
+                    let t = Instant::now();
+                    let open = unsafe { pam_open_session(pamh, flags) };
+                    let close = unsafe { pam_close_session(pamh, flags) };
+                    println!("pair us={} open={open} close={close}", t.elapsed().as_micros());
+                }
+                PAM_SUCCESS
+            }
+            other => {
+                eprintln!("unknown step {other}");
+                std::process::exit(2);
+            }
+        };
+        println!("step {step} rc={rc} ms={}", started.elapsed().as_millis());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        last = rc;
+    }
+    // SAFETY: pamh is live and not used after this.
+    unsafe { pam_end(pamh, last) };
+}
