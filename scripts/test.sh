@@ -10,5 +10,7 @@ echo "== cargo fmt"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (the PAM tests load the built module and run the built binaries)"
+cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked

@@ -85,7 +85,10 @@ impl Config {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
             // toml names the unknown key in its message; keep it to one line.
-            Error::invalid("config", message.lines().next().unwrap_or("invalid TOML").to_string())
+            Error::invalid(
+                "config",
+                message.lines().next().unwrap_or("invalid TOML").to_string(),
+            )
         })?;
         let defaults = Config::default();
         let duration = |key: &str, value: Option<String>, default: Duration| match value {
@@ -94,22 +97,36 @@ impl Config {
         };
         let config = Config {
             admin_group: match file.admin_group {
-                Some(g) => crate::schedule::validate_group(&g).map_err(|e| rename(e, "admin_group"))?,
+                Some(g) => {
+                    crate::schedule::validate_group(&g).map_err(|e| rename(e, "admin_group"))?
+                }
                 None => defaults.admin_group,
             },
             exempt_groups: match file.exempt_groups {
                 Some(groups) => groups
                     .iter()
-                    .map(|g| crate::schedule::validate_group(g).map_err(|e| rename(e, "exempt_groups")))
+                    .map(|g| {
+                        crate::schedule::validate_group(g).map_err(|e| rename(e, "exempt_groups"))
+                    })
                     .collect::<Result<_, _>>()?,
                 None => defaults.exempt_groups,
             },
-            scheduled_warning: duration("scheduled_warning", file.scheduled_warning, defaults.scheduled_warning)?,
-            immediate_warning: duration("immediate_warning", file.immediate_warning, defaults.immediate_warning)?,
+            scheduled_warning: duration(
+                "scheduled_warning",
+                file.scheduled_warning,
+                defaults.scheduled_warning,
+            )?,
+            immediate_warning: duration(
+                "immediate_warning",
+                file.immediate_warning,
+                defaults.immediate_warning,
+            )?,
             notice_ahead: duration("notice_ahead", file.notice_ahead, defaults.notice_ahead)?,
             idle_timeout: match file.idle_timeout.as_deref() {
                 None | Some("off") | Some("0") => None,
-                Some(text) => Some(parse_duration(text).map_err(|r| Error::invalid("idle_timeout", r))?),
+                Some(text) => {
+                    Some(parse_duration(text).map_err(|r| Error::invalid("idle_timeout", r))?)
+                }
             },
             catch_up: duration("catch_up", file.catch_up, defaults.catch_up)?,
             retention_days: file.retention_days,

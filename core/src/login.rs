@@ -234,7 +234,12 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
     let user = h.user()?;
     let uid = match nix::unistd::User::from_name(&user) {
         Ok(Some(u)) => u.uid.as_raw(),
-        Ok(None) => return Err(Error::invalid("user", format!("{user} is not known to NSS"))),
+        Ok(None) => {
+            return Err(Error::invalid(
+                "user",
+                format!("{user} is not known to NSS"),
+            ))
+        }
         Err(e) => return Err(Error::io(format!("looking up user {user}"), e.into())),
     };
     let login = LoginFacts {
@@ -251,17 +256,28 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
     h.set_session_key(&opened.session_key)?;
     ctx.debug(
         h,
-        &format!("opened session {} of {user} (online: {})", opened.session_key, opened.online),
+        &format!(
+            "opened session {} of {user} (online: {})",
+            opened.session_key, opened.online
+        ),
     );
     if !ctx.speaks() {
         return Ok(());
     }
     if let Some(message) = &opened.last_logout_message {
-        h.info(&format!("You were logged out by the administrator:\n{}", sanitize_for_terminal(message)));
+        h.info(&format!(
+            "You were logged out by the administrator:\n{}",
+            sanitize_for_terminal(message)
+        ));
     }
     let schedules = store.current_schedules(None)?;
     let config = ctx.config(h);
-    let due = policy::due_within(&schedules, config.immediate_warning, config.notice_ahead, ctx.now);
+    let due = policy::due_within(
+        &schedules,
+        config.immediate_warning,
+        config.notice_ahead,
+        ctx.now,
+    );
     if due.is_empty() {
         return Ok(());
     }
@@ -278,7 +294,11 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
 }
 
 /// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"
-fn notice_text(at: DateTime<Utc>, record: &crate::store::ScheduleRecord, now: DateTime<Utc>) -> String {
+fn notice_text(
+    at: DateTime<Utc>,
+    record: &crate::store::ScheduleRecord,
+    now: DateTime<Utc>,
+) -> String {
     let s = &record.schedule;
     let local = at.with_timezone(&s.timezone);
     let what = if s.kick {
@@ -305,7 +325,12 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
     let result = (|| {
         let process = ProcessFacts::of_current_process();
         let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.args.timeout)?;
-        store.close_session(h.session_key().as_deref(), &process, RemovalReason::Logout, ctx.now)
+        store.close_session(
+            h.session_key().as_deref(),
+            &process,
+            RemovalReason::Logout,
+            ctx.now,
+        )
     })();
     match result {
         Ok(closed) => {
@@ -331,12 +356,24 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let (args, complaints) = ModuleArgs::parse(["db=/tmp/x.db", "fail=closed", "timeout=500", "debug", "quiet"]);
+        let (args, complaints) = ModuleArgs::parse([
+            "db=/tmp/x.db",
+            "fail=closed",
+            "timeout=500",
+            "debug",
+            "quiet",
+        ]);
         assert!(complaints.is_empty());
         assert_eq!(args.db, PathBuf::from("/tmp/x.db"));
         assert!(args.fail_closed && args.debug && args.quiet);
         assert_eq!(args.timeout, Duration::from_millis(500));
-        let (args, complaints) = ModuleArgs::parse(["db=relative.db", "fail=maybe", "timeout=-1", "timeout=99999999", "loud"]);
+        let (args, complaints) = ModuleArgs::parse([
+            "db=relative.db",
+            "fail=maybe",
+            "timeout=-1",
+            "timeout=99999999",
+            "loud",
+        ]);
         assert_eq!(args, ModuleArgs::default());
         assert_eq!(complaints.len(), 5);
     }

@@ -8,7 +8,6 @@ use crate::firing;
 use crate::store::ScheduleRecord;
 use crate::targeting::{Identity, Targeted};
 
-
 /// The instant a schedule's logout takes effect at or before `now`: an immediate logout's is
 /// its issue time plus the immediate warning; a scheduled one's is its latest firing.
 pub fn logout_at_or_before(
@@ -39,7 +38,9 @@ pub fn logout_after(
 }
 
 fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
-    let issued = DateTime::parse_from_rfc3339(&record.update_time).ok()?.with_timezone(&Utc);
+    let issued = DateTime::parse_from_rfc3339(&record.update_time)
+        .ok()?
+        .with_timezone(&Utc);
     Some(issued + chrono::Duration::from_std(warning).ok()?)
 }
 

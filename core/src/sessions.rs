@@ -46,7 +46,9 @@ impl ProcessFacts {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// The cgroup v2 path (`0::/…`) where there is one, else the whole file on one line.
@@ -91,7 +93,10 @@ mod tests {
 
     #[test]
     fn cgroup_v2_line_is_preferred() {
-        assert_eq!(unified_cgroup("1:cpu:/\n0::/user.slice/session-3.scope"), "/user.slice/session-3.scope");
+        assert_eq!(
+            unified_cgroup("1:cpu:/\n0::/user.slice/session-3.scope"),
+            "/user.slice/session-3.scope"
+        );
         assert_eq!(unified_cgroup("1:cpu:/a\n2:pids:/b"), "1:cpu:/a;2:pids:/b");
     }
 }

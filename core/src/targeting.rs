@@ -32,7 +32,8 @@ impl Identity {
             Ok(None) => return Ok(None),
             Err(e) => return Err(Error::io(format!("looking up user {name}"), e.into())),
         };
-        let c_name = CString::new(name).map_err(|_| Error::invalid("user", "contains a NUL byte"))?;
+        let c_name =
+            CString::new(name).map_err(|_| Error::invalid("user", "contains a NUL byte"))?;
         let gids = nix::unistd::getgrouplist(&c_name, user.gid)
             .map_err(|e| Error::io(format!("looking up the groups of {name}"), e.into()))?;
         let groups = gids
@@ -101,6 +102,8 @@ mod tests {
         let root = Identity::lookup("root").unwrap().unwrap();
         assert_eq!(root.uid, 0);
         assert!(root.groups.iter().any(|g| g == "root"));
-        assert!(Identity::lookup("no-such-user-forcelogout").unwrap().is_none());
+        assert!(Identity::lookup("no-such-user-forcelogout")
+            .unwrap()
+            .is_none());
     }
 }

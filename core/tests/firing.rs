@@ -336,18 +336,29 @@ fn latest_at_or_before_mirrors_next_after() {
     );
     // Exactly at the instant counts.
     assert_eq!(
-        latest_at_or_before(Recurrence::Daily, at("18:00"), berlin, utc("2026-11-27T17:00:00Z")),
+        latest_at_or_before(
+            Recurrence::Daily,
+            at("18:00"),
+            berlin,
+            utc("2026-11-27T17:00:00Z")
+        ),
         Some(utc("2026-11-27T17:00:00Z"))
     );
     let once = Recurrence::Once(date("2030-01-01"));
-    assert_eq!(latest_at_or_before(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z")), None);
+    assert_eq!(
+        latest_at_or_before(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z")),
+        None
+    );
     // For every instant of a DST week, latest <= t < next, and next follows latest.
     let mut t = utc("2026-03-27T00:00:00Z");
     while t < utc("2026-04-02T00:00:00Z") {
         let latest = latest_at_or_before(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
         let next = next_after(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
         assert!(latest <= t && t < next, "{t}");
-        assert_eq!(next_after(Recurrence::Daily, at("02:30"), berlin, latest), Some(next));
+        assert_eq!(
+            next_after(Recurrence::Daily, at("02:30"), berlin, latest),
+            Some(next)
+        );
         t += chrono::Duration::minutes(17);
     }
 }

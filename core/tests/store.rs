@@ -29,7 +29,7 @@ fn daily(group: &str, at: &str) -> forcelogout_core::schedule::Schedule {
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(
         &dir.path().join("state/fl.db"),
-        Access::ReadWrite,
+        Access::Create,
         Duration::from_secs(2),
     )
     .unwrap()

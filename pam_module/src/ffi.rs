@@ -30,8 +30,16 @@ pub type DataCleanup = unsafe extern "C" fn(*mut PamHandleT, *mut c_void, c_int)
 
 #[link(name = "pam")]
 extern "C" {
-    pub fn pam_get_user(pamh: *mut PamHandleT, user: *mut *const c_char, prompt: *const c_char) -> c_int;
-    pub fn pam_get_item(pamh: *const PamHandleT, item_type: c_int, item: *mut *const c_void) -> c_int;
+    pub fn pam_get_user(
+        pamh: *mut PamHandleT,
+        user: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
+    pub fn pam_get_item(
+        pamh: *const PamHandleT,
+        item_type: c_int,
+        item: *mut *const c_void,
+    ) -> c_int;
     pub fn pam_getenv(pamh: *mut PamHandleT, name: *const c_char) -> *const c_char;
     pub fn pam_set_data(
         pamh: *mut PamHandleT,
@@ -39,7 +47,11 @@ extern "C" {
         data: *mut c_void,
         cleanup: Option<DataCleanup>,
     ) -> c_int;
-    pub fn pam_get_data(pamh: *const PamHandleT, module_data_name: *const c_char, data: *mut *const c_void) -> c_int;
+    pub fn pam_get_data(
+        pamh: *const PamHandleT,
+        module_data_name: *const c_char,
+        data: *mut *const c_void,
+    ) -> c_int;
     pub fn pam_syslog(pamh: *const PamHandleT, priority: c_int, fmt: *const c_char, ...);
     pub fn pam_prompt(
         pamh: *mut PamHandleT,

@@ -28,7 +28,13 @@ impl Handle {
         // SAFETY: pamh is libpam's live handle; "%s" with one NUL-terminated string argument
         // matches the varargs; a NULL response pointer is allowed for messages.
         unsafe {
-            pam_prompt(self.pamh, style, ptr::null_mut(), PERCENT_S.as_ptr(), text.as_ptr());
+            pam_prompt(
+                self.pamh,
+                style,
+                ptr::null_mut(),
+                PERCENT_S.as_ptr(),
+                text.as_ptr(),
+            );
         }
     }
 }
@@ -47,7 +53,11 @@ unsafe fn owned(ptr: *const c_char) -> Option<String> {
         None
     } else {
         // SAFETY: non-null and NUL-terminated, as the caller guarantees.
-        Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(ptr) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -57,7 +67,10 @@ impl PamHandler for Handle {
         // SAFETY: pamh is live; `user` is a valid out-pointer; a NULL prompt means the default.
         let rc = unsafe { pam_get_user(self.pamh, &mut user, ptr::null()) };
         if rc != PAM_SUCCESS || user.is_null() {
-            return Err(Error::invalid("user", format!("pam_get_user failed ({rc})")));
+            return Err(Error::invalid(
+                "user",
+                format!("pam_get_user failed ({rc})"),
+            ));
         }
         // SAFETY: libpam returned a NUL-terminated string it keeps for the transaction.
         let bytes = unsafe { CStr::from_ptr(user) };
@@ -104,11 +117,21 @@ impl PamHandler for Handle {
         let raw = to_c(key).into_raw();
         // SAFETY: pamh is live; libpam keeps `raw` until pam_end or replacement, then calls
         // `free_session_key`, which takes back ownership.
-        let rc = unsafe { pam_set_data(self.pamh, SESSION_KEY_DATA.as_ptr(), raw.cast(), Some(free_session_key)) };
+        let rc = unsafe {
+            pam_set_data(
+                self.pamh,
+                SESSION_KEY_DATA.as_ptr(),
+                raw.cast(),
+                Some(free_session_key),
+            )
+        };
         if rc != PAM_SUCCESS {
             // SAFETY: libpam did not take `raw`; it came from CString::into_raw above.
             drop(unsafe { CString::from_raw(raw) });
-            return Err(Error::invalid("session", format!("pam_set_data failed ({rc})")));
+            return Err(Error::invalid(
+                "session",
+                format!("pam_set_data failed ({rc})"),
+            ));
         }
         Ok(())
     }

@@ -32,7 +32,13 @@ enum Hook {
 /// # Safety
 /// As for every `pam_sm_*` function: `pamh` is libpam's handle and `argv` holds `argc`
 /// NUL-terminated strings, both valid for the call.
-unsafe fn run_hook(pamh: *mut PamHandleT, flags: c_int, argc: c_int, argv: *const *const c_char, hook: Hook) -> c_int {
+unsafe fn run_hook(
+    pamh: *mut PamHandleT,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+    hook: Hook,
+) -> c_int {
     let mut fail_closed = false;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         if pamh.is_null() {
@@ -65,7 +71,10 @@ unsafe fn run_hook(pamh: *mut PamHandleT, flags: c_int, argc: c_int, argv: *cons
     outcome.unwrap_or_else(|_| {
         // A bug of ours: the login proceeds unless the administrator asked for fail=closed.
         let _ = catch_unwind(|| {
-            Handle::new(pamh).log(LogLevel::Error, "internal error (panic) in pam_forcelogout; see the journal");
+            Handle::new(pamh).log(
+                LogLevel::Error,
+                "internal error (panic) in pam_forcelogout; see the journal",
+            );
         });
         if hook == Hook::Account && fail_closed {
             PAM_PERM_DENIED
@@ -88,7 +97,11 @@ unsafe fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<String> {
             // SAFETY: i < argc, and argv holds argc pointers.
             let arg = unsafe { *argv.add(i) };
             // SAFETY: each non-null entry is a NUL-terminated string.
-            (!arg.is_null()).then(|| unsafe { CStr::from_ptr(arg) }.to_string_lossy().into_owned())
+            (!arg.is_null()).then(|| {
+                unsafe { CStr::from_ptr(arg) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
         })
         .collect()
 }

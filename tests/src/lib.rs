@@ -1,1 +1,382 @@
-//! Fixtures for cross-component tests.
+//! Fixtures for cross-component tests: private PAM stacks run through the real libpam by the
+//! `fl-pam-harness` binary, a real sshd (`sshd`), the built artefacts, and reading the store.
+
+pub mod sshd;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The directory with the build's artefacts (`target/debug` or `target/release`), found from
+/// the running test binary (`target/debug/deps/…`).
+pub fn artefact_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("target dir").to_path_buf()
+}
+
+/// A built artefact; a clear failure when the workspace was not built first.
+pub fn artefact(name: &str) -> PathBuf {
+    let path = artefact_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn module_path() -> PathBuf {
+    artefact("libpam_forcelogout.so")
+}
+
+pub fn ctl_path() -> PathBuf {
+    artefact("forcelogoutctl")
+}
+
+pub fn harness_path() -> PathBuf {
+    artefact("fl-pam-harness")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A private PAM configuration directory with one service, `fltest`, and a store beside it.
+pub struct PamStack {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+pub const SERVICE: &str = "fltest";
+
+impl PamStack {
+    /// `lines` are the service file's lines; `{module}` and `{db}` are replaced by the built
+    /// module's path and the store's.
+    pub fn new(lines: &[&str]) -> PamStack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("pam.d")).expect("pam.d");
+        std::fs::create_dir(dir.path().join("state")).expect("state");
+        let db = dir.path().join("state/forcelogout.db");
+        let stack = PamStack { dir, db };
+        stack.write_service(lines);
+        stack
+    }
+
+    /// The usual stack: our module, then pam_permit, in account and session, with `args`.
+    pub fn standard(args: &str) -> PamStack {
+        PamStack::new(&[
+            &format!("account required {{module}} db={{db}} {args}"),
+            "account required pam_permit.so",
+            &format!("session required {{module}} db={{db}} {args}"),
+            "session required pam_permit.so",
+        ])
+    }
+
+    pub fn write_service(&self, lines: &[&str]) {
+        let module = module_path();
+        let text: String = lines
+            .iter()
+            .map(|l| {
+                l.replace("{module}", &module.to_string_lossy())
+                    .replace("{db}", &self.db.to_string_lossy())
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(self.confdir().join(SERVICE), text).expect("service file");
+    }
+
+    pub fn confdir(&self) -> PathBuf {
+        self.dir.path().join("pam.d")
+    }
+
+    pub fn harness(&self, user: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(harness_path());
+        cmd.arg("--confdir")
+            .arg(self.confdir())
+            .args(["--service", SERVICE, "--user", user])
+            .args(extra);
+        cmd
+    }
+
+    /// Runs the steps in one PAM transaction and returns what happened.
+    pub fn run(&self, user: &str, args: &[&str]) -> Transcript {
+        let out = self.harness(user, args).output().expect("harness");
+        assert!(
+            out.status.success(),
+            "harness failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Transcript::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Starts the steps in a process of its own, to be driven step by step.
+    pub fn spawn(&self, user: &str, args: &[&str]) -> Session {
+        Session::start(self.harness(user, args))
+    }
+
+    /// Runs `forcelogoutctl --db <this store>` with `args`; panics unless it succeeds.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(ctl_path())
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("ctl");
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `(GroupName, Event)` of every event, in ReplayId order.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.query("SELECT GroupName, Event FROM LogoutEvents ORDER BY ReplayId")
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect()
+    }
+
+    /// Rows of `sql` as text (NULL as "NULL").
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        query(&self.db, sql)
+    }
+}
+
+pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open(db).expect("open store");
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        (0..n)
+            .map(|i| {
+                row.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                    rusqlite::types::Value::Null => "NULL".to_string(),
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Real(f) => f.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(b) => format!("{b:?}"),
+                })
+            })
+            .collect()
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+/// What a harness run printed.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    /// (step, return code, milliseconds)
+    pub steps: Vec<(String, i32, u64)>,
+    /// (info|error, text)
+    pub messages: Vec<(String, String)>,
+    /// Microseconds of each `bench:` pair, and its two return codes.
+    pub pairs: Vec<(u64, i32, i32)>,
+}
+
+impl Transcript {
+    pub fn parse(text: &str) -> Transcript {
+        let mut t = Transcript::default();
+        for line in text.lines() {
+            t.add(line);
+        }
+        t
+    }
+
+    fn add(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("conv ") {
+            let (kind, json) = rest.split_once(' ').unwrap_or((rest, "\"\""));
+            let text: String = serde_json::from_str(json).unwrap_or_default();
+            self.messages.push((kind.to_string(), text));
+        } else if let Some(rest) = line.strip_prefix("step ") {
+            let mut parts = rest.split(' ');
+            let step = parts.next().unwrap_or_default().to_string();
+            let field = |p: Option<&str>, key: &str| -> i64 {
+                p.and_then(|f| f.strip_prefix(key))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1)
+            };
+            let rc = field(parts.next(), "rc=") as i32;
+            let ms = field(parts.next(), "ms=") as u64;
+            self.steps.push((step, rc, ms));
+        } else if let Some(rest) = line.strip_prefix("pair ") {
+            let fields: Vec<i64> = rest
+                .split(' ')
+                .filter_map(|f| f.split_once('=').and_then(|(_, v)| v.parse().ok()))
+                .collect();
+            if let [us, open, close] = fields[..] {
+                self.pairs.push((us as u64, open as i32, close as i32));
+            }
+        }
+    }
+
+    /// The return code of the first step named `name`.
+    pub fn rc(&self, name: &str) -> i32 {
+        self.steps
+            .iter()
+            .find(|(s, _, _)| s == name)
+            .unwrap_or_else(|| panic!("no step {name} in {self:?}"))
+            .1
+    }
+
+    pub fn ms(&self, name: &str) -> u64 {
+        self.steps
+            .iter()
+            .find(|(s, _, _)| s == name)
+            .map(|s| s.2)
+            .unwrap_or(u64::MAX)
+    }
+
+    pub fn texts(&self, kind: &str) -> Vec<&str> {
+        self.messages
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, t)| t.as_str())
+            .collect()
+    }
+}
+
+/// A harness process driven step by step: each `wait` step continues on `proceed()`.
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub transcript: Transcript,
+}
+
+impl Session {
+    fn start(mut cmd: Command) -> Session {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn harness");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Session {
+            child,
+            stdin,
+            stdout,
+            transcript: Transcript::default(),
+        }
+    }
+
+    /// Reads output until the step `name` has reported; returns its return code.
+    pub fn until(&mut self, name: &str) -> i32 {
+        loop {
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line).expect("read harness");
+            assert!(
+                n > 0,
+                "harness ended before step {name}: {:?}",
+                self.transcript
+            );
+            self.transcript.add(line.trim_end());
+            if let Some((step, rc, _)) = self.transcript.steps.last() {
+                if step == name && line.starts_with("step ") {
+                    return *rc;
+                }
+            }
+        }
+    }
+
+    /// Lets a `wait` step go on.
+    pub fn proceed(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write harness");
+        stdin.flush().expect("flush harness");
+    }
+
+    pub fn finish(mut self) -> Transcript {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
+        for line in rest.lines() {
+            self.transcript.add(line);
+        }
+        let status = self.child.wait().expect("wait harness");
+        assert!(status.success(), "harness exited with {status}");
+        self.transcript
+    }
+}
+
+/// The system users the tests log in as: they exist on every Debian system, need no setup and
+/// are left unchanged (the module only reads NSS).
+pub const USERS: [&str; 8] = ["daemon", "bin", "sys", "games", "man", "lp", "mail", "news"];
+
+/// `HH:MM` of now plus `minutes`, in UTC, for schedules relative to the test's own clock.
+pub fn utc_hhmm(minutes: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let t = now + minutes * 60;
+    let day_seconds = t.rem_euclid(86_400);
+    format!("{:02}:{:02}", day_seconds / 3600, (day_seconds % 3600) / 60)
+}
+
+/// A command run in a private mount namespace after `setup` (shell commands, e.g. bind
+/// mounts): whatever it mounts vanishes with the process, and the host is never changed.
+pub fn with_private_mounts(setup: &str, program: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-ec"])
+        .arg(format!("{setup}\nexec \"$@\""))
+        .arg("sh")
+        .arg(program)
+        .args(args);
+    cmd
+}
+
+/// A syslog receiver: a datagram socket that a namespaced `/dev/log` is bound to.
+pub struct SyslogSink {
+    pub socket: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SyslogSink {
+    pub fn new() -> SyslogSink {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind syslog socket");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        SyslogSink {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Shell lines that put this socket at `/dev/log` (a private tmpfs `/dev` with `null`).
+    pub fn mount_setup(&self) -> String {
+        format!(
+            "d=$(mktemp -d); touch $d/null; mount --bind /dev/null $d/null; \
+             mount -t tmpfs tmpfs /dev; touch /dev/null /dev/log; \
+             mount --bind $d/null /dev/null; mount --bind '{}' /dev/log",
+            self.path.display()
+        )
+    }
+
+    /// Every datagram received so far.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+}
+
+impl Default for SyslogSink {
+    fn default() -> Self {
+        SyslogSink::new()
+    }
+}

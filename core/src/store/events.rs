@@ -106,34 +106,33 @@ pub(super) fn append(
     host_zone: Tz,
 ) -> Result<String, Error> {
     let identifier = ids::new_id()?;
-    conn
-        .prepare_cached(
-            "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, \
+    conn.prepare_cached(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, \
              EventIdentifier, RelatedEventIdentifier, SessionKey, LoginKey, UserId, ScheduleId, \
              Reason, Service, Tty, RemoteHost, Host) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                partition_date(now, host_zone),
-                format_timestamp(now),
-                event.user,
-                event.kind.as_str(),
-                event.immediate,
-                event.kick,
-                identifier,
-                event.related,
-                event.session_key,
-                event.login_key,
-                event.uid,
-                event.schedule_id,
-                event.reason.map(RemovalReason::as_str),
-                event.service,
-                event.tty,
-                event.remote_host,
-                event.host,
-            ])
-        })
-        .map_err(|e| classify(path, "appending an event", e))?;
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            partition_date(now, host_zone),
+            format_timestamp(now),
+            event.user,
+            event.kind.as_str(),
+            event.immediate,
+            event.kick,
+            identifier,
+            event.related,
+            event.session_key,
+            event.login_key,
+            event.uid,
+            event.schedule_id,
+            event.reason.map(RemovalReason::as_str),
+            event.service,
+            event.tty,
+            event.remote_host,
+            event.host,
+        ])
+    })
+    .map_err(|e| classify(path, "appending an event", e))?;
     Ok(identifier)
 }

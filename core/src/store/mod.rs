@@ -4,8 +4,8 @@
 mod baseline;
 mod events;
 mod schedules;
-mod sessions;
 mod schema;
+mod sessions;
 
 pub use events::{EventKind, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
@@ -161,7 +161,12 @@ impl Store {
         }
         self.conn
             .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.fail("setting synchronous=FULL", e))
+            .map_err(|e| self.fail("setting synchronous=FULL", e))?;
+        // SQLite's default stays on purpose: the last connection to close checkpoints the WAL
+        // and removes it. Without that, the next process to open the store alone (every PAM
+        // call when the daemon is not running) must re-read the whole WAL to rebuild its
+        // index, which measured far slower (see the PAM benchmark in the README).
+        Ok(())
     }
 
     fn schema_version(&self) -> Result<usize, Error> {
@@ -228,7 +233,10 @@ fn newer_schema(path: &Path, version: usize) -> Error {
 }
 
 /// `classify` as a `map_err` argument.
-fn on_error<'p>(path: &'p Path, context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error + 'p {
+fn on_error<'p>(
+    path: &'p Path,
+    context: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> Error + 'p {
     move |e| classify(path, context, e)
 }
 

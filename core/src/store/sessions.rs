@@ -122,7 +122,11 @@ impl Store {
                 )
                 .and_then(|mut stmt| {
                     stmt.query_row(
-                        params![process.pid, process.boot_id, process.pid_start_time.map(|t| t as i64)],
+                        params![
+                            process.pid,
+                            process.boot_id,
+                            process.pid_start_time.map(|t| t as i64)
+                        ],
                         |row| row.get::<_, String>(0),
                     )
                     .optional()
@@ -130,7 +134,11 @@ impl Store {
                 .map_err(fail("finding the session of this process"))?,
         };
         let Some(key) = key else {
-            return Ok(Closed { session_key: None, removed: false, offline: false });
+            return Ok(Closed {
+                session_key: None,
+                removed: false,
+                offline: false,
+            });
         };
         let row = tx
             .prepare_cached(
@@ -153,7 +161,11 @@ impl Store {
             .map_err(fail("removing the session"))?;
         let Some(row) = row else {
             // Already removed (by the daemon, or a second close): not an error.
-            return Ok(Closed { session_key: Some(key), removed: false, offline: false });
+            return Ok(Closed {
+                session_key: Some(key),
+                removed: false,
+                offline: false,
+            });
         };
         let removed = NewEvent {
             uid: row.uid,
@@ -180,8 +192,13 @@ impl Store {
             };
             append(&tx, &self.path, &event, now, zone)?;
         }
-        tx.commit().map_err(fail("committing the session removal"))?;
-        Ok(Closed { session_key: Some(key), removed: true, offline })
+        tx.commit()
+            .map_err(fail("committing the session removal"))?;
+        Ok(Closed {
+            session_key: Some(key),
+            removed: true,
+            offline,
+        })
     }
 }
 
@@ -196,7 +213,10 @@ struct SessionRow {
 
 /// The message of the latest forced logout of `user` since the last one shown, and moves the
 /// user's cursor to the newest event, so the scan at the next login starts here.
-fn take_unseen_logout_message(conn: &rusqlite::Connection, user: &str) -> rusqlite::Result<Option<String>> {
+fn take_unseen_logout_message(
+    conn: &rusqlite::Connection,
+    user: &str,
+) -> rusqlite::Result<Option<String>> {
     let message: Option<String> = conn
         .prepare_cached(
             "SELECT (SELECT Message FROM LogoutSchedules s WHERE s.Id = e.ScheduleId ORDER BY s.rowid DESC LIMIT 1) \
@@ -210,8 +230,10 @@ fn take_unseen_logout_message(conn: &rusqlite::Connection, user: &str) -> rusqli
         .flatten()
         .filter(|m| !m.is_empty());
     conn.prepare_cached(
+        // max(ReplayId) in a scalar subquery keeps SQLite's O(1) min/max optimisation; the
+        // `WHERE true` is what SQLite needs to parse an upsert after a SELECT.
         "INSERT INTO NoticeCursors (GroupName, ReplayId) \
-         SELECT ?1, coalesce(max(ReplayId), 0) FROM LogoutEvents WHERE true \
+         SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true \
          ON CONFLICT (GroupName) DO UPDATE SET ReplayId = excluded.ReplayId",
     )?
     .execute(params![user])?;

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
-//! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `wait` (read a line from
-//! stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
+//! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `restart` (a new handle in
+//! the same process), `wait` (read a line from stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
 //! Each process is one PAM transaction, like one sshd connection.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -34,7 +34,12 @@ struct PamResponse {
     resp_retcode: c_int,
 }
 
-type ConvFn = unsafe extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int;
+type ConvFn = unsafe extern "C" fn(
+    c_int,
+    *mut *const PamMessage,
+    *mut *mut PamResponse,
+    *mut c_void,
+) -> c_int;
 
 #[repr(C)]
 struct PamConv {
@@ -80,7 +85,8 @@ unsafe extern "C" fn conversation(
         return PAM_BUF_ERR;
     }
     // SAFETY: libpam frees the responses with free(), so they come from calloc.
-    let replies = unsafe { libc::calloc(num_msg as usize, std::mem::size_of::<PamResponse>()) } as *mut PamResponse;
+    let replies = unsafe { libc::calloc(num_msg as usize, std::mem::size_of::<PamResponse>()) }
+        as *mut PamResponse;
     if replies.is_null() {
         return PAM_BUF_ERR;
     }
@@ -91,14 +97,19 @@ unsafe extern "C" fn conversation(
             String::new()
         } else {
             // SAFETY: see above.
-            unsafe { CStr::from_ptr(m.msg) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(m.msg) }
+                .to_string_lossy()
+                .into_owned()
         };
         let kind = match m.msg_style {
             PAM_TEXT_INFO => "info",
             PAM_ERROR_MSG => "error",
             _ => "prompt",
         };
-        println!("conv {kind} {}", serde_json::to_string(&text).unwrap_or_default());
+        println!(
+            "conv {kind} {}",
+            serde_json::to_string(&text).unwrap_or_default()
+        );
     }
     // SAFETY: resp is libpam's out-pointer.
     unsafe { *resp = replies };
@@ -130,19 +141,33 @@ fn main() {
     };
     let c = |s: &str| CString::new(s).unwrap_or_default();
     let (confdir, service, user) = (c(&confdir), c(&service), c(&user));
-    let conv = PamConv { conv: Some(conversation), appdata_ptr: ptr::null_mut() };
+    let conv = PamConv {
+        conv: Some(conversation),
+        appdata_ptr: ptr::null_mut(),
+    };
     let mut pamh: *mut PamHandleT = ptr::null_mut();
     // SAFETY: all strings are NUL-terminated and outlive the handle; conv lives until pam_end.
-    let rc = unsafe { pam_start_confdir(service.as_ptr(), user.as_ptr(), &conv, confdir.as_ptr(), &mut pamh) };
+    let rc = unsafe {
+        pam_start_confdir(
+            service.as_ptr(),
+            user.as_ptr(),
+            &conv,
+            confdir.as_ptr(),
+            &mut pamh,
+        )
+    };
     if rc != PAM_SUCCESS {
         println!("step start rc={rc} ms=0");
         std::process::exit(1);
     }
     let item_values: Vec<(c_int, CString)> = items.iter().map(|(t, v)| (*t, c(v))).collect();
-    for (item_type, value) in &item_values {
-        // SAFETY: pamh is live; libpam copies string items.
-        unsafe { pam_set_item(pamh, *item_type, value.as_ptr().cast()) };
-    }
+    let set_items = |pamh: *mut PamHandleT| {
+        for (item_type, value) in &item_values {
+            // SAFETY: pamh is live; libpam copies string items.
+            unsafe { pam_set_item(pamh, *item_type, value.as_ptr().cast()) };
+        }
+    };
+    set_items(pamh);
     let mut last = PAM_SUCCESS;
     let stdin = std::io::stdin();
     for step in &steps {
@@ -152,6 +177,19 @@ fn main() {
             "acct" => unsafe { pam_acct_mgmt(pamh, flags) },
             "open" => unsafe { pam_open_session(pamh, flags) },
             "close" => unsafe { pam_close_session(pamh, flags) },
+            // A fresh handle in the same process: the modules' PAM data is gone.
+            "restart" => unsafe {
+                pam_end(pamh, PAM_SUCCESS);
+                let rc = pam_start_confdir(
+                    service.as_ptr(),
+                    user.as_ptr(),
+                    &conv,
+                    confdir.as_ptr(),
+                    &mut pamh,
+                );
+                set_items(pamh);
+                rc
+            },
             "wait" => {
                 let mut line = String::new();
                 let _ = stdin.lock().read_line(&mut line);
@@ -167,7 +205,10 @@ fn main() {
                     let t = Instant::now();
                     let open = unsafe { pam_open_session(pamh, flags) };
                     let close = unsafe { pam_close_session(pamh, flags) };
-                    println!("pair us={} open={open} close={close}", t.elapsed().as_micros());
+                    println!(
+                        "pair us={} open={open} close={close}",
+                        t.elapsed().as_micros()
+                    );
                 }
                 PAM_SUCCESS
             }
