@@ -192,11 +192,9 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
             crate::clock::format_timestamp(lockout.until)
         ),
     );
-    let until_local = lockout.until.with_timezone(&s.timezone);
     let mut message = format!(
-        "Logins are closed until {} ({}).",
-        until_local.format("%H:%M %Z"),
-        s.timezone.name()
+        "Logins are closed until {}.",
+        policy::local_time_label(lockout.until, s.timezone, "%H:%M")
     );
     if !s.message.is_empty() {
         message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
@@ -300,16 +298,14 @@ fn notice_text(
     now: DateTime<Utc>,
 ) -> String {
     let s = &record.schedule;
-    let local = at.with_timezone(&s.timezone);
     let what = if s.kick {
         "You will be logged out"
     } else {
         "You will be asked to log out"
     };
     let mut text = format!(
-        "{what} at {} ({}), in {}.",
-        local.format("%Y-%m-%d %H:%M %Z"),
-        s.timezone.name(),
+        "{what} at {}, in {}.",
+        policy::local_time_label(at, s.timezone, "%Y-%m-%d %H:%M"),
         policy::describe_wait(now, at)
     );
     if !s.message.is_empty() {

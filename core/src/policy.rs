@@ -98,6 +98,18 @@ pub fn due_within(
     found
 }
 
+/// `at` as local time in `zone` with `format`, then the zone's abbreviation and, where that does
+/// not already say it, the zone's name: "18:00 CET (Europe/Berlin)", "06:09 UTC".
+pub fn local_time_label(at: DateTime<Utc>, zone: chrono_tz::Tz, format: &str) -> String {
+    let local = at.with_timezone(&zone);
+    let abbreviation = local.format("%Z").to_string();
+    let mut label = format!("{} {abbreviation}", local.format(format));
+    if abbreviation != zone.name() {
+        label.push_str(&format!(" ({})", zone.name()));
+    }
+    label
+}
+
 /// "in 2 h 05 min", "in 45 s": how far off an instant is, for people.
 pub fn describe_wait(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
     let seconds = (to - from).num_seconds().max(0);
@@ -105,5 +117,27 @@ pub fn describe_wait(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         s if s < 60 => format!("{s} s"),
         s if s < 3600 => format!("{} min", (s + 59) / 60),
         s => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn labels_and_waits() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap();
+        assert_eq!(
+            local_time_label(t, chrono_tz::Europe::Berlin, "%H:%M"),
+            "18:00 CET (Europe/Berlin)"
+        );
+        assert_eq!(local_time_label(t, chrono_tz::UTC, "%H:%M"), "17:00 UTC");
+        assert_eq!(describe_wait(t, t + chrono::Duration::seconds(45)), "45 s");
+        assert_eq!(describe_wait(t, t + chrono::Duration::seconds(61)), "2 min");
+        assert_eq!(
+            describe_wait(t, t + chrono::Duration::minutes(125)),
+            "2 h 05 min"
+        );
     }
 }

@@ -87,6 +87,7 @@ fn an_ssh_login_and_logout_is_recorded_and_a_lockout_refuses_it_with_the_message
     );
     let out = sshd.ssh_output("echo should-not-run");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("what the ssh client printed during the lockout:\n{stderr}");
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
     assert!(
