@@ -6,11 +6,18 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+# sql_ext is its own cargo workspace: rusqlite's `loadable_extension` must never be unified
+# with the other crates' rusqlite (SPEC §1), so it is checked and built in its own invocations.
+ext=(--manifest-path sql_ext/Cargo.toml)
+
 echo "== cargo fmt"
 cargo fmt --all --check
+cargo fmt "${ext[@]}" --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo build (the PAM tests load the built module and run the built binaries)"
+cargo clippy "${ext[@]}" --all-targets --locked -- -D warnings
+echo "== cargo build (the tests load the built module and extension and run the built binaries)"
 cargo build --workspace --locked
+cargo build "${ext[@]}" --locked
 echo "== cargo test"
 cargo test --workspace --locked

@@ -380,3 +380,67 @@ impl Default for SyslogSink {
         SyslogSink::new()
     }
 }
+
+/// The built SQLite extension, as `.load` takes it (no `.so`): `sql_ext` is its own cargo
+/// workspace (SPEC §1), built beside this one in the same profile.
+pub fn extension_load_path() -> PathBuf {
+    let profile = artefact_dir()
+        .file_name()
+        .map(|p| p.to_os_string())
+        .unwrap_or_default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sql_ext/target")
+        .join(profile);
+    let so = dir.join("libforcelogout.so");
+    assert!(
+        so.exists(),
+        "{} is missing: build it with `cargo build --manifest-path sql_ext/Cargo.toml` (scripts/test.sh does)",
+        so.display()
+    );
+    dir.join("libforcelogout")
+}
+
+/// Runs the real `sqlite3` shell on `script` (stdin), with the extension loaded first and
+/// `FORCELOGOUT_DB` set to `db`. Returns (stdout, stderr, exit status).
+pub fn sqlite3(db: Option<&Path>, script: &str) -> (String, String, std::process::ExitStatus) {
+    let mut cmd = Command::new("sqlite3");
+    cmd.arg("-batch").arg(":memory:");
+    match db {
+        Some(db) => cmd.env("FORCELOGOUT_DB", db),
+        None => cmd.env_remove("FORCELOGOUT_DB"),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    let full = format!(".load {}\n{script}\n", extension_load_path().display());
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(full.as_bytes());
+    });
+    let out = child.wait_with_output().expect("sqlite3 output");
+    let _ = writer.join();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status,
+    )
+}
+
+/// A small deterministic generator (xorshift64) so generated tests are the same every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}

@@ -333,8 +333,7 @@ fn notices_are_shown_at_login_and_suppressed_by_quiet_and_silent() {
         infos[0]
     );
     assert!(
-        infos[0].contains(" UTC, in 1 h 29 min.")
-            || infos[0].contains(" UTC, in 1 h 30 min."),
+        infos[0].contains(" UTC, in 1 h 29 min.") || infos[0].contains(" UTC, in 1 h 30 min."),
         "{}",
         infos[0]
     );

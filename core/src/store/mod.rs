@@ -1,6 +1,7 @@
 //! The store: one SQLite database in WAL mode. Every SQL statement of the product is in this
 //! module; the adapters call its methods.
 
+pub mod attach;
 mod baseline;
 mod events;
 mod schedules;

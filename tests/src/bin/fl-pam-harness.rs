@@ -71,6 +71,15 @@ extern "C" {
     fn pam_close_session(pamh: *mut PamHandleT, flags: c_int) -> c_int;
 }
 
+/// One line of the transcript. A reader that went away is not an error: this must never panic,
+/// least of all inside the conversation callback that libpam calls through C.
+fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Prints each message; answers none (the modules under test only inform).
 ///
 /// # Safety
@@ -106,10 +115,10 @@ unsafe extern "C" fn conversation(
             PAM_ERROR_MSG => "error",
             _ => "prompt",
         };
-        println!(
+        emit(&format!(
             "conv {kind} {}",
             serde_json::to_string(&text).unwrap_or_default()
-        );
+        ));
     }
     // SAFETY: resp is libpam's out-pointer.
     unsafe { *resp = replies };
@@ -157,7 +166,7 @@ fn main() {
         )
     };
     if rc != PAM_SUCCESS {
-        println!("step start rc={rc} ms=0");
+        emit(&format!("step start rc={rc} ms=0"));
         std::process::exit(1);
     }
     let item_values: Vec<(c_int, CString)> = items.iter().map(|(t, v)| (*t, c(v))).collect();
@@ -205,10 +214,10 @@ fn main() {
                     let t = Instant::now();
                     let open = unsafe { pam_open_session(pamh, flags) };
                     let close = unsafe { pam_close_session(pamh, flags) };
-                    println!(
+                    emit(&format!(
                         "pair us={} open={open} close={close}",
                         t.elapsed().as_micros()
-                    );
+                    ));
                 }
                 PAM_SUCCESS
             }
@@ -217,9 +226,10 @@ fn main() {
                 std::process::exit(2);
             }
         };
-        println!("step {step} rc={rc} ms={}", started.elapsed().as_millis());
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        emit(&format!(
+            "step {step} rc={rc} ms={}",
+            started.elapsed().as_millis()
+        ));
         last = rc;
     }
     // SAFETY: pamh is live and not used after this.
