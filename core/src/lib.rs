@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod days;
+pub mod enforce;
 pub mod error;
 pub mod firing;
 pub mod ids;

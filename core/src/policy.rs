@@ -37,11 +37,14 @@ pub fn logout_after(
     }
 }
 
-fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
-    let issued = DateTime::parse_from_rfc3339(&record.update_time)
-        .ok()?
-        .with_timezone(&Utc);
-    Some(issued + chrono::Duration::from_std(warning).ok()?)
+/// An immediate logout takes effect at its DueAt; a row without one (written by hand) at its
+/// issue time plus the configured immediate warning.
+pub fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
+    let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc));
+    if let Some(due) = record.due_at.as_deref().and_then(parse) {
+        return Some(due);
+    }
+    Some(parse(&record.update_time)? + chrono::Duration::from_std(warning).ok()?)
 }
 
 /// An active lockout: the schedule, and when its window ends.
@@ -96,6 +99,55 @@ pub fn due_within(
         .collect();
     found.sort_by_key(|(t, _)| *t);
     found
+}
+
+/// One user a schedule would hit, or spare, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Affected {
+    pub user: String,
+    pub uid: u32,
+    pub live_sessions: usize,
+    /// `logged out`, or `spared: …` with the reason.
+    pub effect: String,
+}
+
+/// The blast radius of logging `group` out: the users with live sessions, the group's listed
+/// members and the user of that name, each resolved through NSS, with their fate.
+pub fn blast_radius(group: &str, live_users: &[String], exempt_groups: &[String]) -> Vec<Affected> {
+    let mut candidates: Vec<String> = live_users.to_vec();
+    if let Ok(Some(g)) = nix::unistd::Group::from_name(group) {
+        candidates.extend(g.mem);
+    }
+    candidates.push(group.to_string());
+    candidates.sort();
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter_map(|name| Identity::lookup(&name).ok().flatten())
+        .filter_map(|identity| {
+            let effect = match identity.targeted_by(group, exempt_groups) {
+                Targeted::No => return None,
+                Targeted::Yes => "logged out".to_string(),
+                Targeted::Exempt if identity.uid == 0 => "spared: uid 0".to_string(),
+                Targeted::Exempt => {
+                    let why: Vec<&str> = identity
+                        .groups
+                        .iter()
+                        .filter(|g| exempt_groups.contains(g))
+                        .map(String::as_str)
+                        .collect();
+                    format!("spared: member of exempt group {}", why.join(", "))
+                }
+            };
+            Some(Affected {
+                live_sessions: live_users.iter().filter(|u| **u == identity.name).count(),
+                user: identity.name,
+                uid: identity.uid,
+                effect,
+            })
+        })
+        .collect()
 }
 
 /// `at` as local time in `zone` with `format`, then the zone's abbreviation and, where that does

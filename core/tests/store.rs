@@ -113,9 +113,9 @@ fn the_tables_refuse_updates_and_schedule_deletes() {
     for sql in [
         "UPDATE LogoutSchedules SET GroupName = 'x'",
         "DELETE FROM LogoutSchedules",
-        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Hourly',NULL,'10:00','UTC',NULL,0,1,'created','','root',0)",
-        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Weekly',NULL,'10:00','UTC',200,0,1,'created','','root',0)",
-        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Once',NULL,'10:00','UTC',NULL,0,1,'created','','root',0)",
+        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Hourly',NULL,'10:00','UTC',NULL,0,1,'created','','root',0,NULL)",
+        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Weekly',NULL,'10:00','UTC',200,0,1,'created','','root',0,NULL)",
+        "INSERT INTO LogoutSchedules VALUES ('d','i','g','u','Once',NULL,'10:00','UTC',NULL,0,1,'created','','root',0,NULL)",
         "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, EventIdentifier, Host) VALUES ('d','t','g','exploded','e','h')",
     ] {
         assert!(conn.execute(sql, []).is_err(), "{sql}");
@@ -202,7 +202,8 @@ fn files_are_created_private_and_durable() {
             "Event",
             "Message",
             "Actor",
-            "Lockout"
+            "Lockout",
+            "DueAt"
         ]
     );
     let event_columns: Vec<String> = conn

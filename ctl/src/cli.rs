@@ -15,7 +15,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
         zone, with a countdown warning first. A kick disconnects the sessions when the \
         countdown ends; a warning lets each user choose to keep working.",
     after_help = "Exit status: 0 success, 1 runtime failure, 2 invalid input, 4 permission denied.\n\
-        Store: --db, else $FORCELOGOUT_DB, else /var/lib/forcelogout/forcelogout.db."
+        Store: --db, else $FORCELOGOUT_DB, else /var/lib/forcelogout/forcelogout.db.\n\
+        Configuration: $FORCELOGOUT_CONFIG, else /etc/forcelogout/forcelogout.toml."
 )]
 pub struct Cli {
     /// The store to use (default: $FORCELOGOUT_DB, else /var/lib/forcelogout/forcelogout.db)
@@ -38,6 +39,45 @@ pub enum Command {
 
     /// Show upcoming logouts, in UTC and in each schedule's zone
     Next(NextArgs),
+
+    /// Log a user or a group out now (after the immediate warning, or --in)
+    Logout(LogoutArgs),
+
+    /// Keep my sessions: ignore the logout warning addressed to me
+    Ignore,
+
+    /// List the live login sessions
+    Sessions,
+
+    /// Run the enforcement service (started by systemd)
+    Daemon,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Who is logged out: a user name, a group name, or '*' for every user
+    #[arg(value_name = "GROUP")]
+    pub group: String,
+
+    /// Disconnect when the countdown ends (the default)
+    #[arg(long, conflicts_with = "warn")]
+    pub kick: bool,
+
+    /// Only warn: each user may keep working with `forcelogoutctl ignore`
+    #[arg(long)]
+    pub warn: bool,
+
+    /// Message shown to the users with the countdown and at their next login
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+
+    /// Countdown length, e.g. 30s, 5m (default: immediate_warning, 60s)
+    #[arg(long = "in", value_name = "DURATION")]
+    pub delay: Option<String>,
+
+    /// Show who would be logged out, and when, without doing anything
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +159,10 @@ pub struct ScheduleFlags {
     /// Minutes after the logout during which new logins of the targets are refused (0-1440)
     #[arg(long, value_name = "MINUTES")]
     pub lockout: Option<String>,
+
+    /// Show who the schedule would log out, and when, without writing anything
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,52 +1,108 @@
-//! `forcelogoutctl`: the administration CLI. Glue over `forcelogout_core`: parse, validate,
-//! call the core, print. Every error is printed once as "forcelogoutctl: field: reason" and
-//! decides the exit code (0 ok, 1 runtime, 2 invalid input, 4 permission denied).
+//! `forcelogoutctl`: the administration CLI and the enforcement daemon. Glue over
+//! `forcelogout_core`: parse, validate, call the core, print. Every error is printed once as
+//! "forcelogoutctl: field: reason" and decides the exit code (0 ok, 1 runtime, 2 invalid
+//! input, 4 permission denied). A caller the store refuses is served by the daemon's socket,
+//! which checks who asks.
 
 mod cli;
 mod commands;
+mod daemon;
 mod output;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
 use clap::Parser;
+use forcelogout_core::config::Config;
+use forcelogout_core::users::real_user_name;
 use forcelogout_core::Error;
 
 use crate::cli::{Cli, Command};
+use crate::commands::Context;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
-    match run(cli) {
+    let config = match Config::load(&Config::default_path()) {
+        Ok(config) => config,
+        Err(err) => return fail(&err),
+    };
+    let ctx = Context::new(commands::store_path(cli.db.as_deref()), cli.json, config, real_user_name());
+    let forwardable = !matches!(cli.command, Command::Daemon);
+    let is_ignore = matches!(cli.command, Command::Ignore);
+    let result = execute(&ctx, cli.command);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Io { cause, .. }) if cause.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!(
-                "forcelogoutctl: {}",
-                forcelogout_core::text::sanitize_line(&err.to_string())
-            );
-            ExitCode::from(err.exit_code() as u8)
+        Err(err @ Error::PermissionDenied { .. }) if forwardable && (is_ignore || !nix::unistd::geteuid().is_root()) => {
+            through_daemon(&ctx, err)
         }
+        Err(err) => fail(&err),
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    let ctx = commands::Context::new(cli.db.as_deref(), cli.json);
-    match cli.command {
-        Command::Schedule(command) => commands::schedule::run(&ctx, command),
-        Command::Next(args) => commands::next::run(&ctx, args),
+/// Runs one command in `ctx`: for the terminal, or for a daemon request.
+pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Schedule(command) => commands::schedule::run(ctx, command),
+        Command::Next(args) => commands::next::run(ctx, args),
+        Command::Logout(args) => commands::logout::run(ctx, args),
+        Command::Sessions => commands::sessions::run(ctx),
+        Command::Ignore => Err(Error::PermissionDenied {
+            context: "ignoring a warning goes through the forcelogout daemon".into(),
+        }),
+        Command::Daemon => daemon::run(ctx),
     }
+}
+
+/// Asks the daemon to run this command line as the caller; without a daemon, the original
+/// refusal stands.
+fn through_daemon(ctx: &Context, refusal: Error) -> ExitCode {
+    let argv = without_db(std::env::args().skip(1).collect());
+    match daemon::socket::call(&ctx.config.socket, argv) {
+        Ok(reply) => {
+            print!("{}", reply.stdout);
+            eprint!("{}", reply.stderr);
+            ExitCode::from(u8::try_from(reply.code).unwrap_or(1))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if matches!(refusal, Error::PermissionDenied { ref context } if context.starts_with("ignoring")) {
+                eprintln!("forcelogoutctl: the forcelogout daemon is not running ({})", ctx.config.socket.display());
+                return ExitCode::from(1);
+            }
+            fail(&refusal)
+        }
+        Err(e) => fail(&Error::io(format!("asking the daemon at {}", ctx.config.socket.display()), e)),
+    }
+}
+
+/// The daemon serves its own store: a `--db` of the caller's does not travel.
+fn without_db(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if skip {
+            skip = false;
+        } else if arg == "--db" {
+            skip = true;
+        } else if !arg.starts_with("--db=") {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+fn fail(err: &Error) -> ExitCode {
+    eprintln!("forcelogoutctl: {}", forcelogout_core::text::sanitize_line(&err.to_string()));
+    ExitCode::from(err.exit_code() as u8)
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line and exit 2.
 fn usage_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind as Kind;
-    if matches!(
-        err.kind(),
-        Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
+    if matches!(err.kind(), Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand) {
         let _ = err.print();
         return if err.kind() == Kind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(2)

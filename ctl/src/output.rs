@@ -1,25 +1,7 @@
-//! Tables for people, JSON for programs. Everything that came from the store is sanitised
-//! before it reaches a terminal.
-
-use std::io::Write;
+//! Tables for people. Everything that came from the store is sanitised before it reaches a
+//! terminal.
 
 use forcelogout_core::text::sanitize_line;
-use forcelogout_core::Error;
-use serde::Serialize;
-
-pub fn print(text: &str) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("writing to standard output", e))
-}
-
-pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::io("encoding JSON", std::io::Error::other(e)))?;
-    text.push('\n');
-    print(&text)
-}
 
 /// A plain text table: a header row, left-aligned columns two spaces apart.
 pub struct Table {
@@ -36,8 +18,7 @@ impl Table {
     }
 
     pub fn push(&mut self, cells: Vec<String>) {
-        self.rows
-            .push(cells.iter().map(|c| sanitize_line(c)).collect());
+        self.rows.push(cells.iter().map(|c| sanitize_line(c)).collect());
     }
 
     pub fn render(&self) -> String {
@@ -53,11 +34,9 @@ impl Table {
         let line = |cells: Vec<&str>| {
             let mut text = String::new();
             for (i, cell) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    text.push_str(cell);
-                } else {
+                text.push_str(cell);
+                if i + 1 < cells.len() {
                     let pad = widths[i] - cell.chars().count();
-                    text.push_str(cell);
                     text.push_str(&" ".repeat(pad + 2));
                 }
             }

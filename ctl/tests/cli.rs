@@ -189,6 +189,7 @@ fn list_filters_by_group_and_json_has_every_column_and_the_next_logout() {
         "Message",
         "Actor",
         "Lockout",
+        "DueAt",
         "Next",
     ]
     .iter()

@@ -108,7 +108,15 @@ fn timed(store: &Path, through_extension: bool, sql: &str) -> (f64, String) {
         cmd.arg(store);
         format!(".timer on\n{sql};\n")
     };
-    let out = cmd.arg(script).output().expect("sqlite3");
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes())
+        .expect("script");
+    let out = child.wait_with_output().expect("sqlite3");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -55,7 +55,7 @@ fn the_tables_have_the_stores_columns_and_rows() {
     assert_eq!(
         out,
         "Date,Timestamp,GroupName,Event,Immediate,Kick,ReplayId,EventIdentifier,RelatedEventIdentifier,SessionKey,LoginKey,UserId,ScheduleId,Reason,Service,Tty,RemoteHost,Host\n\
-         Date,Id,GroupName,UpdateTime,Schedule,ScheduleDate,Time,Timezone,Days,Immediate,Kick,Event,Message,Actor,Lockout\n\
+         Date,Id,GroupName,UpdateTime,Schedule,ScheduleDate,Time,Timezone,Days,Immediate,Kick,Event,Message,Actor,Lockout,DueAt\n\
          18\n\
          daemon:online\ndaemon:removed\ndaemon:offline\nbin:online\n\
          created\ncreated\ndeleted\n\
@@ -386,7 +386,7 @@ fn next_logout_agrees_with_forcelogoutctl_next_on_1000_generated_schedules() {
         let time = format!("{hour:02}:{:02}", rng.below(60));
         let zone = rng.pick(&zones);
         conn.execute(
-            "INSERT INTO LogoutSchedules VALUES ('2026-01-01', ?1, 'g', '2026-01-01T00:00:00.000000Z', ?2, ?3, ?4, ?5, ?6, 0, 1, 'created', '', 'test', 0)",
+            "INSERT INTO LogoutSchedules VALUES ('2026-01-01', ?1, 'g', '2026-01-01T00:00:00.000000Z', ?2, ?3, ?4, ?5, ?6, 0, 1, 'created', '', 'test', 0, NULL)",
             rusqlite::params![format!("{i:08x}-0000-4000-8000-000000000000"), kind, date, time, zone, days],
         )
         .unwrap();

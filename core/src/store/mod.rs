@@ -3,6 +3,7 @@
 
 pub mod attach;
 mod baseline;
+mod enforce;
 mod events;
 mod schedules;
 mod schema;
@@ -10,7 +11,8 @@ mod sessions;
 
 pub use events::{EventKind, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
-pub use sessions::{Closed, Opened};
+pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
+pub use sessions::{Cause, Closed, Opened};
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;

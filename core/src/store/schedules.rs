@@ -50,13 +50,15 @@ pub struct ScheduleRecord {
     pub event: ScheduleEvent,
     pub actor: String,
     pub schedule: Schedule,
+    /// Immediate logouts: the instant it takes effect (RFC 3339).
+    pub due_at: Option<String>,
 }
 
 /// Serialises with the table's column names, in the table's order.
 impl Serialize for ScheduleRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let s = &self.schedule;
-        let mut row = serializer.serialize_struct("LogoutSchedules", 15)?;
+        let mut row = serializer.serialize_struct("LogoutSchedules", 16)?;
         row.serialize_field("Date", &self.date)?;
         row.serialize_field("Id", &self.id)?;
         row.serialize_field("GroupName", &s.group)?;
@@ -72,12 +74,13 @@ impl Serialize for ScheduleRecord {
         row.serialize_field("Message", &s.message)?;
         row.serialize_field("Actor", &self.actor)?;
         row.serialize_field("Lockout", &s.lockout_minutes)?;
+        row.serialize_field("DueAt", &self.due_at)?;
         row.end()
     }
 }
 
 const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
-                       Days, Immediate, Kick, Event, Message, Actor, Lockout";
+                       Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt";
 
 /// A row as stored, before it is checked against the model.
 struct RawRow {
@@ -96,26 +99,33 @@ struct RawRow {
     message: String,
     actor: String,
     lockout: i64,
+    due_at: Option<String>,
 }
 
 impl RawRow {
     fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+        RawRow::read_at(row, 0)
+    }
+
+    /// Reads the columns starting at index `at` (after a leading rowid, say).
+    fn read_at(row: &Row<'_>, at: usize) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
-            date: row.get(0)?,
-            id: row.get(1)?,
-            group: row.get(2)?,
-            update_time: row.get(3)?,
-            schedule: row.get(4)?,
-            schedule_date: row.get(5)?,
-            time: row.get(6)?,
-            timezone: row.get(7)?,
-            days: row.get(8)?,
-            immediate: row.get(9)?,
-            kick: row.get(10)?,
-            event: row.get(11)?,
-            message: row.get(12)?,
-            actor: row.get(13)?,
-            lockout: row.get(14)?,
+            date: row.get(at)?,
+            id: row.get(at + 1)?,
+            group: row.get(at + 2)?,
+            update_time: row.get(at + 3)?,
+            schedule: row.get(at + 4)?,
+            schedule_date: row.get(at + 5)?,
+            time: row.get(at + 6)?,
+            timezone: row.get(at + 7)?,
+            days: row.get(at + 8)?,
+            immediate: row.get(at + 9)?,
+            kick: row.get(at + 10)?,
+            event: row.get(at + 11)?,
+            message: row.get(at + 12)?,
+            actor: row.get(at + 13)?,
+            lockout: row.get(at + 14)?,
+            due_at: row.get(at + 15)?,
         })
     }
 
@@ -150,6 +160,7 @@ impl RawRow {
             event: ScheduleEvent::parse(&self.event).map_err(in_row)?,
             actor: self.actor,
             schedule,
+            due_at: self.due_at,
         })
     }
 }
@@ -162,7 +173,7 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<ScheduleRecord, Error> {
-        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now);
+        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now, None);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -225,6 +236,7 @@ impl Store {
             event,
             actor: actor.to_string(),
             schedule,
+            due_at: current.due_at.clone(),
         };
         insert_version(&tx, &record).map_err(|e| classify(&path, "writing the schedule", e))?;
         tx.commit()
@@ -239,6 +251,7 @@ impl Store {
         schedule: &Schedule,
         actor: &str,
         now: DateTime<Utc>,
+        due_at: Option<DateTime<Utc>>,
     ) -> ScheduleRecord {
         ScheduleRecord {
             date: partition_date(now, self.host_zone),
@@ -247,7 +260,47 @@ impl Store {
             event,
             actor: actor.to_string(),
             schedule: schedule.clone(),
+            due_at: due_at.map(format_timestamp),
         }
+    }
+
+    /// Records an immediate logout (`forcelogoutctl logout`): a `created` Once row with
+    /// Immediate=1 at `now`, taking effect at `due`.
+    pub fn add_immediate_logout(
+        &mut self,
+        schedule: &Schedule,
+        actor: &str,
+        now: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> Result<ScheduleRecord, Error> {
+        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now, Some(due));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&self.path, "starting a schedule write", e))?;
+        insert_version(&tx, &record).map_err(|e| classify(&self.path, "writing the logout", e))?;
+        tx.commit()
+            .map_err(|e| classify(&self.path, "committing the logout", e))?;
+        Ok(record)
+    }
+
+    /// Schedule versions written after `rowid`, with their rowids: what changed since the
+    /// daemon last looked, without rereading the whole history.
+    pub fn schedule_versions_after(&self, rowid: i64) -> Result<Vec<(i64, ScheduleRecord)>, Error> {
+        let fail = |e| classify(&self.path, "reading schedule changes", e);
+        let sql = format!("SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let rows = stmt
+            .query_map(params![rowid], |row| {
+                let id: i64 = row.get(0)?;
+                Ok((id, RawRow::read_at(row, 1)?))
+            })
+            .map_err(fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        rows.into_iter()
+            .map(|(rowid, raw)| raw.into_record().map(|r| (rowid, r)))
+            .collect()
     }
 
     /// The current set, oldest first, optionally only those naming `group`.
@@ -297,7 +350,7 @@ fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::
     let s = &r.schedule;
     let sql = format!(
         "INSERT INTO LogoutSchedules ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     );
     conn.prepare_cached(&sql)?.execute(params![
         r.date,
@@ -315,6 +368,7 @@ fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::
         s.message,
         r.actor,
         s.lockout_minutes,
+        r.due_at,
     ])?;
     Ok(())
 }

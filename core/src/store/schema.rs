@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -88,5 +88,32 @@ CREATE INDEX LogoutSessions_Pid ON LogoutSessions (Pid, BootId);
 CREATE TABLE NoticeCursors (
     GroupName TEXT    PRIMARY KEY,
     ReplayId  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Enforcement: the exact instant of immediate logouts, and the daemon's bookkeeping, so that
+/// a daemon killed mid-countdown resumes it without recording anything twice.
+const V2: &str = r#"
+-- Immediate logouts (`forcelogoutctl logout`): the instant the logout takes effect.
+ALTER TABLE LogoutSchedules ADD COLUMN DueAt TEXT;
+
+-- Internal: one row per logout instance the daemon has started, finished or skipped.
+CREATE TABLE Countdowns (
+    ScheduleId TEXT NOT NULL,
+    DueAt      TEXT NOT NULL,
+    WarnFrom   TEXT NOT NULL,
+    Kick       INTEGER NOT NULL CHECK (Kick IN (0, 1)),
+    State      TEXT NOT NULL CHECK (State IN ('running', 'done', 'skipped')),
+    PRIMARY KEY (ScheduleId, DueAt)
+) WITHOUT ROWID;
+
+-- Internal: the users a countdown warned, and whether they chose to ignore it.
+CREATE TABLE CountdownUsers (
+    ScheduleId             TEXT NOT NULL,
+    DueAt                  TEXT NOT NULL,
+    GroupName              TEXT NOT NULL,
+    WarnedEventIdentifier  TEXT NOT NULL,
+    IgnoredEventIdentifier TEXT,
+    PRIMARY KEY (ScheduleId, DueAt, GroupName)
 ) WITHOUT ROWID;
 "#;

@@ -140,66 +140,103 @@ impl Store {
                 offline: false,
             });
         };
-        let row = tx
-            .prepare_cached(
-                "DELETE FROM LogoutSessions WHERE SessionKey = ?1 \
-                 RETURNING GroupName, UserId, Service, Tty, RemoteHost, LoginKey",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![key], |row| {
-                    Ok(SessionRow {
-                        user: row.get(0)?,
-                        uid: row.get(1)?,
-                        service: row.get(2)?,
-                        tty: row.get(3)?,
-                        remote_host: row.get(4)?,
-                        login_key: row.get(5)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(fail("removing the session"))?;
-        let Some(row) = row else {
-            // Already removed (by the daemon, or a second close): not an error.
-            return Ok(Closed {
-                session_key: Some(key),
-                removed: false,
-                offline: false,
-            });
-        };
-        let removed = NewEvent {
-            uid: row.uid,
-            session_key: Some(&key),
-            login_key: row.login_key.as_deref(),
-            reason: Some(reason),
-            service: row.service.as_deref(),
-            tty: row.tty.as_deref(),
-            remote_host: row.remote_host.as_deref(),
-            ..NewEvent::new(EventKind::Removed, &row.user, &process.host)
-        };
-        let removed_id = append(&tx, &self.path, &removed, now, zone)?;
-        let remaining: i64 = tx
-            .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![row.user], |r| r.get(0)))
-            .map_err(fail("counting live sessions"))?;
-        let offline = remaining == 0;
-        if offline {
-            let event = NewEvent {
-                uid: row.uid,
-                related: Some(&removed_id),
-                login_key: row.login_key.as_deref(),
-                ..NewEvent::new(EventKind::Offline, &row.user, &process.host)
-            };
-            append(&tx, &self.path, &event, now, zone)?;
-        }
+        let outcome = remove_in_tx(&tx, &self.path, zone, &key, reason, None, &process.host, now)?;
         tx.commit()
             .map_err(fail("committing the session removal"))?;
         Ok(Closed {
             session_key: Some(key),
-            removed: true,
-            offline,
+            removed: outcome.is_some(),
+            offline: outcome.is_some_and(|o| o.offline),
         })
     }
+}
+
+/// Why the daemon removed a session: the logout that did it.
+#[derive(Clone, Debug)]
+pub struct Cause<'a> {
+    pub schedule_id: &'a str,
+    pub kick: bool,
+    pub immediate: bool,
+    /// The user's `warned` event, which `removed` points at.
+    pub warned: Option<&'a str>,
+}
+
+/// What removing one session wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Removal {
+    pub offline: bool,
+}
+
+/// Deletes a session row and writes `removed` (and `offline` after the user's last session),
+/// inside the caller's transaction. `None` when the session was already gone.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn remove_in_tx(
+    tx: &rusqlite::Connection,
+    path: &std::path::Path,
+    zone: chrono_tz::Tz,
+    key: &str,
+    reason: RemovalReason,
+    cause: Option<&Cause<'_>>,
+    host: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Removal>, Error> {
+    let fail = |context| on_error(path, context);
+    let row = tx
+        .prepare_cached(
+            "DELETE FROM LogoutSessions WHERE SessionKey = ?1 \
+             RETURNING GroupName, UserId, Service, Tty, RemoteHost, LoginKey",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![key], |row| {
+                Ok(SessionRow {
+                    user: row.get(0)?,
+                    uid: row.get(1)?,
+                    service: row.get(2)?,
+                    tty: row.get(3)?,
+                    remote_host: row.get(4)?,
+                    login_key: row.get(5)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(fail("removing the session"))?;
+    let Some(row) = row else {
+        // Already removed (by the daemon, or a second close): not an error.
+        return Ok(None);
+    };
+    let removed = NewEvent {
+        uid: row.uid,
+        session_key: Some(key),
+        login_key: row.login_key.as_deref(),
+        reason: Some(reason),
+        service: row.service.as_deref(),
+        tty: row.tty.as_deref(),
+        remote_host: row.remote_host.as_deref(),
+        schedule_id: cause.map(|c| c.schedule_id),
+        kick: cause.is_some_and(|c| c.kick),
+        immediate: cause.is_some_and(|c| c.immediate),
+        related: cause.and_then(|c| c.warned),
+        ..NewEvent::new(EventKind::Removed, &row.user, host)
+    };
+    let removed_id = append(tx, path, &removed, now, zone)?;
+    let remaining: i64 = tx
+        .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![row.user], |r| r.get(0)))
+        .map_err(fail("counting live sessions"))?;
+    let offline = remaining == 0;
+    if offline {
+        let event = NewEvent {
+            uid: row.uid,
+            related: Some(&removed_id),
+            login_key: row.login_key.as_deref(),
+            schedule_id: cause.map(|c| c.schedule_id),
+            kick: cause.is_some_and(|c| c.kick),
+            immediate: cause.is_some_and(|c| c.immediate),
+            ..NewEvent::new(EventKind::Offline, &row.user, host)
+        };
+        append(tx, path, &event, now, zone)?;
+    }
+    Ok(Some(Removal { offline }))
 }
 
 struct SessionRow {

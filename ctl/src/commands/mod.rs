@@ -1,36 +1,89 @@
-//! One file per subcommand; this one holds what they share: which store, how to open it.
+//! One file per subcommand; this one holds what they share: which store, which configuration,
+//! who is asking, and where the output goes (the terminal, or a daemon's reply).
 
+pub mod logout;
 pub mod next;
+pub mod preview;
 pub mod schedule;
+pub mod sessions;
 
+use std::cell::RefCell;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use forcelogout_core::clock::{Clock, SystemClock};
-use forcelogout_core::store::{self, Access, Store, DEFAULT_BUSY_TIMEOUT};
+use forcelogout_core::config::Config;
+use forcelogout_core::store::{self, Access, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
+use forcelogout_core::targeting::{Identity, Targeted};
 use forcelogout_core::Error;
+use serde::Serialize;
 
 pub struct Context {
     pub db: PathBuf,
     pub json: bool,
+    pub config: Config,
+    /// Who is asking: the real uid's name, or the peer of a daemon request.
+    pub actor: String,
+    /// For an ordinary user's request through the daemon: only what concerns this user.
+    pub viewer: Option<Identity>,
+    /// Whether a daemon enforces logouts (else `logout` does it itself).
+    pub daemon_running: bool,
+    out: RefCell<Box<dyn Write>>,
+    err: RefCell<Box<dyn Write>>,
     clock: SystemClock,
 }
 
 impl Context {
-    pub fn new(db: Option<&Path>, json: bool) -> Context {
+    pub fn new(db: PathBuf, json: bool, config: Config, actor: String) -> Context {
         Context {
-            db: store::resolve_path(db),
+            db,
             json,
+            config,
+            actor,
+            viewer: None,
+            daemon_running: false,
+            out: RefCell::new(Box::new(std::io::stdout())),
+            err: RefCell::new(Box::new(std::io::stderr())),
             clock: SystemClock,
         }
+    }
+
+    /// Sends the output somewhere else (a daemon's reply buffers).
+    pub fn redirect(&mut self, out: Box<dyn Write>, err: Box<dyn Write>) {
+        self.out = RefCell::new(out);
+        self.err = RefCell::new(err);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
+    pub fn print(&self, text: &str) -> Result<(), Error> {
+        let mut out = self.out.borrow_mut();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("writing to standard output", e))
+    }
+
+    pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let mut text = serde_json::to_string_pretty(value)
+            .map_err(|e| Error::io("encoding JSON", std::io::Error::other(e)))?;
+        text.push('\n');
+        self.print(&text)
+    }
+
+    /// A warning line on standard error: "forcelogoutctl: warning: …".
+    pub fn warn(&self, text: &str) {
+        let line = forcelogout_core::text::sanitize_line(text);
+        let _ = writeln!(self.err.borrow_mut(), "forcelogoutctl: warning: {line}");
+    }
+
     /// Writers create the store on first use; a caller who may not write it gets exit 4.
     pub fn open_for_writing(&self) -> Result<Store, Error> {
+        if self.viewer.is_some() {
+            return Err(self.not_an_admin());
+        }
         Store::open(&self.db, Access::Create, DEFAULT_BUSY_TIMEOUT)
     }
 
@@ -38,4 +91,30 @@ impl Context {
     pub fn open_for_reading(&self) -> Result<Store, Error> {
         Store::open_for_reading(&self.db, DEFAULT_BUSY_TIMEOUT)
     }
+
+    /// Whether the asker may see this schedule: everyone may see what targets them.
+    pub fn may_see(&self, record: &ScheduleRecord) -> bool {
+        match &self.viewer {
+            None => true,
+            Some(v) => v.targeted_by(&record.schedule.group, &self.config.exempt_groups) == Targeted::Yes,
+        }
+    }
+
+    pub fn not_an_admin(&self) -> Error {
+        Error::PermissionDenied {
+            context: self.not_an_admin_text(),
+        }
+    }
+
+    pub fn not_an_admin_text(&self) -> String {
+        format!(
+            "only root and members of the group '{}' may change schedules or log users out",
+            self.config.admin_group
+        )
+    }
+}
+
+/// The store path for this invocation.
+pub fn store_path(explicit: Option<&Path>) -> PathBuf {
+    store::resolve_path(explicit)
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Context;
 use crate::cli::NextArgs;
-use crate::output::{print, print_json, Table};
+use crate::output::Table;
 
 /// Most logouts one call lists.
 const MAX_COUNT: usize = 1000;
@@ -32,10 +32,11 @@ pub fn run(ctx: &Context, args: NextArgs) -> Result<(), Error> {
         None => ctx.now(),
     };
     let store = ctx.open_for_reading()?;
-    let schedules = match &args.id {
+    let mut schedules = match &args.id {
         Some(id) => vec![store.current_schedule(id)?],
         None => store.current_schedules(None)?,
     };
+    schedules.retain(|r| ctx.may_see(r));
     let mut found: Vec<(DateTime<Utc>, &forcelogout_core::store::ScheduleRecord)> = schedules
         .iter()
         .flat_map(|r| {
@@ -62,7 +63,7 @@ pub fn run(ctx: &Context, args: NextArgs) -> Result<(), Error> {
         })
         .collect();
     if ctx.json {
-        return print_json(&rows);
+        return ctx.print_json(&rows);
     }
     let mut table = Table::new(&["UTC", "LOCAL", "ZONE", "ID", "GROUP", "ACTION"]);
     for row in &rows {
@@ -75,7 +76,7 @@ pub fn run(ctx: &Context, args: NextArgs) -> Result<(), Error> {
             if row.kick { "kick" } else { "warn" }.to_string(),
         ]);
     }
-    print(&table.render())
+    ctx.print(&table.render())
 }
 
 fn parse_count(text: &str) -> Result<usize, Error> {

@@ -4,13 +4,12 @@ use chrono::{DateTime, Utc};
 use forcelogout_core::clock::host_timezone;
 use forcelogout_core::schedule::{RecurrenceInput, Schedule, ScheduleInput};
 use forcelogout_core::store::ScheduleRecord;
-use forcelogout_core::users::real_user_name;
 use forcelogout_core::Error;
 use serde::Serialize;
 
 use super::Context;
 use crate::cli::{ScheduleCommand, ScheduleFlags};
-use crate::output::{abbreviate, print, print_json, Table};
+use crate::output::{abbreviate, Table};
 
 pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
     match command {
@@ -23,6 +22,7 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
 }
 
 fn to_input(flags: ScheduleFlags) -> ScheduleInput {
+    // --dry-run is not a field of the schedule: the caller reads it before converting.
     let recurrence = match (flags.once, flags.daily, flags.weekly) {
         (Some(date), _, _) => Some(RecurrenceInput::Once(date)),
         (_, true, _) => Some(RecurrenceInput::Daily),
@@ -47,19 +47,24 @@ fn to_input(flags: ScheduleFlags) -> ScheduleInput {
 
 fn add(ctx: &Context, flags: ScheduleFlags) -> Result<(), Error> {
     let now = ctx.now();
+    let dry_run = flags.dry_run;
     let schedule = to_input(flags).into_new(host_timezone())?;
     schedule.check_not_past(now)?;
+    if dry_run {
+        return super::preview::show(ctx, &schedule, schedule.next_after(now));
+    }
     let mut store = ctx.open_for_writing()?;
-    let record = store.add_schedule(&schedule, &real_user_name(), now)?;
-    warn_if_unknown(&schedule.group);
+    let record = store.add_schedule(&schedule, &ctx.actor, now)?;
+    warn_if_unknown(ctx, &schedule.group);
     if ctx.json {
-        print_json(&record)
+        ctx.print_json(&record)
     } else {
-        print(&format!("{}\n", record.id))
+        ctx.print(&format!("{}\n", record.id))
     }
 }
 
 fn update(ctx: &Context, id: &str, flags: ScheduleFlags) -> Result<(), Error> {
+    let dry_run = flags.dry_run;
     let input = to_input(flags);
     if input.is_empty() {
         return Err(Error::invalid(
@@ -68,27 +73,33 @@ fn update(ctx: &Context, id: &str, flags: ScheduleFlags) -> Result<(), Error> {
         ));
     }
     let now = ctx.now();
+    if dry_run {
+        let current = ctx.open_for_reading()?.current_schedule(id)?;
+        let next = input.apply_to(&current.schedule)?;
+        next.check_not_past(now)?;
+        return super::preview::show(ctx, &next, next.next_after(now));
+    }
     let mut store = ctx.open_for_writing()?;
-    let record = store.update_schedule(id, &real_user_name(), now, |current| {
+    let record = store.update_schedule(id, &ctx.actor, now, |current| {
         let next = input.apply_to(current)?;
         next.check_not_past(now)?;
         Ok(next)
     })?;
-    warn_if_unknown(&record.schedule.group);
+    warn_if_unknown(ctx, &record.schedule.group);
     if ctx.json {
-        print_json(&record)
+        ctx.print_json(&record)
     } else {
-        print(&format!("updated {}\n", record.id))
+        ctx.print(&format!("updated {}\n", record.id))
     }
 }
 
 fn delete(ctx: &Context, id: &str) -> Result<(), Error> {
     let mut store = ctx.open_for_writing()?;
-    let record = store.delete_schedule(id, &real_user_name(), ctx.now())?;
+    let record = store.delete_schedule(id, &ctx.actor, ctx.now())?;
     if ctx.json {
-        print_json(&record)
+        ctx.print_json(&record)
     } else {
-        print(&format!("deleted {}\n", record.id))
+        ctx.print(&format!("deleted {}\n", record.id))
     }
 }
 
@@ -96,9 +107,10 @@ fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> 
     let store = ctx.open_for_reading()?;
     let now = ctx.now();
     if history {
-        let rows = store.schedule_history(group)?;
+        let mut rows = store.schedule_history(group)?;
+        rows.retain(|r| ctx.may_see(r));
         if ctx.json {
-            return print_json(&rows);
+            return ctx.print_json(&rows);
         }
         let mut table = Table::new(&[
             "UPDATED (UTC)",
@@ -124,12 +136,13 @@ fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> 
                 abbreviate(&r.schedule.message, 40),
             ]);
         }
-        return print(&table.render());
+        return ctx.print(&table.render());
     }
-    let rows = store.current_schedules(group)?;
+    let mut rows = store.current_schedules(group)?;
+    rows.retain(|r| ctx.may_see(r));
     if ctx.json {
         let listed: Vec<Listed> = rows.iter().map(|r| Listed::new(r, now)).collect();
-        return print_json(&listed);
+        return ctx.print_json(&listed);
     }
     let mut table = Table::new(&[
         "ID",
@@ -151,12 +164,15 @@ fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> 
             abbreviate(&r.schedule.message, 40),
         ]);
     }
-    print(&table.render())
+    ctx.print(&table.render())
 }
 
 fn show(ctx: &Context, id: &str) -> Result<(), Error> {
     let store = ctx.open_for_reading()?;
     let record = store.current_schedule(id)?;
+    if !ctx.may_see(&record) {
+        return Err(Error::invalid("id", format!("no schedule that targets you has the id {id}")));
+    }
     let versions = store.versions_of(&record.id)?;
     let now = ctx.now();
     let upcoming = forcelogout_core::firing::upcoming(
@@ -174,7 +190,7 @@ fn show(ctx: &Context, id: &str) -> Result<(), Error> {
             versions: &'a [ScheduleRecord],
             upcoming: Vec<String>,
         }
-        return print_json(&Shown {
+        return ctx.print_json(&Shown {
             listed: Listed::new(&record, now),
             versions: &versions,
             upcoming: upcoming
@@ -223,7 +239,7 @@ fn show(ctx: &Context, id: &str) -> Result<(), Error> {
             ),
         );
     }
-    print(&text)
+    ctx.print(&text)
 }
 
 /// The current schedule with its next firing, for `list --json`.
@@ -278,11 +294,8 @@ fn next_text(next: Option<DateTime<Utc>>) -> String {
 
 /// A schedule for a name NSS does not know yet is allowed (the group may come later) but
 /// is probably a typo: say so on stderr.
-fn warn_if_unknown(group: &str) {
+fn warn_if_unknown(ctx: &Context, group: &str) {
     if group != "*" && !forcelogout_core::users::name_is_known(group) {
-        eprintln!(
-            "forcelogoutctl: warning: no user or group named {:?} is known on this host yet",
-            forcelogout_core::text::sanitize_line(group)
-        );
+        ctx.warn(&format!("no user or group named {group:?} is known on this host yet"));
     }
 }

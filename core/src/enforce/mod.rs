@@ -1,0 +1,497 @@
+//! Enforcement (SPEC §4–5): the countdown before each logout, the kick or the expiry of a
+//! warning, messages to terminals, termination, and the stale-session sweep. The daemon calls
+//! `Enforcer::step` whenever something may be due; `forcelogoutctl logout` without a daemon
+//! drives the same code until its logout is done.
+
+pub mod processes;
+pub mod terminal;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::policy::{self, local_time_label};
+use crate::sessions::{current_boot_id, host_name, start_time_of};
+use crate::store::{CountdownState, IgnoreOutcome, LiveSession, RemovalReason, ScheduleEvent, ScheduleRecord, Store};
+use crate::targeting::{Identity, Targeted};
+
+/// Countdown messages go out when it starts and at these times before the logout.
+const WARNING_STEPS: [Duration; 4] = [
+    Duration::from_secs(300),
+    Duration::from_secs(60),
+    Duration::from_secs(10),
+    Duration::ZERO,
+];
+/// How long processes get after SIGHUP, and after SIGTERM, before the next signal.
+pub const HUP_GRACE: Duration = Duration::from_secs(1);
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How often the stale-session sweep runs.
+const STALE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// One occurrence of a logout: a schedule and the instant it takes effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub record: ScheduleRecord,
+    pub due: DateTime<Utc>,
+    /// When the countdown starts.
+    pub warn_from: DateTime<Utc>,
+}
+
+/// What the enforcer did in one step, for the log and the tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub warned: Vec<String>,
+    pub removed: usize,
+    pub skipped: Vec<String>,
+    pub stale: usize,
+}
+
+pub struct Enforcer {
+    store: Store,
+    config: Config,
+    host: String,
+    boot_id: String,
+    /// The current set, by Id, and the last schedule version read.
+    schedules: BTreeMap<String, ScheduleRecord>,
+    last_version: i64,
+    /// The last countdown step announced per instance (in memory: after a restart a step
+    /// may be announced twice, never recorded twice).
+    announced: HashMap<(String, DateTime<Utc>), DateTime<Utc>>,
+    next_sweep: DateTime<Utc>,
+    /// Set for `forcelogoutctl logout` without a daemon: only that logout, no sweeps.
+    only: Option<String>,
+    log: Box<dyn FnMut(&str)>,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+}
+
+impl Enforcer {
+    pub fn new(store: Store, config: Config, log: Box<dyn FnMut(&str)>) -> Result<Enforcer, Error> {
+        let mut enforcer = Enforcer {
+            store,
+            config,
+            host: host_name(),
+            boot_id: current_boot_id(),
+            schedules: BTreeMap::new(),
+            last_version: 0,
+            announced: HashMap::new(),
+            next_sweep: DateTime::<Utc>::MIN_UTC,
+            only: None,
+            log,
+        };
+        enforcer.refresh()?;
+        Ok(enforcer)
+    }
+
+    /// An enforcer for one schedule only (no stale sweeps): what `forcelogoutctl logout` runs
+    /// when no daemon does.
+    pub fn for_one(store: Store, config: Config, id: &str, log: Box<dyn FnMut(&str)>) -> Result<Enforcer, Error> {
+        let mut enforcer = Enforcer::new(store, config, log)?;
+        enforcer.only = Some(id.to_string());
+        enforcer.schedules.retain(|k, _| k == id);
+        enforcer.next_sweep = DateTime::<Utc>::MAX_UTC;
+        Ok(enforcer)
+    }
+
+    /// Whether the countdown of `id` due at `due` has ended.
+    pub fn is_done(&self, id: &str, due: DateTime<Utc>) -> Result<bool, Error> {
+        Ok(matches!(
+            self.store.countdown_state(id, due)?,
+            Some(CountdownState::Done) | Some(CountdownState::Skipped)
+        ))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads the schedule versions written since the last look; true if any were.
+    pub fn refresh(&mut self) -> Result<bool, Error> {
+        let changes = self.store.schedule_versions_after(self.last_version)?;
+        let changed = !changes.is_empty();
+        for (version, record) in changes {
+            self.last_version = version;
+            if self.only.as_ref().is_some_and(|only| *only != record.id) {
+                continue;
+            }
+            if record.event == ScheduleEvent::Deleted {
+                self.schedules.remove(&record.id);
+            } else {
+                self.schedules.insert(record.id.clone(), record);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The instance of `record` that matters at `now`: the earliest one due after the
+    /// catch-up floor and after the version was written (a logout that was due before the
+    /// schedule said so never fires).
+    pub fn instance_at(&self, record: &ScheduleRecord, now: DateTime<Utc>) -> Option<Instance> {
+        let written = DateTime::parse_from_rfc3339(&record.update_time).ok()?.with_timezone(&Utc);
+        let floor = (now - chrono(self.config.catch_up)).max(written);
+        let due = if record.schedule.immediate {
+            policy::immediate_instant(record, self.config.immediate_warning).filter(|&t| t >= floor)?
+        } else {
+            record.schedule.next_after(floor)?
+        };
+        let warning = if record.schedule.immediate {
+            due - written
+        } else {
+            chrono(self.config.scheduled_warning)
+        };
+        Some(Instance {
+            record: record.clone(),
+            due,
+            warn_from: (due - warning).max(written),
+        })
+    }
+
+    /// Logouts missed by more than the catch-up window (the daemon was down, or the clock
+    /// jumped): recorded as skipped and logged, never fired late.
+    pub fn skip_missed(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, Error> {
+        let floor = now - chrono(self.config.catch_up);
+        let mut skipped = Vec::new();
+        let records: Vec<ScheduleRecord> = self.schedules.values().cloned().collect();
+        for record in records {
+            let Some(written) = DateTime::parse_from_rfc3339(&record.update_time).ok().map(|t| t.with_timezone(&Utc)) else {
+                continue;
+            };
+            let missed = policy::logout_at_or_before(&record, self.config.immediate_warning, floor);
+            let Some(due) = missed.filter(|&due| due > written) else {
+                continue;
+            };
+            if self.store.countdown_state(&record.id, due)?.is_none() {
+                self.store.skip_countdown(&record, due)?;
+                (self.log)(&format!(
+                    "skipped the logout of {} due at {} (schedule {}): missed by more than the catch-up window",
+                    record.schedule.group,
+                    crate::clock::format_timestamp(due),
+                    record.id
+                ));
+                skipped.push(record.id.clone());
+            }
+        }
+        Ok(skipped)
+    }
+
+    /// Does everything due at `now`; returns the report and when to call again at the latest.
+    pub fn step(&mut self, now: DateTime<Utc>) -> Result<(StepReport, DateTime<Utc>), Error> {
+        let mut report = StepReport::default();
+        let mut wake = now + chrono::Duration::hours(1);
+        if now >= self.next_sweep {
+            report.stale = self.sweep_stale(now)?;
+            self.next_sweep = now + chrono(STALE_SWEEP_EVERY);
+        }
+        wake = wake.min(self.next_sweep);
+        let mut identities: HashMap<String, Option<Identity>> = HashMap::new();
+        let records: Vec<ScheduleRecord> = self.schedules.values().cloned().collect();
+        for record in records {
+            let mut at = now;
+            // At most a few instances per schedule: each done one moves past its due time.
+            for _ in 0..4 {
+                let Some(instance) = self.instance_at(&record, at) else {
+                    break;
+                };
+                if instance.warn_from > now {
+                    wake = wake.min(instance.warn_from);
+                    break;
+                }
+                match self.store.countdown_state(&record.id, instance.due)? {
+                    Some(CountdownState::Done) | Some(CountdownState::Skipped) => {
+                        at = instance.due;
+                        continue;
+                    }
+                    _ => {}
+                }
+                if instance.due <= now {
+                    report.removed += self.fire(&instance, now, &mut identities, &mut report)?;
+                    at = instance.due;
+                    continue;
+                }
+                self.count_down(&instance, now, &mut identities, &mut report)?;
+                wake = wake.min(self.next_announcement(&instance, now)).min(instance.due);
+                break;
+            }
+        }
+        Ok((report, wake.max(now)))
+    }
+
+    /// The live sessions of users `record` targets, each with the user's NSS identity.
+    fn targeted_sessions(
+        &self,
+        record: &ScheduleRecord,
+        identities: &mut HashMap<String, Option<Identity>>,
+    ) -> Result<Vec<LiveSession>, Error> {
+        let mut out = Vec::new();
+        for session in self.store.live_sessions()? {
+            let identity = match identities.get(&session.user) {
+                Some(known) => known.clone(),
+                None => {
+                    let found = Identity::lookup(&session.user).unwrap_or(None);
+                    identities.insert(session.user.clone(), found.clone());
+                    found
+                }
+            };
+            let targeted = identity.is_some_and(|i| {
+                i.targeted_by(&record.schedule.group, &self.config.exempt_groups) == Targeted::Yes
+            });
+            if targeted {
+                out.push(session);
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_down(
+        &mut self,
+        instance: &Instance,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<(), Error> {
+        self.store.start_countdown(&instance.record, instance.due, instance.warn_from)?;
+        let sessions = self.targeted_sessions(&instance.record, identities)?;
+        let mut newly_warned = HashSet::new();
+        for session in &sessions {
+            if self
+                .store
+                .warn_user(&instance.record, instance.due, &session.user, session.uid, &self.host, now)?
+                .is_some()
+            {
+                report.warned.push(session.user.clone());
+                newly_warned.insert(session.user.clone());
+            }
+        }
+        let key = (instance.record.id.clone(), instance.due);
+        let step = self.current_step(instance, now);
+        let announce_all = self.announced.get(&key) != Some(&step);
+        let ignored: HashSet<String> = self
+            .store
+            .countdown_users(&instance.record.id, instance.due)?
+            .into_iter()
+            .filter(|u| u.ignored.is_some())
+            .map(|u| u.user)
+            .collect();
+        for session in &sessions {
+            if ignored.contains(&session.user) {
+                continue;
+            }
+            if announce_all || newly_warned.contains(&session.user) {
+                notify(session, &countdown_text(instance, now));
+            }
+        }
+        self.announced.insert(key, step);
+        Ok(())
+    }
+
+    /// The latest warning step at or before `now` (the countdown's start counts as one).
+    fn current_step(&self, instance: &Instance, now: DateTime<Utc>) -> DateTime<Utc> {
+        WARNING_STEPS
+            .iter()
+            .map(|d| instance.due - chrono(*d))
+            .filter(|&t| t <= now && t >= instance.warn_from)
+            .max()
+            .unwrap_or(instance.warn_from)
+    }
+
+    fn next_announcement(&self, instance: &Instance, now: DateTime<Utc>) -> DateTime<Utc> {
+        WARNING_STEPS
+            .iter()
+            .map(|d| instance.due - chrono(*d))
+            .filter(|&t| t > now)
+            .min()
+            .unwrap_or(instance.due)
+    }
+
+    /// The end of a countdown: warns whoever was not warned yet (a logout that fires at once
+    /// still leaves its `warned` row), tells the terminals, records the removals, and ends the
+    /// sessions' processes. Returns how many sessions were removed.
+    fn fire(
+        &mut self,
+        instance: &Instance,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<usize, Error> {
+        self.store.start_countdown(&instance.record, instance.due, instance.warn_from)?;
+        let sessions = self.targeted_sessions(&instance.record, identities)?;
+        for session in &sessions {
+            if self
+                .store
+                .warn_user(&instance.record, instance.due, &session.user, session.uid, &self.host, now)?
+                .is_some()
+            {
+                report.warned.push(session.user.clone());
+            }
+        }
+        let users: HashMap<String, (String, bool)> = self
+            .store
+            .countdown_users(&instance.record.id, instance.due)?
+            .into_iter()
+            .map(|u| (u.user, (u.warned, u.ignored.is_some())))
+            .collect();
+        let kick = instance.record.schedule.kick;
+        let mut removals = Vec::new();
+        let mut ending = Vec::new();
+        for session in sessions {
+            let (warned, ignored) = users.get(&session.user).cloned().unwrap_or_default();
+            if !kick && ignored {
+                continue;
+            }
+            let reason = if kick { RemovalReason::Kick } else { RemovalReason::WarningExpired };
+            removals.push((session.key.clone(), reason, Some(warned).filter(|w| !w.is_empty())));
+            ending.push(session);
+        }
+        for session in &ending {
+            notify(session, &logout_text(&instance.record));
+        }
+        // Recorded first: the PAM close that the hang-up triggers then finds nothing to do,
+        // so the session's `removed` carries this logout's reason, not `logout`.
+        let removed = self
+            .store
+            .finish_countdown(&instance.record, instance.due, &removals, &self.host, now)?;
+        let all = processes::scan();
+        let mut targets: Vec<processes::ProcessId> = Vec::new();
+        for session in &ending {
+            end_session_scope(session);
+            targets.extend(
+                processes::session_tree(&all, session.pid, session.pid_start_time)
+                    .into_iter()
+                    .map(|p| (p.pid, p.start_time)),
+            );
+        }
+        let outcome = processes::terminate(&targets, HUP_GRACE, TERM_GRACE);
+        (self.log)(&format!(
+            "logout of {} (schedule {}, {}): {} sessions removed; {} processes hung up, {} terminated, {} killed, {} left",
+            instance.record.schedule.group,
+            instance.record.id,
+            if kick { "kick" } else { "warning" },
+            removed,
+            outcome.hangup,
+            outcome.terminated,
+            outcome.killed,
+            outcome.survivors
+        ));
+        self.announced.remove(&(instance.record.id.clone(), instance.due));
+        Ok(removed)
+    }
+
+    /// Sessions from an earlier boot, or whose PAM caller is gone (or its pid reused), are
+    /// removed with Reason `stale` (SPEC §5.7).
+    pub fn sweep_stale(&mut self, now: DateTime<Utc>) -> Result<usize, Error> {
+        let stale: Vec<String> = self
+            .store
+            .live_sessions()?
+            .into_iter()
+            .filter(|s| s.boot_id != self.boot_id || !same_process(s.pid, s.pid_start_time))
+            .map(|s| s.key)
+            .collect();
+        let removed = self.store.remove_stale(&stale, &self.host, now)?;
+        if removed > 0 {
+            (self.log)(&format!("removed {removed} stale sessions"));
+        }
+        Ok(removed)
+    }
+
+    /// `forcelogoutctl ignore` for a user.
+    pub fn ignore(&mut self, user: &str, uid: u32, now: DateTime<Utc>) -> Result<IgnoreOutcome, Error> {
+        let outcome = self.store.ignore_warnings(user, uid, &self.host, now)?;
+        if let IgnoreOutcome::Ignored(ids) = &outcome {
+            (self.log)(&format!("{user} ignored the warning of schedule(s) {}", ids.join(", ")));
+        }
+        Ok(outcome)
+    }
+
+    /// The running countdowns that target `user`, for tests and the CLI.
+    pub fn pending_for(&self, user: &str, now: DateTime<Utc>) -> Vec<Instance> {
+        let Ok(Some(identity)) = Identity::lookup(user) else {
+            return Vec::new();
+        };
+        self.schedules
+            .values()
+            .filter(|r| identity.targeted_by(&r.schedule.group, &self.config.exempt_groups) == Targeted::Yes)
+            .filter_map(|r| self.instance_at(r, now))
+            .filter(|i| i.warn_from <= now)
+            .collect()
+    }
+}
+
+fn same_process(pid: u32, start: Option<u64>) -> bool {
+    match (start_time_of(pid), start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// logind (where it runs and knows the session) or the session's own cgroup first; the
+/// process tree is signalled in any case by the caller.
+fn end_session_scope(session: &LiveSession) {
+    if let Some(id) = session.logind_session.as_deref().filter(|_| std::path::Path::new("/run/systemd/seats").exists()) {
+        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if valid {
+            let _ = std::process::Command::new("loginctl").args(["terminate-session", id]).status();
+            return;
+        }
+    }
+    if let Some(cgroup) = session.cgroup.as_deref() {
+        // Only a cgroup that is this login's own scope, never a shared one.
+        let own_scope = cgroup.contains("/session-") && cgroup.ends_with(".scope") && !cgroup.contains("..");
+        if own_scope {
+            let _ = std::fs::write(format!("/sys/fs/cgroup{cgroup}/cgroup.kill"), "1");
+        }
+    }
+}
+
+/// Writes to every terminal of the session: its PAM_TTY and the terminals its processes use.
+fn notify(session: &LiveSession, text: &str) {
+    let mut paths: Vec<String> = session.tty.as_deref().and_then(terminal::device_path).into_iter().collect();
+    let all = processes::scan();
+    for p in processes::session_tree(&all, session.pid, session.pid_start_time) {
+        if let Some(path) = processes::tty_path(p.tty_nr) {
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    for path in paths {
+        terminal::write_to(&path, session.uid, text);
+    }
+}
+
+fn countdown_text(instance: &Instance, now: DateTime<Utc>) -> String {
+    let s = &instance.record.schedule;
+    let when = local_time_label(instance.due, s.timezone, "%H:%M:%S");
+    let mut text = if s.kick {
+        format!("You will be logged out in {} (at {when}).", policy::describe_wait(now, instance.due))
+    } else {
+        format!("You will be logged out in {} (at {when}) unless you choose to stay.", policy::describe_wait(now, instance.due))
+    };
+    if !s.message.is_empty() {
+        text.push('\n');
+        text.push_str(&s.message);
+    }
+    if !s.kick {
+        text.push_str("\nTo keep working, run: forcelogoutctl ignore");
+    }
+    text.push_str("\nSave your work now.");
+    text
+}
+
+fn logout_text(record: &ScheduleRecord) -> String {
+    let mut text = String::from("You are being logged out now.");
+    if !record.schedule.message.is_empty() {
+        text.push('\n');
+        text.push_str(&record.schedule.message);
+    }
+    text
+}

@@ -1,0 +1,69 @@
+//! `forcelogoutctl logout GROUP`: an immediate logout (Immediate=1, a Once row at now), taking
+//! effect after the immediate warning or `--in`. The daemon enforces it; without a daemon this
+//! command does, with the same code (core's `Enforcer`), and returns when it is done.
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use forcelogout_core::clock::host_timezone;
+use forcelogout_core::config::parse_duration;
+use forcelogout_core::enforce::Enforcer;
+use forcelogout_core::policy::local_time_label;
+use forcelogout_core::schedule::{validate_group, validate_message, Recurrence, Schedule};
+use forcelogout_core::Error;
+
+use super::Context;
+use crate::cli::LogoutArgs;
+
+pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
+    let group = validate_group(&args.group)?;
+    let message = validate_message(args.message.as_deref().unwrap_or(""))?;
+    let delay = match &args.delay {
+        Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason))?,
+        None => ctx.config.immediate_warning,
+    };
+    let now = ctx.now();
+    let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+    let zone = host_timezone();
+    let local = now.with_timezone(&zone);
+    let schedule = Schedule {
+        group,
+        recurrence: Recurrence::Once(local.date_naive()),
+        time: local.time().with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(local.time()),
+        timezone: zone,
+        immediate: true,
+        kick: !args.warn,
+        message,
+        lockout_minutes: 0,
+    };
+    if args.dry_run {
+        return super::preview::show(ctx, &schedule, Some(due));
+    }
+    let mut store = ctx.open_for_writing()?;
+    let record = store.add_immediate_logout(&schedule, &ctx.actor, now, due)?;
+    if ctx.json {
+        ctx.print_json(&record)?;
+    } else {
+        ctx.print(&format!(
+            "{}\nlogout of {:?} ({}) at {}\n",
+            record.id,
+            schedule.group,
+            if schedule.kick { "kick" } else { "warning" },
+            local_time_label(due, zone, "%Y-%m-%d %H:%M:%S")
+        ))?;
+    }
+    if ctx.daemon_running || crate::daemon::socket::reachable(&ctx.config.socket) {
+        return Ok(());
+    }
+    ctx.warn("no forcelogout daemon is running: this command enforces the logout itself");
+    let mut enforcer = Enforcer::for_one(store, ctx.config.clone(), &record.id, Box::new(|line| eprintln!("forcelogoutctl: {line}")))?;
+    loop {
+        let now = Utc::now();
+        let (_, wake) = enforcer.step(now)?;
+        if enforcer.is_done(&record.id, due)? {
+            return Ok(());
+        }
+        let pause = (wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        std::thread::sleep(pause.min(Duration::from_secs(1)).max(Duration::from_millis(20)));
+    }
+}
