@@ -40,7 +40,11 @@ pub fn logout_after(
 /// An immediate logout takes effect at its DueAt; a row without one (written by hand) at its
 /// issue time plus the configured immediate warning.
 pub fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
-    let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc));
+    let parse = |t: &str| {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
     if let Some(due) = record.due_at.as_deref().and_then(parse) {
         return Some(due);
     }
@@ -156,7 +160,8 @@ pub fn local_time_label(at: DateTime<Utc>, zone: chrono_tz::Tz, format: &str) ->
     let local = at.with_timezone(&zone);
     let abbreviation = local.format("%Z").to_string();
     let mut label = format!("{} {abbreviation}", local.format(format));
-    if abbreviation != zone.name() {
+    let says_it = abbreviation == zone.name() || zone.name().ends_with(&format!("/{abbreviation}"));
+    if !says_it {
         label.push_str(&format!(" ({})", zone.name()));
     }
     label

@@ -29,14 +29,21 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err),
     };
-    let ctx = Context::new(commands::store_path(cli.db.as_deref()), cli.json, config, real_user_name());
+    let ctx = Context::new(
+        commands::store_path(cli.db.as_deref()),
+        cli.json,
+        config,
+        real_user_name(),
+    );
     let forwardable = !matches!(cli.command, Command::Daemon);
     let is_ignore = matches!(cli.command, Command::Ignore);
     let result = execute(&ctx, cli.command);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Io { cause, .. }) if cause.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(err @ Error::PermissionDenied { .. }) if forwardable && (is_ignore || !nix::unistd::geteuid().is_root()) => {
+        Err(err @ Error::PermissionDenied { .. })
+            if forwardable && (is_ignore || !nix::unistd::geteuid().is_root()) =>
+        {
             through_daemon(&ctx, err)
         }
         Err(err) => fail(&err),
@@ -68,13 +75,20 @@ fn through_daemon(ctx: &Context, refusal: Error) -> ExitCode {
             ExitCode::from(u8::try_from(reply.code).unwrap_or(1))
         }
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-            if matches!(refusal, Error::PermissionDenied { ref context } if context.starts_with("ignoring")) {
-                eprintln!("forcelogoutctl: the forcelogout daemon is not running ({})", ctx.config.socket.display());
+            if matches!(refusal, Error::PermissionDenied { ref context } if context.starts_with("ignoring"))
+            {
+                eprintln!(
+                    "forcelogoutctl: the forcelogout daemon is not running ({})",
+                    ctx.config.socket.display()
+                );
                 return ExitCode::from(1);
             }
             fail(&refusal)
         }
-        Err(e) => fail(&Error::io(format!("asking the daemon at {}", ctx.config.socket.display()), e)),
+        Err(e) => fail(&Error::io(
+            format!("asking the daemon at {}", ctx.config.socket.display()),
+            e,
+        )),
     }
 }
 
@@ -95,14 +109,20 @@ fn without_db(args: Vec<String>) -> Vec<String> {
 }
 
 fn fail(err: &Error) -> ExitCode {
-    eprintln!("forcelogoutctl: {}", forcelogout_core::text::sanitize_line(&err.to_string()));
+    eprintln!(
+        "forcelogoutctl: {}",
+        forcelogout_core::text::sanitize_line(&err.to_string())
+    );
     ExitCode::from(err.exit_code() as u8)
 }
 
 /// Help and version print as clap renders them; a usage error becomes one line and exit 2.
 fn usage_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind as Kind;
-    if matches!(err.kind(), Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        err.kind(),
+        Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = err.print();
         return if err.kind() == Kind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(2)

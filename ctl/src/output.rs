@@ -18,7 +18,8 @@ impl Table {
     }
 
     pub fn push(&mut self, cells: Vec<String>) {
-        self.rows.push(cells.iter().map(|c| sanitize_line(c)).collect());
+        self.rows
+            .push(cells.iter().map(|c| sanitize_line(c)).collect());
     }
 
     pub fn render(&self) -> String {

@@ -1,6 +1,7 @@
 //! Fixtures for cross-component tests: private PAM stacks run through the real libpam by the
 //! `fl-pam-harness` binary, a real sshd (`sshd`), the built artefacts, and reading the store.
 
+pub mod daemon;
 pub mod sshd;
 
 use std::io::{BufRead, BufReader, Write};
@@ -282,6 +283,18 @@ impl Session {
                     return *rc;
                 }
             }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets a `wait` step go on if the process still runs (it may have been logged out).
+    pub fn proceed_if_alive(&mut self) -> bool {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(b"\n").and_then(|()| stdin.flush()).is_ok(),
+            None => false,
         }
     }
 

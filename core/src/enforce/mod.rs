@@ -14,8 +14,10 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::{self, local_time_label};
-use crate::sessions::{current_boot_id, host_name, start_time_of};
-use crate::store::{CountdownState, IgnoreOutcome, LiveSession, RemovalReason, ScheduleEvent, ScheduleRecord, Store};
+use crate::sessions::{current_boot_id, host_name};
+use crate::store::{
+    CountdownState, IgnoreOutcome, LiveSession, RemovalReason, ScheduleEvent, ScheduleRecord, Store,
+};
 use crate::targeting::{Identity, Targeted};
 
 /// Countdown messages go out when it starts and at these times before the logout.
@@ -90,7 +92,12 @@ impl Enforcer {
 
     /// An enforcer for one schedule only (no stale sweeps): what `forcelogoutctl logout` runs
     /// when no daemon does.
-    pub fn for_one(store: Store, config: Config, id: &str, log: Box<dyn FnMut(&str)>) -> Result<Enforcer, Error> {
+    pub fn for_one(
+        store: Store,
+        config: Config,
+        id: &str,
+        log: Box<dyn FnMut(&str)>,
+    ) -> Result<Enforcer, Error> {
         let mut enforcer = Enforcer::new(store, config, log)?;
         enforcer.only = Some(id.to_string());
         enforcer.schedules.retain(|k, _| k == id);
@@ -136,10 +143,13 @@ impl Enforcer {
     /// catch-up floor and after the version was written (a logout that was due before the
     /// schedule said so never fires).
     pub fn instance_at(&self, record: &ScheduleRecord, now: DateTime<Utc>) -> Option<Instance> {
-        let written = DateTime::parse_from_rfc3339(&record.update_time).ok()?.with_timezone(&Utc);
+        let written = DateTime::parse_from_rfc3339(&record.update_time)
+            .ok()?
+            .with_timezone(&Utc);
         let floor = (now - chrono(self.config.catch_up)).max(written);
         let due = if record.schedule.immediate {
-            policy::immediate_instant(record, self.config.immediate_warning).filter(|&t| t >= floor)?
+            policy::immediate_instant(record, self.config.immediate_warning)
+                .filter(|&t| t >= floor)?
         } else {
             record.schedule.next_after(floor)?
         };
@@ -162,7 +172,10 @@ impl Enforcer {
         let mut skipped = Vec::new();
         let records: Vec<ScheduleRecord> = self.schedules.values().cloned().collect();
         for record in records {
-            let Some(written) = DateTime::parse_from_rfc3339(&record.update_time).ok().map(|t| t.with_timezone(&Utc)) else {
+            let Some(written) = DateTime::parse_from_rfc3339(&record.update_time)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+            else {
                 continue;
             };
             let missed = policy::logout_at_or_before(&record, self.config.immediate_warning, floor);
@@ -218,7 +231,9 @@ impl Enforcer {
                     continue;
                 }
                 self.count_down(&instance, now, &mut identities, &mut report)?;
-                wake = wake.min(self.next_announcement(&instance, now)).min(instance.due);
+                wake = wake
+                    .min(self.next_announcement(&instance, now))
+                    .min(instance.due);
                 break;
             }
         }
@@ -258,13 +273,21 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<(), Error> {
-        self.store.start_countdown(&instance.record, instance.due, instance.warn_from)?;
+        self.store
+            .start_countdown(&instance.record, instance.due, instance.warn_from)?;
         let sessions = self.targeted_sessions(&instance.record, identities)?;
         let mut newly_warned = HashSet::new();
         for session in &sessions {
             if self
                 .store
-                .warn_user(&instance.record, instance.due, &session.user, session.uid, &self.host, now)?
+                .warn_user(
+                    &instance.record,
+                    instance.due,
+                    &session.user,
+                    session.uid,
+                    &self.host,
+                    now,
+                )?
                 .is_some()
             {
                 report.warned.push(session.user.clone());
@@ -322,12 +345,20 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<usize, Error> {
-        self.store.start_countdown(&instance.record, instance.due, instance.warn_from)?;
+        self.store
+            .start_countdown(&instance.record, instance.due, instance.warn_from)?;
         let sessions = self.targeted_sessions(&instance.record, identities)?;
         for session in &sessions {
             if self
                 .store
-                .warn_user(&instance.record, instance.due, &session.user, session.uid, &self.host, now)?
+                .warn_user(
+                    &instance.record,
+                    instance.due,
+                    &session.user,
+                    session.uid,
+                    &self.host,
+                    now,
+                )?
                 .is_some()
             {
                 report.warned.push(session.user.clone());
@@ -347,8 +378,16 @@ impl Enforcer {
             if !kick && ignored {
                 continue;
             }
-            let reason = if kick { RemovalReason::Kick } else { RemovalReason::WarningExpired };
-            removals.push((session.key.clone(), reason, Some(warned).filter(|w| !w.is_empty())));
+            let reason = if kick {
+                RemovalReason::Kick
+            } else {
+                RemovalReason::WarningExpired
+            };
+            removals.push((
+                session.key.clone(),
+                reason,
+                Some(warned).filter(|w| !w.is_empty()),
+            ));
             ending.push(session);
         }
         for session in &ending {
@@ -356,9 +395,13 @@ impl Enforcer {
         }
         // Recorded first: the PAM close that the hang-up triggers then finds nothing to do,
         // so the session's `removed` carries this logout's reason, not `logout`.
-        let removed = self
-            .store
-            .finish_countdown(&instance.record, instance.due, &removals, &self.host, now)?;
+        let removed = self.store.finish_countdown(
+            &instance.record,
+            instance.due,
+            &removals,
+            &self.host,
+            now,
+        )?;
         let all = processes::scan();
         let mut targets: Vec<processes::ProcessId> = Vec::new();
         for session in &ending {
@@ -381,7 +424,8 @@ impl Enforcer {
             outcome.killed,
             outcome.survivors
         ));
-        self.announced.remove(&(instance.record.id.clone(), instance.due));
+        self.announced
+            .remove(&(instance.record.id.clone(), instance.due));
         Ok(removed)
     }
 
@@ -403,10 +447,18 @@ impl Enforcer {
     }
 
     /// `forcelogoutctl ignore` for a user.
-    pub fn ignore(&mut self, user: &str, uid: u32, now: DateTime<Utc>) -> Result<IgnoreOutcome, Error> {
+    pub fn ignore(
+        &mut self,
+        user: &str,
+        uid: u32,
+        now: DateTime<Utc>,
+    ) -> Result<IgnoreOutcome, Error> {
         let outcome = self.store.ignore_warnings(user, uid, &self.host, now)?;
         if let IgnoreOutcome::Ignored(ids) = &outcome {
-            (self.log)(&format!("{user} ignored the warning of schedule(s) {}", ids.join(", ")));
+            (self.log)(&format!(
+                "{user} ignored the warning of schedule(s) {}",
+                ids.join(", ")
+            ));
         }
         Ok(outcome)
     }
@@ -418,16 +470,21 @@ impl Enforcer {
         };
         self.schedules
             .values()
-            .filter(|r| identity.targeted_by(&r.schedule.group, &self.config.exempt_groups) == Targeted::Yes)
+            .filter(|r| {
+                identity.targeted_by(&r.schedule.group, &self.config.exempt_groups) == Targeted::Yes
+            })
             .filter_map(|r| self.instance_at(r, now))
             .filter(|i| i.warn_from <= now)
             .collect()
     }
 }
 
+/// Whether `pid` still runs the process that opened the session: same start time, and not a
+/// zombie (a process that has exited holds no session, even before its parent reaps it).
 fn same_process(pid: u32, start: Option<u64>) -> bool {
-    match (start_time_of(pid), start) {
-        (Some(now), Some(then)) => now == then,
+    let running = processes::scan_one(pid).filter(|p| !p.zombie);
+    match (running, start) {
+        (Some(p), Some(then)) => p.start_time == then,
         (Some(_), None) => true,
         (None, _) => false,
     }
@@ -436,16 +493,23 @@ fn same_process(pid: u32, start: Option<u64>) -> bool {
 /// logind (where it runs and knows the session) or the session's own cgroup first; the
 /// process tree is signalled in any case by the caller.
 fn end_session_scope(session: &LiveSession) {
-    if let Some(id) = session.logind_session.as_deref().filter(|_| std::path::Path::new("/run/systemd/seats").exists()) {
+    if let Some(id) = session
+        .logind_session
+        .as_deref()
+        .filter(|_| std::path::Path::new("/run/systemd/seats").exists())
+    {
         let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
         if valid {
-            let _ = std::process::Command::new("loginctl").args(["terminate-session", id]).status();
+            let _ = std::process::Command::new("loginctl")
+                .args(["terminate-session", id])
+                .status();
             return;
         }
     }
     if let Some(cgroup) = session.cgroup.as_deref() {
         // Only a cgroup that is this login's own scope, never a shared one.
-        let own_scope = cgroup.contains("/session-") && cgroup.ends_with(".scope") && !cgroup.contains("..");
+        let own_scope =
+            cgroup.contains("/session-") && cgroup.ends_with(".scope") && !cgroup.contains("..");
         if own_scope {
             let _ = std::fs::write(format!("/sys/fs/cgroup{cgroup}/cgroup.kill"), "1");
         }
@@ -454,7 +518,12 @@ fn end_session_scope(session: &LiveSession) {
 
 /// Writes to every terminal of the session: its PAM_TTY and the terminals its processes use.
 fn notify(session: &LiveSession, text: &str) {
-    let mut paths: Vec<String> = session.tty.as_deref().and_then(terminal::device_path).into_iter().collect();
+    let mut paths: Vec<String> = session
+        .tty
+        .as_deref()
+        .and_then(terminal::device_path)
+        .into_iter()
+        .collect();
     let all = processes::scan();
     for p in processes::session_tree(&all, session.pid, session.pid_start_time) {
         if let Some(path) = processes::tty_path(p.tty_nr) {
@@ -472,9 +541,15 @@ fn countdown_text(instance: &Instance, now: DateTime<Utc>) -> String {
     let s = &instance.record.schedule;
     let when = local_time_label(instance.due, s.timezone, "%H:%M:%S");
     let mut text = if s.kick {
-        format!("You will be logged out in {} (at {when}).", policy::describe_wait(now, instance.due))
+        format!(
+            "You will be logged out in {} (at {when}).",
+            policy::describe_wait(now, instance.due)
+        )
     } else {
-        format!("You will be logged out in {} (at {when}) unless you choose to stay.", policy::describe_wait(now, instance.due))
+        format!(
+            "You will be logged out in {} (at {when}) unless you choose to stay.",
+            policy::describe_wait(now, instance.due)
+        )
     };
     if !s.message.is_empty() {
         text.push('\n');

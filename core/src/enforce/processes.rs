@@ -21,6 +21,8 @@ pub struct ProcessInfo {
     pub start_time: u64,
     /// The controlling terminal as the kernel encodes it (0: none).
     pub tty_nr: u32,
+    /// Exited, waiting for its parent to reap it.
+    pub zombie: bool,
 }
 
 /// A process to signal: its pid and the start time it must still have.
@@ -36,12 +38,18 @@ pub fn scan() -> Vec<ProcessInfo> {
         .collect()
 }
 
+/// One process, if it exists.
+pub fn scan_one(pid: u32) -> Option<ProcessInfo> {
+    read_stat(pid)
+}
+
 fn read_stat(pid: u32) -> Option<ProcessInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces and parentheses.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     Some(ProcessInfo {
         pid,
+        zombie: *fields.first()? == "Z",
         parent: fields.get(1)?.parse().ok()?,
         tty_nr: fields.get(4)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
@@ -50,7 +58,11 @@ fn read_stat(pid: u32) -> Option<ProcessInfo> {
 
 /// The session leader (when it is still the process that opened the session) and all of its
 /// descendants. Never pid 1 or this process.
-pub fn session_tree(all: &[ProcessInfo], leader: u32, leader_start: Option<u64>) -> Vec<ProcessInfo> {
+pub fn session_tree(
+    all: &[ProcessInfo],
+    leader: u32,
+    leader_start: Option<u64>,
+) -> Vec<ProcessInfo> {
     let Some(root) = all.iter().find(|p| p.pid == leader) else {
         return Vec::new();
     };
@@ -92,15 +104,8 @@ fn alive(targets: &[ProcessId]) -> Vec<ProcessId> {
     targets
         .iter()
         .copied()
-        .filter(|(pid, start)| start_time_of(*pid) == Some(*start) && !is_zombie(*pid))
+        .filter(|(pid, start)| read_stat(*pid).is_some_and(|p| p.start_time == *start && !p.zombie))
         .collect()
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
-        .unwrap_or(true)
 }
 
 fn wait_gone(targets: &[ProcessId], limit: Duration) -> Vec<ProcessId> {

@@ -64,7 +64,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pts");
         std::fs::write(&file, "").unwrap();
-        assert!(!write_to(file.to_str().unwrap(), 0, "x"), "a regular file is not a terminal");
+        assert!(
+            !write_to(file.to_str().unwrap(), 0, "x"),
+            "a regular file is not a terminal"
+        );
         assert!(!write_to("/dev/null", 12345, "x"), "not the user's device");
     }
 }

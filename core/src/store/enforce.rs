@@ -95,13 +95,19 @@ impl Store {
             .map_err(|e| super::classify(&self.path, "reading the data version", e))
     }
 
-    pub fn countdown_state(&self, schedule_id: &str, due: DateTime<Utc>) -> Result<Option<CountdownState>, Error> {
+    pub fn countdown_state(
+        &self,
+        schedule_id: &str,
+        due: DateTime<Utc>,
+    ) -> Result<Option<CountdownState>, Error> {
         let state: Option<String> = self
             .conn
             .prepare_cached("SELECT State FROM Countdowns WHERE ScheduleId = ?1 AND DueAt = ?2")
             .and_then(|mut stmt| {
-                stmt.query_row(params![schedule_id, format_timestamp(due)], |row| row.get(0))
-                    .optional()
+                stmt.query_row(params![schedule_id, format_timestamp(due)], |row| {
+                    row.get(0)
+                })
+                .optional()
             })
             .map_err(|e| super::classify(&self.path, "reading a countdown", e))?;
         Ok(state.map(|s| match s.as_str() {
@@ -122,7 +128,11 @@ impl Store {
     }
 
     /// Records a logout instance that was missed by more than the catch-up window.
-    pub fn skip_countdown(&mut self, record: &ScheduleRecord, due: DateTime<Utc>) -> Result<(), Error> {
+    pub fn skip_countdown(
+        &mut self,
+        record: &ScheduleRecord,
+        due: DateTime<Utc>,
+    ) -> Result<(), Error> {
         self.set_countdown(record, due, due, "skipped")
     }
 
@@ -196,7 +206,11 @@ impl Store {
         Ok(Some(warned))
     }
 
-    pub fn countdown_users(&self, schedule_id: &str, due: DateTime<Utc>) -> Result<Vec<CountdownUser>, Error> {
+    pub fn countdown_users(
+        &self,
+        schedule_id: &str,
+        due: DateTime<Utc>,
+    ) -> Result<Vec<CountdownUser>, Error> {
         let fail = |e| super::classify(&self.path, "reading the warned users", e);
         let mut stmt = self
             .conn
@@ -221,7 +235,13 @@ impl Store {
 
     /// `forcelogoutctl ignore` for `user`: an `ignored` event for every running warning (not
     /// kick) countdown that warned this user and that the user has not ignored yet.
-    pub fn ignore_warnings(&mut self, user: &str, uid: u32, host: &str, now: DateTime<Utc>) -> Result<IgnoreOutcome, Error> {
+    pub fn ignore_warnings(
+        &mut self,
+        user: &str,
+        uid: u32,
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IgnoreOutcome, Error> {
         let path = self.path.clone();
         let zone = self.host_zone;
         let fail = |context| on_error(&path, context);
@@ -298,16 +318,23 @@ impl Store {
                 removed += 1;
             }
         }
-        tx.prepare_cached("UPDATE Countdowns SET State = 'done' WHERE ScheduleId = ?1 AND DueAt = ?2")
-            .and_then(|mut stmt| stmt.execute(params![record.id, format_timestamp(due)]))
-            .map_err(fail("closing the countdown"))?;
+        tx.prepare_cached(
+            "UPDATE Countdowns SET State = 'done' WHERE ScheduleId = ?1 AND DueAt = ?2",
+        )
+        .and_then(|mut stmt| stmt.execute(params![record.id, format_timestamp(due)]))
+        .map_err(fail("closing the countdown"))?;
         tx.commit().map_err(fail("committing the logout"))?;
         Ok(removed)
     }
 
     /// Removes sessions whose process is gone or that belong to an earlier boot: the logoffs
     /// that were never recorded (power loss, kill -9 of sshd). One transaction.
-    pub fn remove_stale(&mut self, keys: &[String], host: &str, now: DateTime<Utc>) -> Result<usize, Error> {
+    pub fn remove_stale(
+        &mut self,
+        keys: &[String],
+        host: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, Error> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -320,7 +347,8 @@ impl Store {
             .map_err(fail("starting the stale removal"))?;
         let mut removed = 0;
         for key in keys {
-            if remove_in_tx(&tx, &path, zone, key, RemovalReason::Stale, None, host, now)?.is_some() {
+            if remove_in_tx(&tx, &path, zone, key, RemovalReason::Stale, None, host, now)?.is_some()
+            {
                 removed += 1;
             }
         }

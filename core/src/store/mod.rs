@@ -9,9 +9,9 @@ mod schedules;
 mod schema;
 mod sessions;
 
+pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use events::{EventKind, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
-pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use sessions::{Cause, Closed, Opened};
 
 use std::fs::{DirBuilder, OpenOptions};

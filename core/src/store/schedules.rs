@@ -173,7 +173,14 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<ScheduleRecord, Error> {
-        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now, None);
+        let record = self.new_version(
+            ids::new_id()?,
+            ScheduleEvent::Created,
+            schedule,
+            actor,
+            now,
+            None,
+        );
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -273,7 +280,14 @@ impl Store {
         now: DateTime<Utc>,
         due: DateTime<Utc>,
     ) -> Result<ScheduleRecord, Error> {
-        let record = self.new_version(ids::new_id()?, ScheduleEvent::Created, schedule, actor, now, Some(due));
+        let record = self.new_version(
+            ids::new_id()?,
+            ScheduleEvent::Created,
+            schedule,
+            actor,
+            now,
+            Some(due),
+        );
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -288,7 +302,8 @@ impl Store {
     /// daemon last looked, without rereading the whole history.
     pub fn schedule_versions_after(&self, rowid: i64) -> Result<Vec<(i64, ScheduleRecord)>, Error> {
         let fail = |e| classify(&self.path, "reading schedule changes", e);
-        let sql = format!("SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid");
+        let sql =
+            format!("SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
         let rows = stmt
             .query_map(params![rowid], |row| {

@@ -140,7 +140,16 @@ impl Store {
                 offline: false,
             });
         };
-        let outcome = remove_in_tx(&tx, &self.path, zone, &key, reason, None, &process.host, now)?;
+        let outcome = remove_in_tx(
+            &tx,
+            &self.path,
+            zone,
+            &key,
+            reason,
+            None,
+            &process.host,
+            now,
+        )?;
         tx.commit()
             .map_err(fail("committing the session removal"))?;
         Ok(Closed {

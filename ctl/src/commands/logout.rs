@@ -29,7 +29,11 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let schedule = Schedule {
         group,
         recurrence: Recurrence::Once(local.date_naive()),
-        time: local.time().with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(local.time()),
+        time: local
+            .time()
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(local.time()),
         timezone: zone,
         immediate: true,
         kick: !args.warn,
@@ -56,7 +60,12 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
         return Ok(());
     }
     ctx.warn("no forcelogout daemon is running: this command enforces the logout itself");
-    let mut enforcer = Enforcer::for_one(store, ctx.config.clone(), &record.id, Box::new(|line| eprintln!("forcelogoutctl: {line}")))?;
+    let mut enforcer = Enforcer::for_one(
+        store,
+        ctx.config.clone(),
+        &record.id,
+        Box::new(|line| eprintln!("forcelogoutctl: {line}")),
+    )?;
     loop {
         let now = Utc::now();
         let (_, wake) = enforcer.step(now)?;
@@ -64,6 +73,10 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
             return Ok(());
         }
         let pause = (wake - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        std::thread::sleep(pause.min(Duration::from_secs(1)).max(Duration::from_millis(20)));
+        std::thread::sleep(
+            pause
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(20)),
+        );
     }
 }

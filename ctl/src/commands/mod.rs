@@ -96,7 +96,9 @@ impl Context {
     pub fn may_see(&self, record: &ScheduleRecord) -> bool {
         match &self.viewer {
             None => true,
-            Some(v) => v.targeted_by(&record.schedule.group, &self.config.exempt_groups) == Targeted::Yes,
+            Some(v) => {
+                v.targeted_by(&record.schedule.group, &self.config.exempt_groups) == Targeted::Yes
+            }
         }
     }
 

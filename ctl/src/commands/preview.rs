@@ -35,7 +35,10 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
         });
     }
     let action = if schedule.kick { "kick" } else { "warning" };
-    let mut text = format!("Dry run: nothing was written.\nLogout ({action}) of {:?}", schedule.group);
+    let mut text = format!(
+        "Dry run: nothing was written.\nLogout ({action}) of {:?}",
+        schedule.group
+    );
     if !schedule.immediate {
         text.push_str(&format!(", {}", schedule.describe_when()));
     }
@@ -49,7 +52,12 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
     }
     let mut table = Table::new(&["USER", "UID", "LIVE SESSIONS", "EFFECT"]);
     for u in &users {
-        table.push(vec![u.user.clone(), u.uid.to_string(), u.live_sessions.to_string(), u.effect.clone()]);
+        table.push(vec![
+            u.user.clone(),
+            u.uid.to_string(),
+            u.live_sessions.to_string(),
+            u.effect.clone(),
+        ]);
     }
     text.push_str(&table.render());
     if schedule.group == "*" {

@@ -171,7 +171,10 @@ fn show(ctx: &Context, id: &str) -> Result<(), Error> {
     let store = ctx.open_for_reading()?;
     let record = store.current_schedule(id)?;
     if !ctx.may_see(&record) {
-        return Err(Error::invalid("id", format!("no schedule that targets you has the id {id}")));
+        return Err(Error::invalid(
+            "id",
+            format!("no schedule that targets you has the id {id}"),
+        ));
     }
     let versions = store.versions_of(&record.id)?;
     let now = ctx.now();
@@ -296,6 +299,8 @@ fn next_text(next: Option<DateTime<Utc>>) -> String {
 /// is probably a typo: say so on stderr.
 fn warn_if_unknown(ctx: &Context, group: &str) {
     if group != "*" && !forcelogout_core::users::name_is_known(group) {
-        ctx.warn(&format!("no user or group named {group:?} is known on this host yet"));
+        ctx.warn(&format!(
+            "no user or group named {group:?} is known on this host yet"
+        ));
     }
 }

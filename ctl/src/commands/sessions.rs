@@ -43,7 +43,16 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             .collect();
         return ctx.print_json(&rows);
     }
-    let mut table = Table::new(&["SESSION", "USER", "UID", "SERVICE", "TTY", "FROM", "PID", "OPENED (UTC)"]);
+    let mut table = Table::new(&[
+        "SESSION",
+        "USER",
+        "UID",
+        "SERVICE",
+        "TTY",
+        "FROM",
+        "PID",
+        "OPENED (UTC)",
+    ]);
     for s in &sessions {
         table.push(vec![
             s.key.chars().take(8).collect(),
@@ -53,7 +62,10 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             s.tty.clone().unwrap_or_else(|| "-".into()),
             s.remote_host.clone().unwrap_or_else(|| "-".into()),
             s.pid.to_string(),
-            s.opened_at.get(..19).unwrap_or(&s.opened_at).replace('T', " "),
+            s.opened_at
+                .get(..19)
+                .unwrap_or(&s.opened_at)
+                .replace('T', " "),
         ]);
     }
     ctx.print(&table.render())

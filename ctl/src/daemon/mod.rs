@@ -27,25 +27,45 @@ use crate::cli::{Cli, Command};
 use crate::commands::Context;
 
 fn log(line: &str) {
-    eprintln!("forcelogoutctl daemon: {}", forcelogout_core::text::sanitize_line(line));
+    eprintln!(
+        "forcelogoutctl daemon: {}",
+        forcelogout_core::text::sanitize_line(line)
+    );
 }
 
 pub fn run(ctx: &Context) -> Result<(), Error> {
     let store = Store::open(&ctx.db, Access::Create, DEFAULT_BUSY_TIMEOUT)?;
     let mut enforcer = Enforcer::new(store, ctx.config.clone(), Box::new(log))?;
     for skipped in enforcer.skip_missed(Utc::now())? {
-        log(&format!("schedule {skipped}: a logout was missed while the daemon was down"));
+        log(&format!(
+            "schedule {skipped}: a logout was missed while the daemon was down"
+        ));
     }
     let listener = bind(&ctx.config.socket)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| io("inotify", e))?;
-    let dir = ctx.db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| io("inotify", e))?;
+    let dir = ctx
+        .db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     inotify
-        .add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .add_watch(
+            dir,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
+        )
         .map_err(|e| io("watching the store", e))?;
-    let timer = TimerFd::new(ClockId::CLOCK_REALTIME, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-        .map_err(|e| io("timerfd", e))?;
-    log(&format!("enforcing {} (socket {})", ctx.db.display(), ctx.config.socket.display()));
+    let timer = TimerFd::new(
+        ClockId::CLOCK_REALTIME,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )
+    .map_err(|e| io("timerfd", e))?;
+    log(&format!(
+        "enforcing {} (socket {})",
+        ctx.db.display(),
+        ctx.config.socket.display()
+    ));
     loop {
         enforcer.refresh()?;
         let (report, wake) = enforcer.step(Utc::now())?;
@@ -63,7 +83,8 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             Err(e) => return Err(io("waiting", e)),
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (timer_ready, inotify_ready, socket_ready) = (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
+        let (timer_ready, inotify_ready, socket_ready) =
+            (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
         if timer_ready {
             if let Err(nix::Error::ECANCELED) = timer.wait() {
                 // The wall clock was set: logouts it jumped over are fired if recent, else skipped.
@@ -99,7 +120,8 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
 fn bind(path: &std::path::Path) -> Result<UnixListener, Error> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io(format!("setting the mode of {}", dir.display()), e))?;
         }
@@ -113,7 +135,8 @@ fn bind(path: &std::path::Path) -> Result<UnixListener, Error> {
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener = UnixListener::bind(path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
     listener
@@ -137,6 +160,10 @@ fn answer(stream: UnixStream, ctx: &Context, enforcer: &mut Enforcer) -> std::io
     let peer = getsockopt(&stream, PeerCredentials).map_err(std::io::Error::from)?;
     let mut line = String::new();
     BufReader::new((&stream).take(socket::MAX_REQUEST)).read_line(&mut line)?;
+    if line.is_empty() {
+        // A client that only checked whether the daemon is there.
+        return Ok(());
+    }
     let reply = match serde_json::from_str::<socket::Request>(&line) {
         Ok(request) => handle(request, peer.uid(), ctx, enforcer),
         Err(_) => socket::Reply {
@@ -153,27 +180,44 @@ fn answer(stream: UnixStream, ctx: &Context, enforcer: &mut Enforcer) -> std::io
 fn refuse(code: i32, message: &str) -> socket::Reply {
     socket::Reply {
         code,
-        stderr: format!("forcelogoutctl: {}\n", forcelogout_core::text::sanitize_line(message)),
+        stderr: format!(
+            "forcelogoutctl: {}\n",
+            forcelogout_core::text::sanitize_line(message)
+        ),
         ..Default::default()
     }
 }
 
 /// Runs a request as its peer: `ignore` for the peer's own warnings; everything for root and
 /// the admin group; for other users, only listings of what concerns them.
-fn handle(request: socket::Request, uid: u32, ctx: &Context, enforcer: &mut Enforcer) -> socket::Reply {
+fn handle(
+    request: socket::Request,
+    uid: u32,
+    ctx: &Context,
+    enforcer: &mut Enforcer,
+) -> socket::Reply {
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
         return refuse(4, &format!("permission denied: uid {uid} has no name"));
     };
     let argv = std::iter::once("forcelogoutctl".to_string()).chain(request.argv);
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(e) => return refuse(2, e.render().to_string().lines().next().unwrap_or("invalid arguments")),
+        Err(e) => {
+            return refuse(
+                2,
+                e.render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments"),
+            )
+        }
     };
     let identity = Identity::lookup(&user.name).ok().flatten();
     let admin = uid == 0
         || identity
             .as_ref()
-            .is_some_and(|i| i.groups.iter().any(|g| *g == ctx.config.admin_group));
+            .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
     match cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
         Command::Ignore => return ignore(enforcer, &user.name, uid),
@@ -181,27 +225,44 @@ fn handle(request: socket::Request, uid: u32, ctx: &Context, enforcer: &mut Enfo
     }
     let read_only = matches!(
         cli.command,
-        Command::Sessions | Command::Next(_) | Command::Schedule(crate::cli::ScheduleCommand::List { .. })
+        Command::Sessions
+            | Command::Next(_)
+            | Command::Schedule(crate::cli::ScheduleCommand::List { .. })
             | Command::Schedule(crate::cli::ScheduleCommand::Show { .. })
     );
     if !admin && !read_only {
-        return refuse(4, &format!("permission denied: {}", ctx.not_an_admin_text()));
+        return refuse(
+            4,
+            &format!("permission denied: {}", ctx.not_an_admin_text()),
+        );
     }
     let out = SharedBuffer::default();
     let err = SharedBuffer::default();
-    let mut request_ctx = Context::new(ctx.db.clone(), cli.json, ctx.config.clone(), user.name.clone());
+    let mut request_ctx = Context::new(
+        ctx.db.clone(),
+        cli.json,
+        ctx.config.clone(),
+        user.name.clone(),
+    );
     request_ctx.daemon_running = true;
     request_ctx.viewer = if admin { None } else { identity };
     request_ctx.redirect(Box::new(out.clone()), Box::new(err.clone()));
     let code = match crate::execute(&request_ctx, cli.command) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err.clone(), "forcelogoutctl: {}", forcelogout_core::text::sanitize_line(&e.to_string()));
+            let _ = writeln!(
+                err.clone(),
+                "forcelogoutctl: {}",
+                forcelogout_core::text::sanitize_line(&e.to_string())
+            );
             e.exit_code()
         }
     };
     if code == 0 {
-        log(&format!("{} ({uid}) ran a command through the socket", user.name));
+        log(&format!(
+            "{} ({uid}) ran a command through the socket",
+            user.name
+        ));
     }
     socket::Reply {
         code,
@@ -213,15 +274,23 @@ fn handle(request: socket::Request, uid: u32, ctx: &Context, enforcer: &mut Enfo
 fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
     match enforcer.ignore(user, uid, Utc::now()) {
         Ok(IgnoreOutcome::Ignored(ids)) if !ids.is_empty() => socket::Reply {
-            stdout: format!("You chose to keep working: your sessions stay (schedule {}).\n", ids.join(", ")),
+            stdout: format!(
+                "You chose to keep working: your sessions stay (schedule {}).\n",
+                ids.join(", ")
+            ),
             ..Default::default()
         },
         Ok(IgnoreOutcome::Ignored(_)) => socket::Reply {
             stdout: "You already chose to keep working.\n".into(),
             ..Default::default()
         },
-        Ok(IgnoreOutcome::KickOnly) => refuse(4, "permission denied: this logout cannot be ignored (the administrator chose a kick)"),
-        Ok(IgnoreOutcome::NothingToIgnore) => refuse(1, &format!("no logout warning is running for {user}")),
+        Ok(IgnoreOutcome::KickOnly) => refuse(
+            4,
+            "permission denied: this logout cannot be ignored (the administrator chose a kick)",
+        ),
+        Ok(IgnoreOutcome::NothingToIgnore) => {
+            refuse(1, &format!("no logout warning is running for {user}"))
+        }
         Err(e) => refuse(e.exit_code(), &e.to_string()),
     }
 }

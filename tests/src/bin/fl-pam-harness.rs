@@ -9,7 +9,7 @@
 //!
 //! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
 //! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `restart` (a new handle in
-//! the same process), `wait` (read a line from stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
+//! the same process), `spawn:CMD` (start `sh -c CMD` as a child), `wait` (read a line from stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
 //! Each process is one PAM transaction, like one sshd connection.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -199,6 +199,21 @@ fn main() {
                 set_items(pamh);
                 rc
             },
+            // A child process tree for the session (not waited for): `spawn:SHELL COMMAND`.
+            s if s.starts_with("spawn:") => {
+                match std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&s[6..])
+                    .spawn()
+                {
+                    Ok(child) => {
+                        emit(&format!("child pid={}", child.id()));
+                        std::mem::forget(child);
+                        PAM_SUCCESS
+                    }
+                    Err(_) => 1,
+                }
+            }
             "wait" => {
                 let mut line = String::new();
                 let _ = stdin.lock().read_line(&mut line);
