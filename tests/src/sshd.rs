@@ -40,6 +40,12 @@ fn free_port() -> u16 {
 impl Sshd {
     /// Starts sshd with `module_args` on the forcelogout lines of its PAM stack.
     pub fn start(module_args: &str) -> Sshd {
+        Sshd::start_with(module_args, false)
+    }
+
+    /// The same, with `forcelogoutctl daemon` running inside the same namespace (where the
+    /// test user exists), configured by `config()` with its socket in the test directory.
+    pub fn start_with(module_args: &str, with_daemon: bool) -> Sshd {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = dir.path();
         // The user's home must be reachable by the user.
@@ -104,11 +110,22 @@ impl Sshd {
         )
         .expect("sshd_config");
 
+        std::fs::write(t.join("forcelogout.toml"), format!("socket = \"{}/socket\"\n", t.display())).expect("config");
+        let daemon = if with_daemon {
+            format!(
+                "FORCELOGOUT_CONFIG={t}/forcelogout.toml {ctl} --db {db} daemon 2>{t}/daemon.log & echo $! > {t}/daemon.pid; ",
+                t = t.display(),
+                ctl = crate::ctl_path().display(),
+                db = db.display()
+            )
+        } else {
+            String::new()
+        };
         let setup = format!(
             "for f in passwd group shadow; do mount --bind {t}/$f /etc/$f; done; \
              mount --bind {t}/pam.d /etc/pam.d; \
              mount -t tmpfs tmpfs /run; mkdir -m 0755 /run/sshd; \
-             exec /usr/sbin/sshd -D -e -f {t}/sshd_config",
+             {daemon}exec /usr/sbin/sshd -D -e -f {t}/sshd_config",
             t = t.display()
         );
         let server = Command::new("unshare")
@@ -176,11 +193,23 @@ impl Sshd {
     pub fn store(&self) -> &Path {
         &self.db
     }
+
+    /// The configuration the namespaced daemon reads (its socket is reachable from outside).
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("forcelogout.toml")
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("daemon.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
     }
 }

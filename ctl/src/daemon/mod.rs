@@ -26,6 +26,9 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use crate::cli::{Cli, Command};
 use crate::commands::Context;
 
+const SETTLE_STEP: chrono::Duration = chrono::Duration::milliseconds(100);
+const SETTLE_FOR: chrono::Duration = chrono::Duration::seconds(1);
+
 fn log(line: &str) {
     eprintln!(
         "forcelogoutctl daemon: {}",
@@ -66,11 +69,19 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.db.display(),
         ctx.config.socket.display()
     ));
+    // inotify fires when a writer starts writing to the WAL; its commit becomes visible a
+    // little later (after its fsync). So after any write the daemon looks again every
+    // SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk.
+    let mut settle_until = Utc::now();
     loop {
         enforcer.refresh()?;
-        let (report, wake) = enforcer.step(Utc::now())?;
+        let now = Utc::now();
+        let (report, mut wake) = enforcer.step(now)?;
         if !report.warned.is_empty() {
             log(&format!("warned {}", report.warned.join(", ")));
+        }
+        if now < settle_until {
+            wake = wake.min(now + SETTLE_STEP);
         }
         arm(&timer, wake)?;
         let mut fds = [
@@ -98,6 +109,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
                     break;
                 }
             }
+            settle_until = Utc::now() + SETTLE_FOR;
         }
         if socket_ready {
             serve(&listener, ctx, &mut enforcer);
