@@ -110,7 +110,11 @@ impl Sshd {
         )
         .expect("sshd_config");
 
-        std::fs::write(t.join("forcelogout.toml"), format!("socket = \"{}/socket\"\n", t.display())).expect("config");
+        std::fs::write(
+            t.join("forcelogout.toml"),
+            format!("socket = \"{}/socket\"\n", t.display()),
+        )
+        .expect("config");
         let daemon = if with_daemon {
             format!(
                 "FORCELOGOUT_CONFIG={t}/forcelogout.toml {ctl} --db {db} daemon 2>{t}/daemon.log & echo $! > {t}/daemon.pid; ",

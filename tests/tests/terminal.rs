@@ -37,7 +37,9 @@ fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
         .spawn()
         .unwrap();
     let output = collect(script.stdout.take().unwrap());
-    assert!(wait_until(Duration::from_secs(10), || stack.query("SELECT count(*) FROM LogoutSessions")[0][0] == "1"));
+    assert!(wait_until(Duration::from_secs(10), || stack
+        .query("SELECT count(*) FROM LogoutSessions")[0][0]
+        == "1"));
     // The CLI refuses control characters, so a row written by hand carries them: clear the
     // screen, retitle the window, colour, a C1 CSI. None of it may reach the terminal.
     let now = chrono::Utc::now();
@@ -57,13 +59,26 @@ fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
         .unwrap();
     let text = output
         .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("the session was not ended; daemon: {}\nevents: {:?}", daemon.log(), stack.events()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "the session was not ended; daemon: {}\nevents: {:?}",
+                daemon.log(),
+                stack.events()
+            )
+        });
     let _ = script.wait();
-    assert!(text.contains("*** forcelogout ***"), "{text:?}\n{}", daemon.log());
+    assert!(
+        text.contains("*** forcelogout ***"),
+        "{text:?}\n{}",
+        daemon.log()
+    );
     assert!(text.contains("You will be logged out in"), "{text:?}");
     assert!(text.contains("Lab closes now!"), "{text:?}");
     assert!(text.contains("You are being logged out now."), "{text:?}");
-    assert!(!text.contains('\u{1b}') && !text.contains('\u{9b}'), "an escape reached the terminal: {text:?}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{9b}'),
+        "an escape reached the terminal: {text:?}"
+    );
     assert!(!text.contains("pwned"), "{text:?}");
 }
 
@@ -85,25 +100,59 @@ fn an_ssh_session_sees_the_countdown_and_is_disconnected() {
     let output = collect(ssh.stdout.take().unwrap());
     let db = sshd.store().to_path_buf();
     let logged_in = || query(&db, "SELECT count(*) FROM LogoutSessions")[0][0] == "1";
-    assert!(wait_until(Duration::from_secs(20), logged_in), "sshd: {}", sshd.log());
+    assert!(
+        wait_until(Duration::from_secs(20), logged_in),
+        "sshd: {}",
+        sshd.log()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let out = Command::new(ctl_path())
         .arg("--db")
         .arg(&db)
-        .args(["logout", USER, "--kick", "--in", "4s", "--message", "The lab closes now. Save your work."])
+        .args([
+            "logout",
+            USER,
+            "--kick",
+            "--in",
+            "4s",
+            "--message",
+            "The lab closes now. Save your work.",
+        ])
         .env("FORCELOGOUT_CONFIG", sshd.config())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = output.recv_timeout(Duration::from_secs(40)).expect("ssh was not disconnected");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = output
+        .recv_timeout(Duration::from_secs(40))
+        .expect("ssh was not disconnected");
     let status = ssh.wait().unwrap();
     eprintln!("what the ssh -tt client showed:\n{text}");
-    assert!(!status.success(), "ssh should end with the connection closed");
+    assert!(
+        !status.success(),
+        "ssh should end with the connection closed"
+    );
     assert!(text.contains("logged-in"), "{text}");
-    assert!(text.contains("You will be logged out in"), "{text}\ndaemon: {}", sshd.daemon_log());
-    assert!(text.contains("The lab closes now. Save your work."), "{text}");
+    assert!(
+        text.contains("You will be logged out in"),
+        "{text}\ndaemon: {}",
+        sshd.daemon_log()
+    );
+    assert!(
+        text.contains("The lab closes now. Save your work."),
+        "{text}"
+    );
     assert!(text.contains("You are being logged out now."), "{text}");
-    let done = || query(&db, "SELECT count(*) FROM LogoutEvents WHERE Event = 'offline'")[0][0] == "1";
+    let done = || {
+        query(
+            &db,
+            "SELECT count(*) FROM LogoutEvents WHERE Event = 'offline'",
+        )[0][0]
+            == "1"
+    };
     assert!(wait_until(Duration::from_secs(20), done));
     assert_eq!(
         query(&db, "SELECT GroupName, Event, coalesce(Reason, '-'), Kick, Immediate, coalesce(Service, '-') FROM LogoutEvents ORDER BY ReplayId"),

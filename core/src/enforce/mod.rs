@@ -304,12 +304,13 @@ impl Enforcer {
             .filter(|u| u.ignored.is_some())
             .map(|u| u.user)
             .collect();
+        let all = processes::scan();
         for session in &sessions {
             if ignored.contains(&session.user) {
                 continue;
             }
             if announce_all || newly_warned.contains(&session.user) {
-                notify(session, &countdown_text(instance, now));
+                notify(session, &all, &countdown_text(instance, now));
             }
         }
         self.announced.insert(key, step);
@@ -390,8 +391,9 @@ impl Enforcer {
             ));
             ending.push(session);
         }
+        let all = processes::scan();
         for session in &ending {
-            notify(session, &logout_text(&instance.record));
+            notify(session, &all, &logout_text(&instance.record));
         }
         // Recorded first: the PAM close that the hang-up triggers then finds nothing to do,
         // so the session's `removed` carries this logout's reason, not `logout`.
@@ -516,16 +518,16 @@ fn end_session_scope(session: &LiveSession) {
     }
 }
 
-/// Writes to every terminal of the session: its PAM_TTY and the terminals its processes use.
-fn notify(session: &LiveSession, text: &str) {
+/// Writes to every terminal of the session: its PAM_TTY and the terminals its processes use
+/// (`all` is one scan of the process table, shared by every session of a step).
+fn notify(session: &LiveSession, all: &[processes::ProcessInfo], text: &str) {
     let mut paths: Vec<String> = session
         .tty
         .as_deref()
         .and_then(terminal::device_path)
         .into_iter()
         .collect();
-    let all = processes::scan();
-    for p in processes::session_tree(&all, session.pid, session.pid_start_time) {
+    for p in processes::session_tree(all, session.pid, session.pid_start_time) {
         if let Some(path) = processes::tty_path(p.tty_nr) {
             if !paths.contains(&path) {
                 paths.push(path);

@@ -1,0 +1,161 @@
+//! `cargo build --release --workspace && cargo bench -p forcelogout_tests --bench enforce`
+//! (root): one kick against 1000 live sessions held by real processes (the time from the due
+//! instant to the last `removed` row and to the last process gone), and the daemon's resident
+//! memory when idle with 10,000 schedules, next to an idle daemon with none (same run).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
+use forcelogout_core::store::{Access, Store};
+use forcelogout_tests::daemon::{wait_until, Daemon};
+use forcelogout_tests::{is_root, PamStack, USERS};
+
+const SESSIONS: usize = 1000;
+const SCHEDULES: usize = 10_000;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn parse(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t)
+        .expect("timestamp")
+        .with_timezone(&Utc)
+}
+
+fn kick_benchmark() {
+    // Logins in waves of 100 (a thousand at the same instant would wait on each other's
+    // commits longer than the module's timeout; the concurrency test covers contention).
+    let stack = PamStack::standard("timeout=10000");
+    let daemon = Daemon::start(&stack.db, "");
+    let mut leaders: Vec<Child> = Vec::new();
+    for wave in 0..SESSIONS / 100 {
+        for i in 0..100 {
+            let user = USERS[(wave * 100 + i) % USERS.len()];
+            let child = stack
+                .harness(user, &["open", "sleep:600000"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("harness");
+            leaders.push(child);
+        }
+        let opened = (wave + 1) * 100;
+        let wave_open =
+            || stack.query("SELECT count(*) FROM LogoutSessions")[0][0] == opened.to_string();
+        assert!(
+            wait_until(Duration::from_secs(60), wave_open),
+            "sessions did not open"
+        );
+    }
+    let out = daemon.ctl(&["--json", "logout", "*", "--kick", "--in", "3s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let due = parse(record["DueAt"].as_str().expect("DueAt"));
+    let pids: Vec<u32> = leaders.iter().map(Child::id).collect();
+    // Watch both, every 5 ms: when every `removed` row is committed (visible to another
+    // connection), and when every leader process is gone (reaped).
+    let conn = rusqlite::Connection::open(&stack.db).expect("store");
+    let removed = || -> usize {
+        conn.query_row(
+            "SELECT count(*) FROM LogoutEvents WHERE Event = 'removed' AND Reason = 'kick'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0) as usize
+    };
+    let started = Instant::now();
+    let (mut rows_at, mut gone_at) = (None, None);
+    while started.elapsed() < Duration::from_secs(120) && (rows_at.is_none() || gone_at.is_none()) {
+        if rows_at.is_none() && removed() == SESSIONS {
+            rows_at = Some(Utc::now());
+        }
+        if gone_at.is_none()
+            && leaders
+                .iter_mut()
+                .all(|c| c.try_wait().ok().flatten().is_some())
+        {
+            gone_at = Some(Utc::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (rows_at, gone_at) = (
+        rows_at.expect("rows"),
+        gone_at.expect("processes outlived the kick"),
+    );
+    println!(
+        "one kick, {SESSIONS} live sessions held by real processes ({} pids):",
+        pids.len()
+    );
+    println!(
+        "  due instant -> all `removed` rows committed  {:>6} ms",
+        (rows_at - due).num_milliseconds()
+    );
+    println!(
+        "  due instant -> last process gone             {:>6} ms",
+        (gone_at - due).num_milliseconds()
+    );
+    drop(daemon);
+}
+
+fn rss_benchmark() {
+    let make = |count: usize| {
+        let stack = PamStack::standard("");
+        let mut store =
+            Store::open(&stack.db, Access::Create, Duration::from_secs(5)).expect("store");
+        for i in 0..count {
+            let schedule = ScheduleInput {
+                group: Some(format!("group{i}")),
+                recurrence: Some(RecurrenceInput::Weekly("Mon-Fri".into())),
+                at: Some(format!("{:02}:{:02}", i % 24, i % 60)),
+                timezone: Some("Europe/Berlin".into()),
+                ..Default::default()
+            }
+            .into_new(chrono_tz::Tz::UTC)
+            .expect("schedule");
+            store
+                .add_schedule(&schedule, "bench", Utc::now())
+                .expect("add");
+        }
+        stack
+    };
+    let empty = make(0);
+    let full = make(SCHEDULES);
+    let idle = Daemon::start(&empty.db, "");
+    let busy = Daemon::start(&full.db, "");
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = (
+        rss_kib(idle.pid().expect("pid")),
+        rss_kib(busy.pid().expect("pid")),
+    );
+    println!("daemon resident memory, idle:");
+    println!("  no schedules                        {:>7} KiB", a);
+    println!(
+        "  {SCHEDULES} schedules                   {:>7} KiB  ({:.2}x)",
+        b,
+        b as f64 / a.max(1) as f64
+    );
+}
+
+fn main() {
+    if !is_root() {
+        eprintln!("the enforcement benchmark needs root");
+        return;
+    }
+    kick_benchmark();
+    rss_benchmark();
+}
