@@ -24,7 +24,7 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "setup: cargo not found; install Rust (rustup, stable >= 1.75) first" >&2
+  echo "setup: cargo not found; install Rust (rustup, stable >= 1.82) first" >&2
   exit 1
 fi
 for component in rustfmt clippy; do

@@ -164,3 +164,47 @@ fn an_ssh_session_sees_the_countdown_and_is_disconnected() {
         ]
     );
 }
+
+#[test]
+fn an_idle_session_is_warned_then_logged_out() {
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(
+        &stack.db,
+        "idle_timeout = \"1m\"\nimmediate_warning = \"2s\"",
+    );
+    // A session of `daemon` on a real pty that is that user's, last typed on two minutes ago.
+    let inner = format!(
+        "chown daemon \"$(tty)\"; touch -a -d '2 minutes ago' \"$(tty)\"; \
+         exec {} --confdir {} --service fltest --user daemon --tty \"$(tty)\" open wait close",
+        harness_path().display(),
+        stack.confdir().display()
+    );
+    let mut script = Command::new("script")
+        .args(["-q", "-e", "-f", "-c", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = collect(script.stdout.take().unwrap());
+    let text = output
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the idle session was not ended; daemon: {}", daemon.log()));
+    let _ = script.wait();
+    assert!(
+        text.contains("This session has had no input for 2 min"),
+        "{text:?}"
+    );
+    assert!(text.contains("unless you press a key"), "{text:?}");
+    assert!(
+        text.contains("You are being logged out now: the session was idle."),
+        "{text:?}"
+    );
+    assert_eq!(
+        stack.query("SELECT Event, coalesce(Reason, '-') FROM LogoutEvents ORDER BY ReplayId"),
+        vec![
+            vec!["online", "-"],
+            vec!["removed", "idle"],
+            vec!["offline", "-"]
+        ]
+    );
+}

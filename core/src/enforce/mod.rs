@@ -65,6 +65,9 @@ pub struct Enforcer {
     next_sweep: DateTime<Utc>,
     /// Set for `forcelogoutctl logout` without a daemon: only that logout, no sweeps.
     only: Option<String>,
+    /// Idle sessions warned, by session key: when they go, and their terminal's last input
+    /// when warned (input since then cancels the logout).
+    idle_warned: HashMap<String, (DateTime<Utc>, std::time::SystemTime)>,
     log: Box<dyn FnMut(&str)>,
 }
 
@@ -84,6 +87,7 @@ impl Enforcer {
             announced: HashMap::new(),
             next_sweep: DateTime::<Utc>::MIN_UTC,
             only: None,
+            idle_warned: HashMap::new(),
             log,
         };
         enforcer.refresh()?;
@@ -206,6 +210,11 @@ impl Enforcer {
         }
         wake = wake.min(self.next_sweep);
         let mut identities: HashMap<String, Option<Identity>> = HashMap::new();
+        if self.only.is_none() {
+            if let Some(next) = self.check_idle(now, &mut identities, &mut report)? {
+                wake = wake.min(next);
+            }
+        }
         let records: Vec<ScheduleRecord> = self.schedules.values().cloned().collect();
         for record in records {
             let mut at = now;
@@ -404,17 +413,7 @@ impl Enforcer {
             &self.host,
             now,
         )?;
-        let all = processes::scan();
-        let mut targets: Vec<processes::ProcessId> = Vec::new();
-        for session in &ending {
-            end_session_scope(session);
-            targets.extend(
-                processes::session_tree(&all, session.pid, session.pid_start_time)
-                    .into_iter()
-                    .map(|p| (p.pid, p.start_time)),
-            );
-        }
-        let outcome = processes::terminate(&targets, HUP_GRACE, TERM_GRACE);
+        let outcome = end_sessions(&ending);
         (self.log)(&format!(
             "logout of {} (schedule {}, {}): {} sessions removed; {} processes hung up, {} terminated, {} killed, {} left",
             instance.record.schedule.group,
@@ -441,11 +440,107 @@ impl Enforcer {
             .filter(|s| s.boot_id != self.boot_id || !same_process(s.pid, s.pid_start_time))
             .map(|s| s.key)
             .collect();
-        let removed = self.store.remove_stale(&stale, &self.host, now)?;
+        let removed = self
+            .store
+            .remove_sessions(&stale, RemovalReason::Stale, &self.host, now)?;
         if removed > 0 {
             (self.log)(&format!("removed {removed} stale sessions"));
         }
         Ok(removed)
+    }
+
+    /// Idle logout (SPEC §5.6): a session whose terminal has had no input for `idle_timeout`
+    /// is told so and, if still idle `immediate_warning` later, removed with Reason `idle`.
+    /// uid 0 and the exempt groups are spared, as from any logout. Returns when to look again.
+    fn check_idle(
+        &mut self,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let Some(limit) = self.config.idle_timeout else {
+            return Ok(None);
+        };
+        let all = processes::scan();
+        let mut wake: Option<DateTime<Utc>> = None;
+        let mut soonest = |t: DateTime<Utc>| wake = Some(wake.map_or(t, |w| w.min(t)));
+        let mut expired = Vec::new();
+        let sessions = self.store.live_sessions()?;
+        let live: HashSet<&str> = sessions.iter().map(|s| s.key.as_str()).collect();
+        self.idle_warned
+            .retain(|key, _| live.contains(key.as_str()));
+        for session in &sessions {
+            let Some(path) = input_terminal(session, &all) else {
+                continue;
+            };
+            let Ok(last_input) = std::fs::metadata(&path).and_then(|m| m.accessed()) else {
+                continue;
+            };
+            let idle_since = DateTime::<Utc>::from(last_input);
+            let exempt = identities
+                .entry(session.user.clone())
+                .or_insert_with(|| Identity::lookup(&session.user).unwrap_or(None))
+                .as_ref()
+                .is_none_or(|i| {
+                    i.uid == 0
+                        || i.groups
+                            .iter()
+                            .any(|g| self.config.exempt_groups.contains(g))
+                });
+            if exempt {
+                continue;
+            }
+            match self.idle_warned.get(&session.key) {
+                Some((_, warned_at)) if last_input > *warned_at => {
+                    // The user typed: nothing happens.
+                    self.idle_warned.remove(&session.key);
+                    soonest(idle_since + chrono(limit));
+                }
+                Some((deadline, _)) if now >= *deadline => expired.push(session.clone()),
+                Some((deadline, _)) => soonest(*deadline),
+                None if now - idle_since >= chrono(limit) => {
+                    let deadline = now + chrono(self.config.immediate_warning);
+                    notify(
+                        session,
+                        &all,
+                        &format!(
+                            "This session has had no input for {}. It will be logged out in {} unless you press a key.",
+                            policy::describe_wait(idle_since, now),
+                            policy::describe_wait(now, deadline)
+                        ),
+                    );
+                    self.idle_warned
+                        .insert(session.key.clone(), (deadline, last_input));
+                    if deadline <= now {
+                        expired.push(session.clone());
+                    } else {
+                        soonest(deadline);
+                    }
+                }
+                None => soonest(idle_since + chrono(limit)),
+            }
+        }
+        if !expired.is_empty() {
+            for session in &expired {
+                notify(
+                    session,
+                    &all,
+                    "You are being logged out now: the session was idle.",
+                );
+                self.idle_warned.remove(&session.key);
+            }
+            let keys: Vec<String> = expired.iter().map(|s| s.key.clone()).collect();
+            let removed =
+                self.store
+                    .remove_sessions(&keys, RemovalReason::Idle, &self.host, now)?;
+            let outcome = end_sessions(&expired);
+            report.removed += removed;
+            (self.log)(&format!(
+                "idle logout: {removed} sessions removed; {} processes hung up, {} killed",
+                outcome.hangup, outcome.killed
+            ));
+        }
+        Ok(wake)
     }
 
     /// `forcelogoutctl ignore` for a user.
@@ -490,6 +585,36 @@ fn same_process(pid: u32, start: Option<u64>) -> bool {
         (Some(_), None) => true,
         (None, _) => false,
     }
+}
+
+/// Ends the sessions' processes (after their removal is recorded): logind or the session
+/// scope where there is one, and the PAM caller's process tree in any case.
+fn end_sessions(sessions: &[LiveSession]) -> processes::Termination {
+    let all = processes::scan();
+    let mut targets: Vec<processes::ProcessId> = Vec::new();
+    for session in sessions {
+        end_session_scope(session);
+        targets.extend(
+            processes::session_tree(&all, session.pid, session.pid_start_time)
+                .into_iter()
+                .map(|p| (p.pid, p.start_time)),
+        );
+    }
+    processes::terminate(&targets, HUP_GRACE, TERM_GRACE)
+}
+
+/// The terminal device a session's user types on: its PAM_TTY, else the first terminal of its
+/// processes.
+fn input_terminal(session: &LiveSession, all: &[processes::ProcessInfo]) -> Option<String> {
+    session
+        .tty
+        .as_deref()
+        .and_then(terminal::device_path)
+        .or_else(|| {
+            processes::session_tree(all, session.pid, session.pid_start_time)
+                .iter()
+                .find_map(|p| processes::tty_path(p.tty_nr))
+        })
 }
 
 /// logind (where it runs and knows the session) or the session's own cgroup first; the

@@ -327,11 +327,12 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes sessions whose process is gone or that belong to an earlier boot: the logoffs
-    /// that were never recorded (power loss, kill -9 of sshd). One transaction.
-    pub fn remove_stale(
+    /// Removes sessions with `reason` and no schedule behind it (stale ones, idle ones), in one
+    /// transaction; returns how many were still there.
+    pub fn remove_sessions(
         &mut self,
         keys: &[String],
+        reason: RemovalReason,
         host: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, Error> {
@@ -344,15 +345,14 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting the stale removal"))?;
+            .map_err(fail("starting a session removal"))?;
         let mut removed = 0;
         for key in keys {
-            if remove_in_tx(&tx, &path, zone, key, RemovalReason::Stale, None, host, now)?.is_some()
-            {
+            if remove_in_tx(&tx, &path, zone, key, reason, None, host, now)?.is_some() {
                 removed += 1;
             }
         }
-        tx.commit().map_err(fail("committing the stale removal"))?;
+        tx.commit().map_err(fail("committing a session removal"))?;
         Ok(removed)
     }
 }
