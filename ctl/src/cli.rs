@@ -59,17 +59,8 @@ pub struct LogoutArgs {
     #[arg(value_name = "GROUP")]
     pub group: String,
 
-    /// Disconnect when the countdown ends (the default)
-    #[arg(long, conflicts_with = "warn")]
-    pub kick: bool,
-
-    /// Only warn: each user may keep working with `forcelogoutctl ignore`
-    #[arg(long)]
-    pub warn: bool,
-
-    /// Message shown to the users with the countdown and at their next login
-    #[arg(long, value_name = "TEXT")]
-    pub message: Option<String>,
+    #[command(flatten)]
+    pub action: ActionFlags,
 
     /// Countdown length, e.g. 30s, 5m (default: immediate_warning, 60s)
     #[arg(long = "in", value_name = "DURATION")]
@@ -144,17 +135,8 @@ pub struct ScheduleFlags {
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 
-    /// Disconnect the sessions when the countdown ends (the default)
-    #[arg(long, conflicts_with = "warn")]
-    pub kick: bool,
-
-    /// Only warn: each user may keep working with `forcelogoutctl ignore`
-    #[arg(long)]
-    pub warn: bool,
-
-    /// Message shown to the users with the countdown and at their next login
-    #[arg(long, value_name = "TEXT")]
-    pub message: Option<String>,
+    #[command(flatten)]
+    pub action: ActionFlags,
 
     /// Minutes after the logout during which new logins of the targets are refused (0-1440)
     #[arg(long, value_name = "MINUTES")]
@@ -177,4 +159,31 @@ pub struct NextArgs {
     /// Start after this instant (RFC 3339, e.g. 2026-12-24T12:00:00Z) instead of now
     #[arg(long, value_name = "RFC3339")]
     pub after: Option<String>,
+}
+
+/// What happens at the end of the countdown, and what the users are told.
+#[derive(Debug, Args)]
+pub struct ActionFlags {
+    /// Disconnect the sessions when the countdown ends (the default)
+    #[arg(long, conflicts_with = "warn")]
+    pub kick: bool,
+
+    /// Only warn: each user may keep working with `forcelogoutctl ignore`
+    #[arg(long)]
+    pub warn: bool,
+
+    /// Message shown to the users with the countdown and at their next login
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+}
+
+impl ActionFlags {
+    /// `Some(true)` for --kick, `Some(false)` for --warn, `None` when neither was given.
+    pub fn kick(&self) -> Option<bool> {
+        match (self.kick, self.warn) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }

@@ -275,6 +275,37 @@ impl Enforcer {
         Ok(out)
     }
 
+    /// Starts (or continues) the countdown of `instance`: the live sessions it targets, and a
+    /// `warned` for each of their users not warned yet (returned as the newly warned).
+    fn open_countdown(
+        &mut self,
+        instance: &Instance,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<(Vec<LiveSession>, HashSet<String>), Error> {
+        let record = &instance.record;
+        self.store
+            .start_countdown(record, instance.due, instance.warn_from)?;
+        let sessions = self.targeted_sessions(record, identities)?;
+        let mut newly_warned = HashSet::new();
+        for session in &sessions {
+            let warned = self.store.warn_user(
+                record,
+                instance.due,
+                &session.user,
+                session.uid,
+                &self.host,
+                now,
+            )?;
+            if warned.is_some() {
+                report.warned.push(session.user.clone());
+                newly_warned.insert(session.user.clone());
+            }
+        }
+        Ok((sessions, newly_warned))
+    }
+
     fn count_down(
         &mut self,
         instance: &Instance,
@@ -282,27 +313,7 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<(), Error> {
-        self.store
-            .start_countdown(&instance.record, instance.due, instance.warn_from)?;
-        let sessions = self.targeted_sessions(&instance.record, identities)?;
-        let mut newly_warned = HashSet::new();
-        for session in &sessions {
-            if self
-                .store
-                .warn_user(
-                    &instance.record,
-                    instance.due,
-                    &session.user,
-                    session.uid,
-                    &self.host,
-                    now,
-                )?
-                .is_some()
-            {
-                report.warned.push(session.user.clone());
-                newly_warned.insert(session.user.clone());
-            }
-        }
+        let (sessions, newly_warned) = self.open_countdown(instance, now, identities, report)?;
         let key = (instance.record.id.clone(), instance.due);
         let step = self.current_step(instance, now);
         let announce_all = self.announced.get(&key) != Some(&step);
@@ -355,25 +366,7 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<usize, Error> {
-        self.store
-            .start_countdown(&instance.record, instance.due, instance.warn_from)?;
-        let sessions = self.targeted_sessions(&instance.record, identities)?;
-        for session in &sessions {
-            if self
-                .store
-                .warn_user(
-                    &instance.record,
-                    instance.due,
-                    &session.user,
-                    session.uid,
-                    &self.host,
-                    now,
-                )?
-                .is_some()
-            {
-                report.warned.push(session.user.clone());
-            }
-        }
+        let (sessions, _) = self.open_countdown(instance, now, identities, report)?;
         let users: HashMap<String, (String, bool)> = self
             .store
             .countdown_users(&instance.record.id, instance.due)?

@@ -2,7 +2,7 @@
 //! warned and the ones who chose to ignore, and the removals at the end.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::events::{append, EventKind, NewEvent};
 use super::sessions::{remove_in_tx, Cause};
@@ -172,13 +172,8 @@ impl Store {
         host: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, Error> {
-        let path = self.path.clone();
-        let zone = self.host_zone;
+        let (tx, path, zone) = self.begin_write("starting a warning")?;
         let fail = |context| on_error(&path, context);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting a warning"))?;
         let due_text = format_timestamp(due);
         let known: Option<String> = tx
             .prepare_cached(
@@ -242,13 +237,8 @@ impl Store {
         host: &str,
         now: DateTime<Utc>,
     ) -> Result<IgnoreOutcome, Error> {
-        let path = self.path.clone();
-        let zone = self.host_zone;
+        let (tx, path, zone) = self.begin_write("starting an ignore")?;
         let fail = |context| on_error(&path, context);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting an ignore"))?;
         let running: Vec<(String, String, bool, String, Option<String>)> = tx
             .prepare_cached(
                 "SELECT c.ScheduleId, c.DueAt, c.Kick, u.WarnedEventIdentifier, u.IgnoredEventIdentifier \
@@ -299,13 +289,8 @@ impl Store {
         host: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, Error> {
-        let path = self.path.clone();
-        let zone = self.host_zone;
+        let (tx, path, zone) = self.begin_write("starting the logout")?;
         let fail = |context| on_error(&path, context);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting the logout"))?;
         let mut removed = 0;
         for (key, reason, warned) in removals {
             let cause = Cause {
@@ -339,13 +324,8 @@ impl Store {
         if keys.is_empty() {
             return Ok(0);
         }
-        let path = self.path.clone();
-        let zone = self.host_zone;
+        let (tx, path, zone) = self.begin_write("starting a session removal")?;
         let fail = |context| on_error(&path, context);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting a session removal"))?;
         let mut removed = 0;
         for key in keys {
             if remove_in_tx(&tx, &path, zone, key, reason, None, host, now)?.is_some() {

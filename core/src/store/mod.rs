@@ -142,6 +142,22 @@ impl Store {
         self.host_zone
     }
 
+    /// A write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so it waits on
+    /// another writer once, at the start, within the busy timeout), with the store's path and
+    /// zone, which the statements inside need.
+    fn begin_write(
+        &mut self,
+        context: &'static str,
+    ) -> Result<(rusqlite::Transaction<'_>, PathBuf, Tz), Error> {
+        let path = self.path.clone();
+        let zone = self.host_zone;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, context, e))?;
+        Ok((tx, path, zone))
+    }
+
     fn fail(&self, context: &'static str, cause: rusqlite::Error) -> Error {
         classify(&self.path, context, cause)
     }

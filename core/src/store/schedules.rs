@@ -173,23 +173,7 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<ScheduleRecord, Error> {
-        let record = self.new_version(
-            ids::new_id()?,
-            ScheduleEvent::Created,
-            schedule,
-            actor,
-            now,
-            None,
-        );
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| classify(&self.path, "starting a schedule write", e))?;
-        insert_version(&tx, &record)
-            .map_err(|e| classify(&self.path, "writing the schedule", e))?;
-        tx.commit()
-            .map_err(|e| classify(&self.path, "committing the schedule", e))?;
-        Ok(record)
+        self.insert_new(schedule, actor, now, None)
     }
 
     /// Records a new version of the schedule `id_or_prefix`. `change` sees the current version
@@ -280,21 +264,29 @@ impl Store {
         now: DateTime<Utc>,
         due: DateTime<Utc>,
     ) -> Result<ScheduleRecord, Error> {
+        self.insert_new(schedule, actor, now, Some(due))
+    }
+
+    /// Writes the first version (`created`) of a new schedule, in its own transaction.
+    fn insert_new(
+        &mut self,
+        schedule: &Schedule,
+        actor: &str,
+        now: DateTime<Utc>,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<ScheduleRecord, Error> {
         let record = self.new_version(
             ids::new_id()?,
             ScheduleEvent::Created,
             schedule,
             actor,
             now,
-            Some(due),
+            due,
         );
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| classify(&self.path, "starting a schedule write", e))?;
-        insert_version(&tx, &record).map_err(|e| classify(&self.path, "writing the logout", e))?;
+        let (tx, path, _) = self.begin_write("starting a schedule write")?;
+        insert_version(&tx, &record).map_err(|e| classify(&path, "writing the schedule", e))?;
         tx.commit()
-            .map_err(|e| classify(&self.path, "committing the logout", e))?;
+            .map_err(|e| classify(&path, "committing the schedule", e))?;
         Ok(record)
     }
 

@@ -2,7 +2,7 @@
 //! call is one write transaction: the floor that durability allows.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use super::events::{append, EventKind, NewEvent, RemovalReason};
 use super::{on_error, Store};
@@ -36,14 +36,9 @@ impl Store {
         process: &ProcessFacts,
         now: DateTime<Utc>,
     ) -> Result<Opened, Error> {
-        let path = self.path.clone();
-        let zone = self.host_zone;
-        let fail = |context| on_error(&path, context);
         let session_key = ids::new_id()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting the session write"))?;
+        let (tx, path, zone) = self.begin_write("starting the session write")?;
+        let fail = |context| on_error(&path, context);
         tx.prepare_cached(
             "INSERT INTO LogoutSessions (SessionKey, GroupName, UserId, Service, Tty, RemoteHost, Pid, \
              ProcessSession, Cgroup, LogindSession, LoginKey, BootId, OpenedAt, Date, PidStartTime) \
@@ -84,7 +79,7 @@ impl Store {
                 remote_host: login.remote_host.as_deref(),
                 ..NewEvent::new(EventKind::Online, &login.user, &process.host)
             };
-            append(&tx, &self.path, &event, now, zone)?;
+            append(&tx, &path, &event, now, zone)?;
         }
         let last_logout_message = take_unseen_logout_message(&tx, &login.user)
             .map_err(fail("reading the last logout message"))?;
@@ -106,13 +101,8 @@ impl Store {
         reason: RemovalReason,
         now: DateTime<Utc>,
     ) -> Result<Closed, Error> {
-        let path = self.path.clone();
-        let zone = self.host_zone;
+        let (tx, path, zone) = self.begin_write("starting the session write")?;
         let fail = |context| on_error(&path, context);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail("starting the session write"))?;
         let key = match session_key {
             Some(key) => Some(key.to_string()),
             None => tx
@@ -140,16 +130,7 @@ impl Store {
                 offline: false,
             });
         };
-        let outcome = remove_in_tx(
-            &tx,
-            &self.path,
-            zone,
-            &key,
-            reason,
-            None,
-            &process.host,
-            now,
-        )?;
+        let outcome = remove_in_tx(&tx, &path, zone, &key, reason, None, &process.host, now)?;
         tx.commit()
             .map_err(fail("committing the session removal"))?;
         Ok(Closed {

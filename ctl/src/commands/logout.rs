@@ -17,7 +17,7 @@ use crate::cli::LogoutArgs;
 
 pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let group = validate_group(&args.group)?;
-    let message = validate_message(args.message.as_deref().unwrap_or(""))?;
+    let message = validate_message(args.action.message.as_deref().unwrap_or(""))?;
     let delay = match &args.delay {
         Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason))?,
         None => ctx.config.immediate_warning,
@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
             .unwrap_or(local.time()),
         timezone: zone,
         immediate: true,
-        kick: !args.warn,
+        kick: args.action.kick().unwrap_or(true),
         message,
         lockout_minutes: 0,
     };

@@ -29,18 +29,13 @@ fn to_input(flags: ScheduleFlags) -> ScheduleInput {
         (_, _, Some(days)) => Some(RecurrenceInput::Weekly(days)),
         _ => None,
     };
-    let kick = match (flags.kick, flags.warn) {
-        (true, _) => Some(true),
-        (_, true) => Some(false),
-        _ => None,
-    };
     ScheduleInput {
         group: flags.group,
         recurrence,
         at: flags.at,
         timezone: flags.tz,
-        kick,
-        message: flags.message,
+        kick: flags.action.kick(),
+        message: flags.action.message,
         lockout: flags.lockout,
     }
 }
