@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod days;
+pub mod declarative;
 pub mod enforce;
 pub mod error;
 pub mod firing;

@@ -51,6 +51,53 @@ pub enum Command {
 
     /// Run the enforcement service (started by systemd)
     Daemon,
+
+    /// Read the event log (logins, logouts, warnings, ignores, removals); --json: JSON lines
+    Events(EventsArgs),
+
+    /// Delete events older than DAYS days (by their Date), in small transactions
+    Prune {
+        /// Keep the events of the last DAYS days
+        #[arg(long, value_name = "DAYS")]
+        older_than: String,
+    },
+
+    /// Make the current schedules equal to a file (TOML or JSON); applying it again changes nothing
+    Apply {
+        /// The file, as `export` writes it ([[schedule]] tables, or {"schedule": [...]})
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Show what would change, and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Print the current schedules as a file for `apply` (TOML; JSON with --json)
+    Export,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this day or later (YYYY-MM-DD, the host's calendar)
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub since: Option<String>,
+
+    /// Only events of this user
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+
+    /// Only this kind: online, offline, removed, ignored, warned; or a schedule change:
+    /// created, updated, deleted (also create, update, delete)
+    #[arg(long, value_name = "E")]
+    pub event: Option<String>,
+
+    /// Only events after this ReplayId (resume a subscriber where it stopped)
+    #[arg(long, value_name = "N")]
+    pub after_replay_id: Option<String>,
+
+    /// Keep printing new events as they are committed
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

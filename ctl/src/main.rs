@@ -61,6 +61,10 @@ pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
             context: "ignoring a warning goes through the forcelogout daemon".into(),
         }),
         Command::Daemon => daemon::run(ctx),
+        Command::Events(args) => commands::events::run(ctx, args),
+        Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
+        Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
+        Command::Export => commands::apply::export(ctx),
     }
 }
 

@@ -30,6 +30,8 @@ const WARNING_STEPS: [Duration; 4] = [
 /// How long processes get after SIGHUP, and after SIGTERM, before the next signal.
 pub const HUP_GRACE: Duration = Duration::from_secs(1);
 pub const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Rows per transaction when the daemon prunes for `retention_days`.
+const RETENTION_BATCH: usize = 2000;
 /// How often the stale-session sweep runs.
 const STALE_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -63,6 +65,7 @@ pub struct Enforcer {
     /// may be announced twice, never recorded twice).
     announced: HashMap<(String, DateTime<Utc>), DateTime<Utc>>,
     next_sweep: DateTime<Utc>,
+    next_prune: DateTime<Utc>,
     /// Set for `forcelogoutctl logout` without a daemon: only that logout, no sweeps.
     only: Option<String>,
     /// Idle sessions warned, by session key: when they go, and their terminal's last input
@@ -86,6 +89,7 @@ impl Enforcer {
             last_version: 0,
             announced: HashMap::new(),
             next_sweep: DateTime::<Utc>::MIN_UTC,
+            next_prune: DateTime::<Utc>::MIN_UTC,
             only: None,
             idle_warned: HashMap::new(),
             log,
@@ -209,6 +213,22 @@ impl Enforcer {
             self.next_sweep = now + chrono(STALE_SWEEP_EVERY);
         }
         wake = wake.min(self.next_sweep);
+        if let Some(days) = self.config.retention_days.filter(|_| self.only.is_none()) {
+            if now >= self.next_prune {
+                let cutoff = crate::clock::partition_date(
+                    now - chrono::Duration::days(i64::from(days)),
+                    self.store.host_zone(),
+                );
+                let pruned = self.store.prune_events_before(&cutoff, RETENTION_BATCH)?;
+                if pruned > 0 {
+                    (self.log)(&format!(
+                        "retention: pruned {pruned} events dated before {cutoff}"
+                    ));
+                }
+                self.next_prune = now + chrono::Duration::hours(1);
+            }
+            wake = wake.min(self.next_prune);
+        }
         let mut identities: HashMap<String, Option<Identity>> = HashMap::new();
         if self.only.is_none() {
             if let Some(next) = self.check_idle(now, &mut identities, &mut report)? {

@@ -136,3 +136,122 @@ pub(super) fn append(
     .map_err(|e| classify(path, "appending an event", e))?;
     Ok(identifier)
 }
+
+/// One row of `LogoutEvents`, every column, serialised under the column names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventRow {
+    pub date: String,
+    pub timestamp: String,
+    pub group_name: String,
+    pub event: String,
+    pub immediate: bool,
+    pub kick: bool,
+    pub replay_id: i64,
+    pub event_identifier: String,
+    pub related_event_identifier: Option<String>,
+    pub session_key: Option<String>,
+    pub login_key: Option<String>,
+    pub user_id: Option<i64>,
+    pub schedule_id: Option<String>,
+    pub reason: Option<String>,
+    pub service: Option<String>,
+    pub tty: Option<String>,
+    pub remote_host: Option<String>,
+    pub host: String,
+}
+
+/// Which events to read: every given condition must hold. Each uses an index.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// `Date` on or after this `YYYY-MM-DD`.
+    pub since: Option<String>,
+    pub group: Option<String>,
+    pub event: Option<String>,
+    /// Only events after this ReplayId (a subscriber's resume point).
+    pub after_replay_id: Option<i64>,
+}
+
+impl super::Store {
+    /// Events matching `filter`, in ReplayId order, at most `limit`.
+    pub fn events(&self, filter: &EventFilter, limit: usize) -> Result<Vec<EventRow>, Error> {
+        let fail = |e| classify(&self.path, "reading events", e);
+        // Only the conditions given, so that SQLite uses the index of each (an `x IS NULL OR`
+        // form would hide them); every value is a bound parameter.
+        let mut conditions = vec!["ReplayId > ?"];
+        let mut values: Vec<rusqlite::types::Value> =
+            vec![filter.after_replay_id.unwrap_or(0).into()];
+        for (condition, value) in [
+            ("Date >= ?", &filter.since),
+            ("GroupName = ?", &filter.group),
+            ("Event = ?", &filter.event),
+        ] {
+            if let Some(value) = value {
+                conditions.push(condition);
+                values.push(value.clone().into());
+            }
+        }
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let sql = format!(
+            "SELECT Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, EventIdentifier, \
+             RelatedEventIdentifier, SessionKey, LoginKey, UserId, ScheduleId, Reason, Service, Tty, \
+             RemoteHost, Host FROM LogoutEvents WHERE {} ORDER BY ReplayId LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                Ok(EventRow {
+                    date: r.get(0)?,
+                    timestamp: r.get(1)?,
+                    group_name: r.get(2)?,
+                    event: r.get(3)?,
+                    immediate: r.get(4)?,
+                    kick: r.get(5)?,
+                    replay_id: r.get(6)?,
+                    event_identifier: r.get(7)?,
+                    related_event_identifier: r.get(8)?,
+                    session_key: r.get(9)?,
+                    login_key: r.get(10)?,
+                    user_id: r.get(11)?,
+                    schedule_id: r.get(12)?,
+                    reason: r.get(13)?,
+                    service: r.get(14)?,
+                    tty: r.get(15)?,
+                    remote_host: r.get(16)?,
+                    host: r.get(17)?,
+                })
+            })
+            .map_err(fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        Ok(rows)
+    }
+
+    /// Deletes events whose `Date` is before `date`, at most `batch` rows per transaction, so
+    /// that the write lock is never held long enough to delay a login. Returns the total.
+    pub fn prune_events_before(&mut self, date: &str, batch: usize) -> Result<usize, Error> {
+        let mut total = 0;
+        loop {
+            let (tx, path, _) = self.begin_write("starting a prune")?;
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM LogoutEvents WHERE ReplayId IN \
+                     (SELECT ReplayId FROM LogoutEvents WHERE Date < ?1 LIMIT ?2)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(rusqlite::params![
+                        date,
+                        i64::try_from(batch).unwrap_or(5000)
+                    ])
+                })
+                .map_err(|e| classify(&path, "pruning events", e))?;
+            tx.commit()
+                .map_err(|e| classify(&path, "committing a prune", e))?;
+            total += deleted;
+            if deleted < batch {
+                return Ok(total);
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ mod schema;
 mod sessions;
 
 pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
-pub use events::{EventKind, NewEvent, RemovalReason};
+pub use events::{EventFilter, EventKind, EventRow, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
 pub use sessions::{Cause, Closed, Opened};
 

@@ -431,3 +431,60 @@ fn current_version(
     }
     Ok(record)
 }
+
+impl Store {
+    /// Creates, updates and deletes schedules in one transaction (`apply`): all of it is
+    /// recorded, or none of it.
+    pub fn write_schedule_changes(
+        &mut self,
+        creates: &[Schedule],
+        updates: &[(String, Schedule)],
+        deletes: &[String],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let stamp = |id: String, event: ScheduleEvent, schedule: Schedule, zone| ScheduleRecord {
+            date: partition_date(now, zone),
+            id,
+            update_time: format_timestamp(now),
+            event,
+            actor: actor.to_string(),
+            schedule,
+            due_at: None,
+        };
+        let mut new_ids = Vec::with_capacity(creates.len());
+        for _ in creates {
+            new_ids.push(ids::new_id()?);
+        }
+        let (tx, path, zone) = self.begin_write("starting the schedule changes")?;
+        let mut records: Vec<ScheduleRecord> = creates
+            .iter()
+            .zip(new_ids)
+            .map(|(schedule, id)| stamp(id, ScheduleEvent::Created, schedule.clone(), zone))
+            .collect();
+        for (id, schedule) in updates {
+            let current = current_version(&tx, &path, id)?;
+            records.push(stamp(
+                current.id,
+                ScheduleEvent::Updated,
+                schedule.clone(),
+                zone,
+            ));
+        }
+        for id in deletes {
+            let current = current_version(&tx, &path, id)?;
+            records.push(stamp(
+                current.id,
+                ScheduleEvent::Deleted,
+                current.schedule,
+                zone,
+            ));
+        }
+        for record in &records {
+            insert_version(&tx, record)
+                .map_err(|e| classify(&path, "writing a schedule change", e))?;
+        }
+        tx.commit()
+            .map_err(|e| classify(&path, "committing the schedule changes", e))
+    }
+}

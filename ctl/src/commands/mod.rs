@@ -1,6 +1,8 @@
 //! One file per subcommand; this one holds what they share: which store, which configuration,
 //! who is asking, and where the output goes (the terminal, or a daemon's reply).
 
+pub mod apply;
+pub mod events;
 pub mod logout;
 pub mod next;
 pub mod preview;

@@ -230,8 +230,14 @@ fn handle(
         || identity
             .as_ref()
             .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
-    match cli.command {
+    match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
+        Command::Events(args) if args.follow => {
+            return refuse(
+                4,
+                "permission denied: --follow reads the store directly (root or the group adm)",
+            )
+        }
         Command::Ignore => return ignore(enforcer, &user.name, uid),
         _ => {}
     }
