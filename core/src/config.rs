@@ -30,6 +30,11 @@ pub struct Config {
     /// Events older than this many days are pruned by the daemon; `None` keeps everything.
     pub retention_days: Option<u32>,
     pub hooks_dir: PathBuf,
+    /// Longest a hook may run for one event before it is killed and retried.
+    pub hook_timeout: Duration,
+    /// Send each event to syslog as one structured line.
+    pub syslog: bool,
+    pub syslog_socket: PathBuf,
     pub socket: PathBuf,
 }
 
@@ -45,6 +50,9 @@ impl Default for Config {
             catch_up: Duration::from_secs(10 * 60),
             retention_days: None,
             hooks_dir: PathBuf::from("/etc/forcelogout/hooks.d"),
+            hook_timeout: Duration::from_secs(10),
+            syslog: true,
+            syslog_socket: PathBuf::from("/dev/log"),
             socket: PathBuf::from("/run/forcelogout/socket"),
         }
     }
@@ -63,6 +71,9 @@ struct FileConfig {
     catch_up: Option<String>,
     retention_days: Option<u32>,
     hooks_dir: Option<PathBuf>,
+    hook_timeout: Option<String>,
+    syslog: Option<bool>,
+    syslog_socket: Option<PathBuf>,
     socket: Option<PathBuf>,
 }
 
@@ -131,6 +142,9 @@ impl Config {
             catch_up: duration("catch_up", file.catch_up, defaults.catch_up)?,
             retention_days: file.retention_days,
             hooks_dir: file.hooks_dir.unwrap_or(defaults.hooks_dir),
+            hook_timeout: duration("hook_timeout", file.hook_timeout, defaults.hook_timeout)?,
+            syslog: file.syslog.unwrap_or(defaults.syslog),
+            syslog_socket: file.syslog_socket.unwrap_or(defaults.syslog_socket),
             socket: file.socket.unwrap_or(defaults.socket),
         };
         Ok(config)

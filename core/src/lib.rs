@@ -17,6 +17,7 @@ pub mod policy;
 pub mod schedule;
 pub mod sessions;
 pub mod store;
+pub mod subscribers;
 pub mod targeting;
 pub mod text;
 pub mod users;

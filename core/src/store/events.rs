@@ -255,3 +255,46 @@ impl super::Store {
         }
     }
 }
+
+impl super::Store {
+    /// The last ReplayId delivered to subscriber `name`; a subscriber seen for the first time
+    /// starts at the newest event (it is given what happens from now on).
+    pub fn subscriber_cursor(&mut self, name: &str) -> Result<i64, Error> {
+        let (tx, path, _) = self.begin_write("starting a subscriber read")?;
+        tx.prepare_cached(
+            "INSERT INTO SubscriberCursors (Name, ReplayId) \
+             SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true \
+             ON CONFLICT (Name) DO NOTHING",
+        )
+        .and_then(|mut stmt| stmt.execute(rusqlite::params![name]))
+        .map_err(|e| classify(&path, "creating a subscriber cursor", e))?;
+        let cursor = tx
+            .query_row(
+                "SELECT ReplayId FROM SubscriberCursors WHERE Name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify(&path, "reading a subscriber cursor", e))?;
+        tx.commit()
+            .map_err(|e| classify(&path, "committing a subscriber cursor", e))?;
+        Ok(cursor)
+    }
+
+    /// Records that subscriber `name` has been given every event up to `replay_id`.
+    pub fn advance_subscriber(&mut self, name: &str, replay_id: i64) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("UPDATE SubscriberCursors SET ReplayId = ?2, Failures = 0, LastError = NULL WHERE Name = ?1")
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![name, replay_id]))
+            .map_err(|e| classify(&self.path, "advancing a subscriber cursor", e))?;
+        Ok(())
+    }
+
+    /// Records a failed delivery (kept for `sqlite3` and the log; the cursor stays).
+    pub fn subscriber_failed(&mut self, name: &str, error: &str) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("UPDATE SubscriberCursors SET Failures = Failures + 1, LastError = ?2 WHERE Name = ?1")
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![name, error]))
+            .map_err(|e| classify(&self.path, "recording a subscriber failure", e))?;
+        Ok(())
+    }
+}

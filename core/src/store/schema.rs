@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -115,5 +115,15 @@ CREATE TABLE CountdownUsers (
     WarnedEventIdentifier  TEXT NOT NULL,
     IgnoredEventIdentifier TEXT,
     PRIMARY KEY (ScheduleId, DueAt, GroupName)
+) WITHOUT ROWID;
+"#;
+
+/// Subscribers (hooks, syslog): the last ReplayId each has been given.
+const V3: &str = r#"
+CREATE TABLE SubscriberCursors (
+    Name      TEXT    PRIMARY KEY,
+    ReplayId  INTEGER NOT NULL,
+    Failures  INTEGER NOT NULL DEFAULT 0,
+    LastError TEXT
 ) WITHOUT ROWID;
 "#;

@@ -4,6 +4,7 @@
 //! (schedule changes and new sessions, within a second), and the socket.
 
 pub mod socket;
+mod subscribers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
@@ -29,7 +30,7 @@ use crate::commands::Context;
 const SETTLE_STEP: chrono::Duration = chrono::Duration::milliseconds(100);
 const SETTLE_FOR: chrono::Duration = chrono::Duration::seconds(1);
 
-fn log(line: &str) {
+pub(crate) fn log(line: &str) {
     eprintln!(
         "forcelogoutctl daemon: {}",
         forcelogout_core::text::sanitize_line(line)
@@ -69,6 +70,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.db.display(),
         ctx.config.socket.display()
     ));
+    let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     // inotify fires when a writer starts writing to the WAL; its commit becomes visible a
     // little later (after its fsync). So after any write the daemon looks again every
     // SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk.
@@ -110,7 +112,10 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
                 }
             }
             settle_until = Utc::now() + SETTLE_FOR;
+            subscribers.rescan();
         }
+        // New events may have been committed (by PAM, by this loop, by a request).
+        subscribers.notify();
         if socket_ready {
             serve(&listener, ctx, &mut enforcer);
         }
