@@ -8,7 +8,8 @@ packages=(
   libsqlite3-dev sqlite3          # the system SQLite every crate links (SPEC §1)
   libpam0g-dev libclang-dev       # PAM headers; bindgen for pam-sys
   pamtester openssh-server openssh-client   # real PAM and sshd tests
-  util-linux procps               # runuser, unshare; ps
+  util-linux procps bsdutils      # runuser, unshare, script; ps
+  dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
 )
 
 missing=()

@@ -19,5 +19,8 @@ cargo clippy "${ext[@]}" --all-targets --locked -- -D warnings
 echo "== cargo build (the tests load the built module and extension and run the built binaries)"
 cargo build --workspace --locked
 cargo build "${ext[@]}" --locked
+echo "== packages (the package tests install the .deb into a throwaway root)"
+packaging/build-deb.sh
+packaging/build-rpm.sh
 echo "== cargo test"
 cargo test --workspace --locked
