@@ -20,13 +20,15 @@ fn collect(mut out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Str
     rx
 }
 
-#[test]
-fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
-    let stack = PamStack::standard("");
-    let daemon = Daemon::start(&stack.db, "");
-    // A session on a real pseudo-terminal: script(1) runs the PAM harness on a new pty.
+/// A PAM session of `user` on a real pseudo-terminal: script(1) runs `setup` (shell) and then
+/// the harness on a new pty. Returns script(1) and what the pty showed, once it closes.
+fn session_on_a_pty(
+    stack: &PamStack,
+    user: &str,
+    setup: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let inner = format!(
-        "{} --confdir {} --service fltest --user root --tty \"$(tty)\" open wait close",
+        "{setup} exec {} --confdir {} --service fltest --user {user} --tty \"$(tty)\" open wait close",
         harness_path().display(),
         stack.confdir().display()
     );
@@ -37,6 +39,14 @@ fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
         .spawn()
         .unwrap();
     let output = collect(script.stdout.take().unwrap());
+    (script, output)
+}
+
+#[test]
+fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "");
+    let (mut script, output) = session_on_a_pty(&stack, "root", "");
     assert!(wait_until(Duration::from_secs(10), || stack
         .query("SELECT count(*) FROM LogoutSessions")[0][0]
         == "1"));
@@ -173,19 +183,11 @@ fn an_idle_session_is_warned_then_logged_out() {
         "idle_timeout = \"1m\"\nimmediate_warning = \"2s\"",
     );
     // A session of `daemon` on a real pty that is that user's, last typed on two minutes ago.
-    let inner = format!(
-        "chown daemon \"$(tty)\"; touch -a -d '2 minutes ago' \"$(tty)\"; \
-         exec {} --confdir {} --service fltest --user daemon --tty \"$(tty)\" open wait close",
-        harness_path().display(),
-        stack.confdir().display()
+    let (mut script, output) = session_on_a_pty(
+        &stack,
+        "daemon",
+        "chown daemon \"$(tty)\"; touch -a -d '2 minutes ago' \"$(tty)\";",
     );
-    let mut script = Command::new("script")
-        .args(["-q", "-e", "-f", "-c", &inner, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = collect(script.stdout.take().unwrap());
     let text = output
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("the idle session was not ended; daemon: {}", daemon.log()));
