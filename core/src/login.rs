@@ -170,7 +170,7 @@ pub fn account(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
 fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<String>, Error> {
     let user = h.user()?;
     let store = open_for_reading(&ctx.args)?;
-    let schedules = store.current_schedules(None)?;
+    let schedules = enforceable_schedules(h, &store)?;
     let config = ctx.config(h);
     let windows = policy::open_lockout_windows(&schedules, config.immediate_warning, ctx.now);
     if windows.is_empty() {
@@ -200,6 +200,22 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
         message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
     }
     Ok(Some(message))
+}
+
+/// The current schedules, each invalid row (written by hand) logged and skipped: one bad row
+/// must not refuse every login under `fail=closed`.
+fn enforceable_schedules(
+    h: &dyn PamHandler,
+    store: &Store,
+) -> Result<Vec<crate::store::ScheduleRecord>, Error> {
+    let (schedules, invalid) = store.current_schedules_lenient()?;
+    for e in invalid {
+        h.log(
+            LogLevel::Error,
+            &format!("ignoring an invalid schedule row: {e}"),
+        );
+    }
+    Ok(schedules)
 }
 
 /// The read path of `account`: the directory must exist (the package makes it; its absence
@@ -268,7 +284,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             sanitize_for_terminal(message)
         ));
     }
-    let schedules = store.current_schedules(None)?;
+    let schedules = enforceable_schedules(h, &store)?;
     let config = ctx.config(h);
     let due = policy::due_within(
         &schedules,

@@ -427,3 +427,37 @@ fn dry_run_shows_the_blast_radius_and_writes_nothing() {
         s.proceed();
     }
 }
+
+#[test]
+fn an_invalid_row_is_logged_and_skipped_and_the_daemon_goes_on() {
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "");
+    rusqlite::Connection::open(&stack.db)
+        .unwrap()
+        .execute(
+            "INSERT INTO LogoutSchedules VALUES ('2026-01-01', 'bad00000-0000-4000-8000-000000000000', '*', \
+             '2026-01-01T00:00:00.000000Z', 'Daily', NULL, '10:00', 'Mars/Olympus', NULL, 0, 1, 'created', '', 'sqlite3', 0, NULL)",
+            [],
+        )
+        .unwrap();
+    let mut s = stack.spawn("lp", &["open", "wait", "close"]);
+    assert_eq!(s.until("open"), 0);
+    ok(&daemon.ctl(&["logout", "lp", "--in", "1s"]));
+    let kicked = || {
+        stack.query("SELECT count(*) FROM LogoutEvents WHERE Event = 'removed' AND Reason = 'kick'")
+            [0][0]
+            == "1"
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), kicked),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains(
+            "ignoring an invalid schedule row: schedule bad00000-0000-4000-8000-000000000000 tz:"
+        ),
+        "{}",
+        daemon.log()
+    );
+}

@@ -413,3 +413,38 @@ fn the_module_exports_only_pam_service_functions() {
         ]
     );
 }
+
+/// A schedule row written by hand that passes the schema's checks but not validation.
+fn insert_invalid_schedule(stack: &PamStack) {
+    rusqlite::Connection::open(&stack.db)
+        .unwrap()
+        .execute(
+            "INSERT INTO LogoutSchedules VALUES ('2026-01-01', 'bad00000-0000-4000-8000-000000000000', '*', \
+             '2026-01-01T00:00:00.000000Z', 'Daily', NULL, '10:00', 'Mars/Olympus', NULL, 0, 1, 'created', '', 'sqlite3', 30, NULL)",
+            [],
+        )
+        .unwrap();
+}
+
+#[test]
+fn one_invalid_row_written_by_hand_does_not_refuse_every_login() {
+    let stack = PamStack::standard("fail=closed");
+    stack.ctl(&[
+        "schedule",
+        "add",
+        "--group",
+        "lp",
+        "--daily",
+        "--at",
+        &utc_hhmm(-1),
+        "--tz",
+        "UTC",
+        "--lockout",
+        "30",
+    ]);
+    insert_invalid_schedule(&stack);
+    // The valid lockout still refuses its target; everyone else logs in, even under fail=closed.
+    assert_eq!(stack.run("lp", &["acct"]).rc("acct"), PAM_PERM_DENIED);
+    let t = stack.run("mail", &["acct", "open", "close"]);
+    assert!(t.steps.iter().all(|(_, rc, _)| *rc == PAM_SUCCESS), "{t:?}");
+}

@@ -135,6 +135,13 @@ impl Enforcer {
         let changed = !changes.is_empty();
         for (version, record) in changes {
             self.last_version = version;
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    (self.log)(&format!("ignoring an invalid schedule row: {e}"));
+                    continue;
+                }
+            };
             if self.only.as_ref().is_some_and(|only| *only != record.id) {
                 continue;
             }

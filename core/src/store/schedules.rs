@@ -292,7 +292,13 @@ impl Store {
 
     /// Schedule versions written after `rowid`, with their rowids: what changed since the
     /// daemon last looked, without rereading the whole history.
-    pub fn schedule_versions_after(&self, rowid: i64) -> Result<Vec<(i64, ScheduleRecord)>, Error> {
+    /// A version that fails validation comes back as its error (with the Id), for the caller to
+    /// report and skip.
+    #[allow(clippy::type_complexity)]
+    pub fn schedule_versions_after(
+        &self,
+        rowid: i64,
+    ) -> Result<Vec<(i64, Result<ScheduleRecord, Error>)>, Error> {
         let fail = |e| classify(&self.path, "reading schedule changes", e);
         let sql =
             format!("SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid");
@@ -305,9 +311,10 @@ impl Store {
             .map_err(fail)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?;
-        rows.into_iter()
-            .map(|(rowid, raw)| raw.into_record().map(|r| (rowid, r)))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(rowid, raw)| (rowid, raw.into_record()))
+            .collect())
     }
 
     /// The current set, oldest first, optionally only those naming `group`.
@@ -317,6 +324,28 @@ impl Store {
              WHERE ?1 IS NULL OR GroupName = ?1 ORDER BY rowid"
         );
         self.query_schedules(&sql, group)
+    }
+
+    /// The current set for enforcement: rows that fail validation (written by hand with the
+    /// sqlite3 shell, say) are returned apart, with their Id, so that one bad row never stops
+    /// the PAM module or the daemon from enforcing the others.
+    pub fn current_schedules_lenient(&self) -> Result<(Vec<ScheduleRecord>, Vec<Error>), Error> {
+        let sql = format!("SELECT {COLUMNS} FROM LogoutSchedulesCurrent ORDER BY rowid");
+        let fail = |e| classify(&self.path, "reading schedules", e);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let raws = stmt
+            .query_map([], RawRow::read)
+            .map_err(fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for raw in raws {
+            match raw.into_record() {
+                Ok(record) => good.push(record),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad))
     }
 
     /// Every version of every schedule, oldest first, optionally only those naming `group`.
