@@ -461,3 +461,34 @@ fn an_invalid_row_is_logged_and_skipped_and_the_daemon_goes_on() {
         daemon.log()
     );
 }
+
+#[test]
+fn the_daemon_prunes_by_retention_days() {
+    let stack = PamStack::standard("");
+    stack.run("daemon", &["open", "close"]);
+    rusqlite::Connection::open(&stack.db)
+        .unwrap()
+        .execute(
+            "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, EventIdentifier, Host) \
+             VALUES (date('now', '-40 days'), '2020-01-01T00:00:00.000000Z', 'old', 'online', 'old-1', 'h')",
+            [],
+        )
+        .unwrap();
+    let daemon = Daemon::start(&stack.db, "retention_days = 30");
+    let pruned =
+        || stack.query("SELECT count(*) FROM LogoutEvents WHERE GroupName = 'old'")[0][0] == "0";
+    assert!(
+        wait_until(Duration::from_secs(15), pruned),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        stack.query("SELECT count(*) FROM LogoutEvents WHERE GroupName = 'daemon'"),
+        vec![vec!["3"]]
+    );
+    assert!(
+        daemon.log().contains("retention: pruned 1 events"),
+        "{}",
+        daemon.log()
+    );
+}
