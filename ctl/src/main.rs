@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err),
     };
     let ctx = Context::new(
-        commands::store_path(cli.db.as_deref()),
+        forcelogout_core::store::resolve_path(cli.db.as_deref()),
         cli.json,
         config,
         real_user_name(),

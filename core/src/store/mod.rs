@@ -52,6 +52,26 @@ pub struct Store {
     host_zone: Tz,
 }
 
+/// A watch on the files of the store at `path` (the database, its WAL and shared memory live
+/// in one directory): readable whenever another process writes to the store, so that a reader
+/// can wait for changes instead of polling. Non-blocking; poll it, then drain its events.
+pub fn watch_writes(path: &Path) -> Result<nix::sys::inotify::Inotify, Error> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| Error::io("starting inotify", e.into()))?;
+    watch
+        .add_watch(
+            dir,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
+        )
+        .map_err(|e| Error::io(format!("watching {}", dir.display()), e.into()))?;
+    Ok(watch)
+}
+
 /// The path of the store: an explicit one, else `FORCELOGOUT_DB`, else the default.
 pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(path) = explicit {

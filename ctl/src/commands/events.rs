@@ -7,7 +7,7 @@ use forcelogout_core::clock::{host_timezone, partition_date};
 use forcelogout_core::schedule::parse_date;
 use forcelogout_core::store::{EventFilter, EventRow, ScheduleEvent};
 use forcelogout_core::Error;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::Inotify;
 
 use super::Context;
 use crate::cli::EventsArgs;
@@ -64,17 +64,7 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
     let store = ctx.open_for_reading()?;
     // Follow: wait for the store's directory to change rather than poll.
     let watch = if args.follow {
-        let inotify =
-            Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| Error::io("inotify", e.into()))?;
-        let dir = ctx
-            .db
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        inotify
-            .add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE)
-            .map_err(|e| Error::io(format!("watching {}", dir.display()), e.into()))?;
-        Some(inotify)
+        Some(forcelogout_core::store::watch_writes(&ctx.db)?)
     } else {
         None
     };

@@ -11,12 +11,12 @@ pub mod sessions;
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use forcelogout_core::clock::{Clock, SystemClock};
 use forcelogout_core::config::Config;
-use forcelogout_core::store::{self, Access, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
+use forcelogout_core::store::{Access, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_core::targeting::{Identity, Targeted};
 use forcelogout_core::Error;
 use serde::Serialize;
@@ -116,9 +116,4 @@ impl Context {
             self.config.admin_group
         )
     }
-}
-
-/// The store path for this invocation.
-pub fn store_path(explicit: Option<&Path>) -> PathBuf {
-    store::resolve_path(explicit)
 }

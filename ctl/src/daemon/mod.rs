@@ -19,7 +19,6 @@ use forcelogout_core::store::{Access, IgnoreOutcome, Store, DEFAULT_BUSY_TIMEOUT
 use forcelogout_core::targeting::Identity;
 use forcelogout_core::Error;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -47,19 +46,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     }
     let listener = bind(&ctx.config.socket)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| io("inotify", e))?;
-    let dir = ctx
-        .db
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    inotify
-        .add_watch(
-            dir,
-            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
-        )
-        .map_err(|e| io("watching the store", e))?;
+    let inotify = forcelogout_core::store::watch_writes(&ctx.db)?;
     let timer = TimerFd::new(
         ClockId::CLOCK_REALTIME,
         TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
