@@ -23,4 +23,4 @@ echo "== packages (the package tests install the .deb into a throwaway root)"
 packaging/build-deb.sh
 packaging/build-rpm.sh
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

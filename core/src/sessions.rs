@@ -35,7 +35,9 @@ impl ProcessFacts {
         let pid = std::process::id();
         ProcessFacts {
             pid,
-            process_session: nix::unistd::getsid(None).ok().map(|s| s.as_raw() as u32),
+            process_session: nix::unistd::getsid(None)
+                .ok()
+                .and_then(|sid| known_session_id(sid.as_raw())),
             cgroup: read_trimmed("/proc/self/cgroup").map(|text| unified_cgroup(&text)),
             login_key: read_trimmed("/proc/self/sessionid").filter(|s| s != UNSET_AUDIT_SESSION),
             boot_id: current_boot_id(),
@@ -43,6 +45,12 @@ impl ProcessFacts {
             host: host_name(),
         }
     }
+}
+
+/// `getsid` gives 0 when the session leader lives outside our pid namespace (a container
+/// started from a shell outside it, some CI runners): that is no session we can name.
+fn known_session_id(raw: i32) -> Option<u32> {
+    u32::try_from(raw).ok().filter(|&sid| sid > 0)
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -89,6 +97,13 @@ mod tests {
         assert_eq!(facts.boot_id.len(), 36);
         assert!(facts.pid_start_time.is_some());
         assert!(!facts.host.is_empty());
+    }
+
+    #[test]
+    fn a_session_led_from_outside_the_pid_namespace_is_not_recorded_as_session_zero() {
+        assert_eq!(known_session_id(0), None);
+        assert_eq!(known_session_id(-1), None);
+        assert_eq!(known_session_id(4242), Some(4242));
     }
 
     #[test]
