@@ -36,7 +36,13 @@ pub struct Config {
     pub syslog: bool,
     pub syslog_socket: PathBuf,
     pub socket: PathBuf,
+    /// Root-only socket on which the daemon records PAM sessions for the module (one
+    /// long-lived connection and its one commit, instead of a store opened per login).
+    pub session_socket: PathBuf,
 }
+
+/// The session socket's name beside `socket` when the file does not name it.
+const SESSION_SOCKET_NAME: &str = "sessions";
 
 impl Default for Config {
     fn default() -> Config {
@@ -54,6 +60,7 @@ impl Default for Config {
             syslog: true,
             syslog_socket: PathBuf::from("/dev/log"),
             socket: PathBuf::from("/run/forcelogout/socket"),
+            session_socket: PathBuf::from("/run/forcelogout").join(SESSION_SOCKET_NAME),
         }
     }
 }
@@ -75,6 +82,7 @@ struct FileConfig {
     syslog: Option<bool>,
     syslog_socket: Option<PathBuf>,
     socket: Option<PathBuf>,
+    session_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -145,6 +153,11 @@ impl Config {
             hook_timeout: duration("hook_timeout", file.hook_timeout, defaults.hook_timeout)?,
             syslog: file.syslog.unwrap_or(defaults.syslog),
             syslog_socket: file.syslog_socket.unwrap_or(defaults.syslog_socket),
+            session_socket: match (file.session_socket, &file.socket) {
+                (Some(path), _) => path,
+                (None, Some(socket)) => socket.with_file_name(SESSION_SOCKET_NAME),
+                (None, None) => defaults.session_socket,
+            },
             socket: file.socket.unwrap_or(defaults.socket),
         };
         Ok(config)

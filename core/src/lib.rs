@@ -14,6 +14,7 @@ pub mod firing;
 pub mod ids;
 pub mod login;
 pub mod policy;
+pub mod relay;
 pub mod schedule;
 pub mod sessions;
 pub mod store;

@@ -7,13 +7,14 @@
 //! `fail=closed` refuses. Only `account` ever refuses a login on purpose: during a lockout.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy;
+use crate::relay;
 use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
 use crate::targeting::{Identity, Targeted};
@@ -131,6 +132,30 @@ impl HookContext {
         })
     }
 
+    /// Asks the daemon to record a session write, waiting at most half the timeout so that
+    /// writing the store itself still fits in the rest.
+    fn relay(
+        &self,
+        config: &Config,
+        process: ProcessFacts,
+        action: relay::Action,
+    ) -> std::io::Result<relay::Reply> {
+        let budget = self.args.timeout / 2;
+        let request = relay::Request {
+            db: self.args.db.clone(),
+            deadline: self.now + chrono::Duration::from_std(budget).unwrap_or_default(),
+            now: self.now,
+            process,
+            action,
+        };
+        relay::call(&config.session_socket, &request, budget)
+    }
+
+    /// What is left of the timeout since `started`, for the store's busy wait.
+    fn remaining(&self, started: Instant) -> Duration {
+        self.args.timeout.saturating_sub(started.elapsed())
+    }
+
     fn speaks(&self) -> bool {
         !self.silent && !self.args.quiet
     }
@@ -245,6 +270,7 @@ pub fn open_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
 }
 
 fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
+    let started = Instant::now();
     let user = h.user()?;
     let uid = match nix::unistd::User::from_name(&user) {
         Ok(Some(u)) => u.uid.as_raw(),
@@ -265,13 +291,41 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
         logind_session: h.env("XDG_SESSION_ID"),
     };
     let process = ProcessFacts::of_current_process();
-    let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.args.timeout)?;
-    let opened = store.open_session(&login, &process, ctx.now)?;
+    let session_key = crate::ids::new_id()?;
+    let config = ctx.config(h);
+    let action = relay::Action::Open {
+        session_key: session_key.clone(),
+        login: login.clone(),
+        notices: ctx.speaks(),
+    };
+    let (opened, notices, recorder) = match ctx.relay(&config, process.clone(), action) {
+        Ok(relay::Reply::Opened { opened, notices }) => (opened, notices, "the daemon".into()),
+        outcome => {
+            let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
+            let opened = store
+                .open_session(&session_key, &login, &process, ctx.now, &|| true)?
+                .ok_or_else(|| {
+                    Error::io("registering the session", std::io::Error::other("refused"))
+                })?;
+            let notices = if ctx.speaks() {
+                notices_for(&store, &config, &user, ctx.now, &|line| {
+                    h.log(LogLevel::Error, line)
+                })?
+            } else {
+                Vec::new()
+            };
+            (
+                opened,
+                notices,
+                format!("this process ({})", why_not_relayed(&outcome)),
+            )
+        }
+    };
     h.set_session_key(&opened.session_key)?;
     ctx.debug(
         h,
         &format!(
-            "opened session {} of {user} (online: {})",
+            "opened session {} of {user} (online: {}), recorded by {recorder}",
             opened.session_key, opened.online
         ),
     );
@@ -284,27 +338,62 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             sanitize_for_terminal(message)
         ));
     }
-    let schedules = enforceable_schedules(h, &store)?;
-    let config = ctx.config(h);
+    for notice in notices {
+        h.info(&notice);
+    }
+    Ok(())
+}
+
+/// Why a session write did not go through the daemon, for the debug log.
+fn why_not_relayed(outcome: &std::io::Result<relay::Reply>) -> String {
+    match outcome {
+        Ok(relay::Reply::Declined(reason)) => format!("the daemon declined: {reason}"),
+        Ok(_) => "the daemon answered out of turn".into(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no daemon".into(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            "the daemon did not answer in time".into()
+        }
+        Err(e) => format!("the daemon did not answer: {e}"),
+    }
+}
+
+/// The notices shown at a login of `user`: each logout that targets the user and is due
+/// within `notice_ahead`. Invalid schedule rows are passed to `log` and skipped.
+pub fn notices_for(
+    store: &Store,
+    config: &Config,
+    user: &str,
+    now: DateTime<Utc>,
+    log: &dyn Fn(&str),
+) -> Result<Vec<String>, Error> {
+    let (schedules, invalid) = store.current_schedules_lenient()?;
+    for e in invalid {
+        log(&format!("ignoring an invalid schedule row: {e}"));
+    }
     let due = policy::due_within(
         &schedules,
         config.immediate_warning,
         config.notice_ahead,
-        ctx.now,
+        now,
     );
     if due.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let Some(identity) = Identity::lookup(&user)? else {
-        return Ok(());
+    let Some(identity) = Identity::lookup(user)? else {
+        return Ok(Vec::new());
     };
-    for (at, record) in due {
-        if identity.targeted_by(&record.schedule.group, &config.exempt_groups) != Targeted::Yes {
-            continue;
-        }
-        h.info(&notice_text(at, record, ctx.now));
-    }
-    Ok(())
+    Ok(due
+        .into_iter()
+        .filter(|(_, record)| {
+            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+        })
+        .map(|(at, record)| notice_text(at, record, now))
+        .collect())
 }
 
 /// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"
@@ -334,22 +423,38 @@ fn notice_text(
 /// `close_session`: removes the session (found by this handle's data, else by this process)
 /// and writes `removed` and, after the last one, `offline`. Idempotent.
 pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
-    let result = (|| {
+    let started = Instant::now();
+    let session_key = h.session_key();
+    let result = (|| -> Result<(crate::store::Closed, String), Error> {
         let process = ProcessFacts::of_current_process();
-        let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.args.timeout)?;
-        store.close_session(
-            h.session_key().as_deref(),
-            &process,
-            RemovalReason::Logout,
-            ctx.now,
-        )
+        let config = ctx.config(h);
+        let action = relay::Action::Close {
+            session_key: session_key.clone(),
+        };
+        match ctx.relay(&config, process.clone(), action) {
+            Ok(relay::Reply::Closed(closed)) => Ok((closed, "the daemon".to_string())),
+            outcome => {
+                let mut store =
+                    Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
+                let closed = store.close_session(
+                    session_key.as_deref(),
+                    &process,
+                    RemovalReason::Logout,
+                    ctx.now,
+                )?;
+                Ok((
+                    closed,
+                    format!("this process ({})", why_not_relayed(&outcome)),
+                ))
+            }
+        }
     })();
     match result {
-        Ok(closed) => {
+        Ok((closed, recorder)) => {
             ctx.debug(
                 h,
                 &format!(
-                    "close_session: session {:?} removed: {}, offline: {}",
+                    "close_session: session {:?} removed: {}, offline: {}, recorded by {recorder}",
                     closed.session_key, closed.removed, closed.offline
                 ),
             );

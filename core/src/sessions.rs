@@ -1,7 +1,9 @@
 //! Facts about a login session that the PAM module records (SPEC §2.3).
 
+use serde::{Deserialize, Serialize};
+
 /// What PAM tells about a login.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LoginFacts {
     pub user: String,
     pub uid: u32,
@@ -13,7 +15,7 @@ pub struct LoginFacts {
 }
 
 /// What the kernel tells about the process that runs the PAM stack.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ProcessFacts {
     pub pid: u32,
     pub process_session: Option<u32>,

@@ -1,7 +1,8 @@
 //! `cargo build --release --workspace && cargo bench -p forcelogout_tests --bench pam`
 //!
 //! open+close through the real libpam for three stacks in one run, interleaved in rounds:
-//! pam_permit.so alone (the baseline), plus pam_forcelogout.so, and plus Debian's
+//! pam_permit.so alone (the baseline), plus pam_forcelogout.so (writing the store itself, and
+//! with the daemon running, which records the sessions for it), and plus Debian's
 //! pam_lastlog.so (a C module that writes a file per login). Then the physics: one bare
 //! durable commit (WAL, synchronous=FULL) on the same disk, and the module's cost per pair as a
 //! multiple of the two commits it makes. Last, session opens per second from 8 processes.
@@ -11,6 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use forcelogout_core::store::{Access, Store};
+use forcelogout_tests::daemon::Daemon;
 use forcelogout_tests::{harness_path, is_root, with_private_mounts, PamStack, Transcript, USERS};
 
 const ROUNDS: usize = 5;
@@ -71,10 +73,7 @@ fn main() {
         },
         Config {
             name: "+ forcelogout, daemon up",
-            stack: PamStack::new(&[
-                "session [success=ok ignore=bad default=bad] {module} db={db}",
-                "session required pam_permit.so",
-            ]),
+            stack: PamStack::new(&["session required pam_permit.so"]),
         },
         Config {
             name: "+ pam_lastlog.so",
@@ -85,10 +84,15 @@ fn main() {
         },
     ];
     // The stores live on the disk under test (/tmp is on the root filesystem here). For
-    // "daemon up", a long-lived connection stays open, as the enforcement daemon keeps one:
-    // PAM calls then never close the store's last connection, so no checkpoint on close.
-    let daemon_connection =
-        Store::open(&configs[2].stack.db, Access::Create, Duration::from_secs(5)).expect("store");
+    // "daemon up", the real daemon runs on that stack's store and records its sessions.
+    let daemon = Daemon::start(&configs[2].stack.db, "");
+    configs[2].stack.write_service(&[
+        &format!(
+            "session [success=ok ignore=bad default=bad] {{module}} db={{db}} config={}",
+            daemon.config.display()
+        ),
+        "session required pam_permit.so",
+    ]);
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); configs.len()];
     let mut failures = 0;
     for _ in 0..ROUNDS {
@@ -112,7 +116,6 @@ fn main() {
             c.name, median, p99
         );
     }
-    drop(daemon_connection);
     let ratio = |i: usize| medians[i] as f64 / medians[0].max(1) as f64;
     println!(
         "  ratio to pam_permit.so   forcelogout {:.1}x, with the daemon up {:.1}x, lastlog {:.1}x",
@@ -150,6 +153,7 @@ fn main() {
     for (name, c) in [
         ("pam_permit.so only", &configs[0]),
         ("+ pam_forcelogout.so", &configs[1]),
+        ("+ forcelogout, daemon up", &configs[2]),
     ] {
         let started = Instant::now();
         let children: Vec<_> = USERS
@@ -172,7 +176,7 @@ fn main() {
         let wall = started.elapsed().as_secs_f64();
         failures += failed;
         println!(
-            "8 parallel processes, {name}: {:>6.0} sessions opened and closed per second ({} failed)",
+            "8 parallel processes, {name:<24} {:>6.0} sessions opened and closed per second ({} failed)",
             (USERS.len() * PARALLEL_PAIRS) as f64 / wall,
             failed
         );

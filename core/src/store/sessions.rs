@@ -8,11 +8,10 @@ use super::events::{append, EventKind, NewEvent, RemovalReason};
 use super::{on_error, Store};
 use crate::clock::{format_timestamp, partition_date};
 use crate::error::Error;
-use crate::ids;
 use crate::sessions::{LoginFacts, ProcessFacts};
 
 /// What opening a session did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Opened {
     pub session_key: String,
     /// `online` was written: this is the user's only live session.
@@ -22,7 +21,7 @@ pub struct Opened {
 }
 
 /// What closing a session did. Closing an unknown or already removed session does nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Closed {
     pub session_key: Option<String>,
     pub removed: bool,
@@ -30,19 +29,29 @@ pub struct Closed {
 }
 
 impl Store {
+    /// Registers the session `session_key` (chosen by the caller, so that a retry through
+    /// another path is recognised) and writes `online` if it is the user's only live one.
+    /// A key already registered is left as it is. `still_wanted` is asked once the write
+    /// lock is held: `None` when it says no (the caller gave up waiting and wrote it itself).
     pub fn open_session(
         &mut self,
+        session_key: &str,
         login: &LoginFacts,
         process: &ProcessFacts,
         now: DateTime<Utc>,
-    ) -> Result<Opened, Error> {
-        let session_key = ids::new_id()?;
+        still_wanted: &dyn Fn() -> bool,
+    ) -> Result<Option<Opened>, Error> {
         let (tx, path, zone) = self.begin_write("starting the session write")?;
+        if !still_wanted() {
+            return Ok(None);
+        }
         let fail = |context| on_error(&path, context);
-        tx.prepare_cached(
+        let inserted = tx
+            .prepare_cached(
             "INSERT INTO LogoutSessions (SessionKey, GroupName, UserId, Service, Tty, RemoteHost, Pid, \
              ProcessSession, Cgroup, LogindSession, LoginKey, BootId, OpenedAt, Date, PidStartTime) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                 ON CONFLICT (SessionKey) DO NOTHING",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -64,6 +73,13 @@ impl Store {
             ])
         })
         .map_err(fail("registering the session"))?;
+        if inserted == 0 {
+            return Ok(Some(Opened {
+                session_key: session_key.to_string(),
+                online: false,
+                last_logout_message: None,
+            }));
+        }
         let live: i64 = tx
             .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
             .and_then(|mut stmt| stmt.query_row(params![login.user], |row| row.get(0)))
@@ -72,7 +88,7 @@ impl Store {
         if online {
             let event = NewEvent {
                 uid: Some(login.uid),
-                session_key: Some(&session_key),
+                session_key: Some(session_key),
                 login_key: process.login_key.as_deref(),
                 service: login.service.as_deref(),
                 tty: login.tty.as_deref(),
@@ -84,11 +100,11 @@ impl Store {
         let last_logout_message = take_unseen_logout_message(&tx, &login.user)
             .map_err(fail("reading the last logout message"))?;
         tx.commit().map_err(fail("committing the session"))?;
-        Ok(Opened {
-            session_key,
+        Ok(Some(Opened {
+            session_key: session_key.to_string(),
             online,
             last_logout_message,
-        })
+        }))
     }
 
     /// Removes a session: the one named by `session_key`, else the latest one opened by this

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use forcelogout_core::enforce::Enforcer;
+use forcelogout_core::relay;
 use forcelogout_core::store::{Access, IgnoreOutcome, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_core::targeting::Identity;
 use forcelogout_core::Error;
@@ -28,6 +29,9 @@ use crate::commands::Context;
 
 const SETTLE_STEP: chrono::Duration = chrono::Duration::milliseconds(100);
 const SETTLE_FOR: chrono::Duration = chrono::Duration::seconds(1);
+/// The module waits at most half its timeout for a session write; waiting on another writer
+/// longer than that is waiting for nobody.
+const SESSION_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) fn log(line: &str) {
     eprintln!(
@@ -44,7 +48,11 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             "schedule {skipped}: a logout was missed while the daemon was down"
         ));
     }
-    let listener = bind(&ctx.config.socket)?;
+    let listener = bind(&ctx.config.socket, 0o666)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("configuring the socket", e))?;
+    record_sessions(ctx)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
     let inotify = forcelogout_core::store::watch_writes(&ctx.db)?;
     let timer = TimerFd::new(
@@ -62,16 +70,34 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     // little later (after its fsync). So after any write the daemon looks again every
     // SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk.
     let mut settle_until = Utc::now();
+    // A burst of writes (logins recorded one after another) wakes the loop for each; it
+    // looks at the store at most every SETTLE_STEP meanwhile, so the burst is not slowed by
+    // the loop's own reads.
+    let mut look = true;
+    let mut hooks_may_have_changed = false;
+    let mut last_look = Utc::now();
+    let mut planned_wake = Utc::now();
     loop {
-        enforcer.refresh()?;
         let now = Utc::now();
-        let (report, mut wake) = enforcer.step(now)?;
-        if !report.warned.is_empty() {
-            log(&format!("warned {}", report.warned.join(", ")));
+        if look {
+            enforcer.refresh()?;
+            let (report, wake) = enforcer.step(now)?;
+            if !report.warned.is_empty() {
+                log(&format!("warned {}", report.warned.join(", ")));
+            }
+            if hooks_may_have_changed {
+                subscribers.rescan();
+                hooks_may_have_changed = false;
+            }
+            // New events may have been committed (by PAM, by this loop, by a request).
+            subscribers.notify();
+            (last_look, planned_wake) = (now, wake);
         }
-        if now < settle_until {
-            wake = wake.min(now + SETTLE_STEP);
-        }
+        let wake = if now < settle_until {
+            planned_wake.min(last_look + SETTLE_STEP)
+        } else {
+            planned_wake
+        };
         arm(&timer, wake)?;
         let mut fds = [
             PollFd::new(timer.as_fd(), PollFlags::POLLIN),
@@ -98,14 +124,13 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
                     break;
                 }
             }
+            hooks_may_have_changed = true;
             settle_until = Utc::now() + SETTLE_FOR;
-            subscribers.rescan();
         }
-        // New events may have been committed (by PAM, by this loop, by a request).
-        subscribers.notify();
         if socket_ready {
             serve(&listener, ctx, &mut enforcer);
         }
+        look = timer_ready || socket_ready || Utc::now() >= last_look + SETTLE_STEP;
     }
 }
 
@@ -120,8 +145,30 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
         .map_err(|e| Error::io("arming the timer", e.into()))
 }
 
-/// The socket, reachable by everyone (the daemon checks who asks); a stale one is replaced.
-fn bind(path: &std::path::Path) -> Result<UnixListener, Error> {
+/// Records the PAM module's session writes on the root-only session socket, in a thread of
+/// its own with its own connection, so that a login never waits behind enforcement.
+fn record_sessions(ctx: &Context) -> Result<(), Error> {
+    let listener = bind(&ctx.config.session_socket, 0o600)?;
+    let mut store = Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?;
+    let config = ctx.config.clone();
+    std::thread::Builder::new()
+        .name("sessions".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let answered = stream.and_then(|stream| {
+                    relay::answer(stream, &mut store, &config, &Utc::now, &|line| log(line))
+                });
+                if let Err(e) = answered {
+                    log(&format!("a session request failed: {e}"));
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the session recorder", e))?;
+    Ok(())
+}
+
+/// A socket at `path` with `mode` (the daemon checks who asks); a stale one is replaced.
+fn bind(path: &std::path::Path, mode: u32) -> Result<UnixListener, Error> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir)
@@ -141,11 +188,8 @@ fn bind(path: &std::path::Path) -> Result<UnixListener, Error> {
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("configuring the socket", e))?;
     Ok(listener)
 }
 

@@ -1,0 +1,145 @@
+//! The PAM module records sessions through the running daemon, and writes the store itself
+//! when the daemon does not answer in time: each session is recorded exactly once either way.
+
+use std::time::Duration;
+
+use forcelogout_tests::daemon::{wait_until, Daemon};
+use forcelogout_tests::{
+    harness_path, is_root, with_private_mounts, PamStack, SyslogSink, Transcript,
+};
+
+const PAM_SUCCESS: i32 = 0;
+const TIMEOUT_MS: u64 = 600;
+/// Generous: the bound under test is the timeout; the margin absorbs a loaded 2-core CI.
+const MARGIN_MS: u64 = 1500;
+
+/// Runs open and close for `daemon` (the user) with syslog captured; returns the transcript
+/// and the module's debug lines.
+fn open_and_close(stack: &PamStack, sink: &SyslogSink) -> (Transcript, Vec<String>) {
+    let confdir = stack.confdir().display().to_string();
+    let args = [
+        "--confdir",
+        &confdir,
+        "--service",
+        "fltest",
+        "--user",
+        "daemon",
+        "open",
+        "close",
+    ];
+    let out = with_private_mounts(&sink.mount_setup(), &harness_path(), &args)
+        .output()
+        .expect("harness");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let lines = sink
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("pam_forcelogout(fltest:session)"))
+        .collect();
+    (
+        Transcript::parse(&String::from_utf8_lossy(&out.stdout)),
+        lines,
+    )
+}
+
+fn recorded_by<'a>(lines: &'a [String], hook: &str) -> &'a str {
+    let line = lines
+        .iter()
+        .find(|l| l.contains(hook))
+        .unwrap_or_else(|| panic!("no {hook} line in {lines:#?}"));
+    line.split("recorded by ").nth(1).unwrap_or("")
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[test]
+fn the_daemon_records_sessions_and_a_stopped_daemon_is_waited_for_only_until_the_timeout() {
+    if !is_root() {
+        eprintln!("skipped: the session socket and a private /dev/log need root");
+        return;
+    }
+    let sink = SyslogSink::new();
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "");
+    let args = format!(
+        "debug timeout={TIMEOUT_MS} config={}",
+        daemon.config.display()
+    );
+    stack.write_service(&[
+        &format!("account required {{module}} db={{db}} {args}"),
+        &format!("session required {{module}} db={{db}} {args}"),
+        "session required pam_permit.so",
+    ]);
+
+    let (t, lines) = open_and_close(&stack, &sink);
+    assert_eq!((t.rc("open"), t.rc("close")), (PAM_SUCCESS, PAM_SUCCESS));
+    assert!(
+        recorded_by(&lines, "opened session").starts_with("the daemon"),
+        "{lines:#?}"
+    );
+    assert!(
+        recorded_by(&lines, "close_session").starts_with("the daemon"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        stack.events(),
+        [
+            ("daemon", "online"),
+            ("daemon", "removed"),
+            ("daemon", "offline")
+        ]
+        .map(|(u, e)| (u.to_string(), e.to_string()))
+    );
+
+    // A daemon that accepts but never answers (stopped): the module waits half its timeout,
+    // then writes the store itself.
+    let pid = daemon.pid().expect("daemon pid");
+    signal(pid, "-STOP");
+    let (t, lines) = open_and_close(&stack, &sink);
+    signal(pid, "-CONT");
+    assert_eq!((t.rc("open"), t.rc("close")), (PAM_SUCCESS, PAM_SUCCESS));
+    for step in ["open", "close"] {
+        assert!(
+            t.ms(step) < TIMEOUT_MS + MARGIN_MS,
+            "{step}: {} ms",
+            t.ms(step)
+        );
+    }
+    assert!(
+        recorded_by(&lines, "opened session")
+            .starts_with("this process (the daemon did not answer"),
+        "{lines:#?}"
+    );
+    assert!(
+        recorded_by(&lines, "close_session").starts_with("this process (the daemon did not answer"),
+        "{lines:#?}"
+    );
+    // The resumed daemon first reads the two requests it was sent, past their deadline, and
+    // writes neither (the late open would otherwise bring back a closed session); then it
+    // records again.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (t, lines) = open_and_close(&stack, &sink);
+            t.rc("open") == PAM_SUCCESS
+                && recorded_by(&lines, "opened session").starts_with("the daemon")
+        }),
+        "the daemon did not record again after SIGCONT"
+    );
+    let events = stack.events();
+    let count = |kind: &str| events.iter().filter(|(_, e)| e == kind).count();
+    assert!(count("online") >= 3, "{events:?}");
+    assert_eq!(count("online"), count("offline"), "{events:?}");
+    assert_eq!(count("online"), count("removed"), "{events:?}");
+    assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
+}
