@@ -255,6 +255,20 @@ mod tests {
     }
 
     #[test]
+    fn the_session_socket_sits_beside_the_socket_unless_named() {
+        assert_eq!(
+            Config::default().session_socket,
+            Path::new("/run/forcelogout/sessions")
+        );
+        let moved = Config::parse("socket = \"/run/lab/ctl.sock\"\n").unwrap();
+        assert_eq!(moved.session_socket, Path::new("/run/lab/sessions"));
+        let named =
+            Config::parse("socket = \"/run/lab/ctl.sock\"\nsession_socket = \"/run/pam/rec\"\n")
+                .unwrap();
+        assert_eq!(named.session_socket, Path::new("/run/pam/rec"));
+    }
+
+    #[test]
     fn bad_files_name_the_key() {
         for (text, key) in [
             ("scheduled_warnings = \"5m\"", "config"),

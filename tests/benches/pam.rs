@@ -11,7 +11,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use forcelogout_core::store::{Access, Store};
+use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
+use forcelogout_core::store::{Access, RemovalReason, Store};
 use forcelogout_tests::daemon::Daemon;
 use forcelogout_tests::{harness_path, is_root, with_private_mounts, PamStack, Transcript, USERS};
 
@@ -142,6 +143,29 @@ fn main() {
         "  the module's commits per open+close               {:>7}",
         2
     );
+    // The module's own two transactions (open: session row, `online`, notice cursor; close:
+    // delete, `removed`, `offline`) on a long-lived connection, as the daemon runs them: they
+    // touch about a dozen pages where the bare commit touches two.
+    let own_db = bare_dir.with_file_name("own.db");
+    let mut own = Store::open(&own_db, Access::Create, Duration::from_secs(5)).expect("store");
+    let process = ProcessFacts::of_current_process();
+    let login = LoginFacts {
+        user: "daemon".into(),
+        uid: 1,
+        service: Some("fltest".into()),
+        ..LoginFacts::default()
+    };
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    for _ in 0..commits {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        own.open_session(&key, &login, &process, now, &|| true)
+            .expect("open");
+        own.close_session(Some(&key), &process, RemovalReason::Logout, now)
+            .expect("close");
+    }
+    let own_pair_us = started.elapsed().as_micros() as f64 / commits as f64;
+    println!("  the module's own open+close transactions, held connection {own_pair_us:>7.0} µs");
     for (label, i) in [("daemon down", 1), ("daemon up", 2)] {
         let added = medians[i].saturating_sub(medians[0]) as f64;
         println!(
@@ -149,6 +173,10 @@ fn main() {
             added / (2.0 * commit_us)
         );
     }
+    println!(
+        "  added time per pair, daemon up = {:>5.2}x the module's own transactions",
+        medians[2].saturating_sub(medians[0]) as f64 / own_pair_us
+    );
 
     for (name, c) in [
         ("pam_permit.so only", &configs[0]),
