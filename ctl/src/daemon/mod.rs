@@ -48,11 +48,12 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             "schedule {skipped}: a logout was missed while the daemon was down"
         ));
     }
+    // Sessions first: whoever sees the main socket may count on the session socket too.
+    record_sessions(ctx)?;
     let listener = bind(&ctx.config.socket, 0o666)?;
     listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("configuring the socket", e))?;
-    record_sessions(ctx)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
     let inotify = forcelogout_core::store::watch_writes(&ctx.db)?;
     let timer = TimerFd::new(
