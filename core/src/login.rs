@@ -195,7 +195,7 @@ pub fn account(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
 fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<String>, Error> {
     let user = h.user()?;
     let store = open_for_reading(&ctx.args)?;
-    let schedules = enforceable_schedules(h, &store)?;
+    let schedules = enforceable_schedules(&store, &|line| h.log(LogLevel::Error, line))?;
     let config = ctx.config(h);
     let windows = policy::open_lockout_windows(&schedules, config.immediate_warning, ctx.now);
     if windows.is_empty() {
@@ -227,18 +227,15 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
     Ok(Some(message))
 }
 
-/// The current schedules, each invalid row (written by hand) logged and skipped: one bad row
-/// must not refuse every login under `fail=closed`.
+/// The current schedules, each invalid row (written by hand) passed to `log` and skipped: one
+/// bad row must not refuse every login under `fail=closed`.
 fn enforceable_schedules(
-    h: &dyn PamHandler,
     store: &Store,
+    log: &dyn Fn(&str),
 ) -> Result<Vec<crate::store::ScheduleRecord>, Error> {
     let (schedules, invalid) = store.current_schedules_lenient()?;
     for e in invalid {
-        h.log(
-            LogLevel::Error,
-            &format!("ignoring an invalid schedule row: {e}"),
-        );
+        log(&format!("ignoring an invalid schedule row: {e}"));
     }
     Ok(schedules)
 }
@@ -371,10 +368,7 @@ pub fn notices_for(
     now: DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> Result<Vec<String>, Error> {
-    let (schedules, invalid) = store.current_schedules_lenient()?;
-    for e in invalid {
-        log(&format!("ignoring an invalid schedule row: {e}"));
-    }
+    let schedules = enforceable_schedules(store, log)?;
     let due = policy::due_within(
         &schedules,
         config.immediate_warning,
