@@ -9,7 +9,8 @@ use forcelogout_tests::{
 };
 
 const PAM_SUCCESS: i32 = 0;
-const TIMEOUT_MS: u64 = 600;
+/// Half of it is the wait for the daemon: ample for one commit even on a slow CI disk.
+const TIMEOUT_MS: u64 = 1600;
 /// Generous: the bound under test is the timeout; the margin absorbs a loaded 2-core CI.
 const MARGIN_MS: u64 = 1500;
 
