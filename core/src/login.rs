@@ -229,7 +229,7 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
 
 /// The current schedules, each invalid row (written by hand) passed to `log` and skipped: one
 /// bad row must not refuse every login under `fail=closed`.
-fn enforceable_schedules(
+pub fn enforceable_schedules(
     store: &Store,
     log: &dyn Fn(&str),
 ) -> Result<Vec<crate::store::ScheduleRecord>, Error> {
@@ -299,11 +299,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
         Ok(relay::Reply::Opened { opened, notices }) => (opened, notices, "the daemon".into()),
         outcome => {
             let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
-            let opened = store
-                .open_session(&session_key, &login, &process, ctx.now, &|| true)?
-                .ok_or_else(|| {
-                    Error::io("registering the session", std::io::Error::other("refused"))
-                })?;
+            let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
             let notices = if ctx.speaks() {
                 notices_for(&store, &config, &user, ctx.now, &|line| {
                     h.log(LogLevel::Error, line)
@@ -369,8 +365,18 @@ pub fn notices_for(
     log: &dyn Fn(&str),
 ) -> Result<Vec<String>, Error> {
     let schedules = enforceable_schedules(store, log)?;
+    notices_among(&schedules, config, user, now)
+}
+
+/// `notices_for` over schedules already read (the daemon reads them once for many logins).
+pub fn notices_among(
+    schedules: &[crate::store::ScheduleRecord],
+    config: &Config,
+    user: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, Error> {
     let due = policy::due_within(
-        &schedules,
+        schedules,
         config.immediate_warning,
         config.notice_ahead,
         now,

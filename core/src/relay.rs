@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,9 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::sessions::{LoginFacts, ProcessFacts};
-use crate::store::{Closed, Opened, RemovalReason, Store};
+use crate::store::{Closed, Opened, SessionWrite, SessionWritten, Store};
 
 /// Longest request or reply line read.
 const MAX_LINE: u64 = 64 * 1024;
@@ -48,7 +47,7 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Reply {
     Opened {
         opened: Opened,
@@ -93,87 +92,172 @@ fn connect_without_waiting(socket: &Path) -> std::io::Result<UnixStream> {
     Ok(UnixStream::from(fd))
 }
 
-/// The daemon's side of one connection: only root may record sessions (the socket's mode
-/// says so too; the kernel's word on the peer is checked again here).
-pub fn answer(
-    stream: UnixStream,
+/// Most requests recorded in one transaction.
+const MAX_BATCH: usize = 256;
+/// How long the daemon waits for a connected module to send its request.
+const REQUEST_WAIT: Duration = Duration::from_secs(1);
+
+/// The daemon's side: waits for a connection, takes every other one already waiting as well,
+/// and records all their writes in one transaction (group commit), then answers each. Only
+/// root may record sessions (the socket's mode says so too; the kernel's word on each peer
+/// is checked again here).
+pub fn answer_waiting(
+    listener: &UnixListener,
     store: &mut Store,
     config: &Config,
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(std::io::Error::from)?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_LINE)).read_line(&mut line)?;
-    let reply = if peer.uid() != 0 {
-        Reply::Declined(format!("uid {} may not record sessions", peer.uid()))
-    } else {
-        match serde_json::from_str::<Request>(&line) {
-            Ok(request) => serve(store, config, request, clock, log),
-            Err(e) => Reply::Declined(format!("not a session request: {e}")),
+    let (first, _) = listener.accept()?;
+    let mut streams = vec![first];
+    listener.set_nonblocking(true)?;
+    let more = take_waiting(listener, &mut streams);
+    listener.set_nonblocking(false)?;
+    more?;
+    let requests: Vec<Result<Request, Reply>> = streams.iter().map(read_request).collect();
+    let replies = serve(store, config, requests, clock, log);
+    for (stream, reply) in streams.iter().zip(replies) {
+        let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
+        text.push('\n');
+        if let Err(e) = (&*stream).write_all(text.as_bytes()) {
+            // The module stopped waiting and wrote the store itself.
+            log(&format!("a session reply was not delivered: {e}"));
         }
-    };
-    let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
-    text.push('\n');
-    (&stream).write_all(text.as_bytes())
+    }
+    Ok(())
 }
 
-/// Carries out one request on the daemon's store, exactly as the module would itself.
+fn take_waiting(listener: &UnixListener, streams: &mut Vec<UnixStream>) -> std::io::Result<()> {
+    while streams.len() < MAX_BATCH {
+        match listener.accept() {
+            Ok((stream, _)) => streams.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One connection's request, or the reply that refuses it.
+fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
+    let refuse = |why: String| Reply::Declined(why);
+    let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| refuse(format!("who is asking: {e}")))?;
+    if peer.uid() != 0 {
+        return Err(refuse(format!(
+            "uid {} may not record sessions",
+            peer.uid()
+        )));
+    }
+    let timeouts = stream
+        .set_read_timeout(Some(REQUEST_WAIT))
+        .and_then(|()| stream.set_write_timeout(Some(REQUEST_WAIT)));
+    timeouts.map_err(|e| refuse(e.to_string()))?;
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_LINE))
+        .read_line(&mut line)
+        .map_err(|e| refuse(format!("reading the request: {e}")))?;
+    serde_json::from_str(&line).map_err(|e| refuse(format!("not a session request: {e}")))
+}
+
+/// Carries out requests on the daemon's store, exactly as the module would itself, in one
+/// transaction; a reply for each, in order.
 pub fn serve(
     store: &mut Store,
     config: &Config,
-    request: Request,
+    requests: Vec<Result<Request, Reply>>,
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
-) -> Reply {
-    if !same_file(&request.db, store.path()) {
-        return Reply::Declined(format!(
-            "this daemon records into {}, not {}",
-            store.path().display(),
-            request.db.display()
-        ));
+) -> Vec<Reply> {
+    let too_late = || Reply::Declined("the module stopped waiting".into());
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
+    let mut pending: Vec<(usize, &Request)> = Vec::new();
+    for (index, request) in requests.iter().enumerate() {
+        replies.push(match request {
+            Err(refusal) => Some(refusal.clone()),
+            Ok(r) if !same_file(&r.db, store.path()) => Some(Reply::Declined(format!(
+                "this daemon records into {}, not {}",
+                store.path().display(),
+                r.db.display()
+            ))),
+            Ok(r) if clock() >= r.deadline => Some(too_late()),
+            Ok(r) => {
+                pending.push((index, r));
+                None
+            }
+        });
     }
-    let in_time = || clock() < request.deadline;
-    if !in_time() {
-        return Reply::Declined("the module stopped waiting".into());
+    let writes: Vec<SessionWrite<'_>> = pending.iter().map(|(_, r)| write_of(r)).collect();
+    let in_time = |k: usize| clock() < pending[k].1.deadline;
+    match store.record_session_writes(&writes, &in_time) {
+        Ok(outcomes) => {
+            let mut schedules = None;
+            for ((index, request), outcome) in pending.iter().zip(outcomes) {
+                replies[*index] = Some(match outcome {
+                    Ok(SessionWritten::Opened(opened)) => {
+                        let notices = match &request.action {
+                            Action::Open {
+                                login,
+                                notices: true,
+                                ..
+                            } => {
+                                let schedules = schedules.get_or_insert_with(|| {
+                                    crate::login::enforceable_schedules(store, log).unwrap_or_else(
+                                        |e| {
+                                            log(&format!("notices: {e}"));
+                                            Vec::new()
+                                        },
+                                    )
+                                });
+                                crate::login::notices_among(
+                                    schedules,
+                                    config,
+                                    &login.user,
+                                    request.now,
+                                )
+                                .unwrap_or_else(|e| {
+                                    log(&format!("notices: {e}"));
+                                    Vec::new()
+                                })
+                            }
+                            _ => Vec::new(),
+                        };
+                        Reply::Opened { opened, notices }
+                    }
+                    Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
+                    Ok(SessionWritten::TooLate) => too_late(),
+                    Err(e) => Reply::Declined(e.to_string()),
+                });
+            }
+        }
+        Err(e) => {
+            for (index, _) in &pending {
+                replies[*index] = Some(Reply::Declined(e.to_string()));
+            }
+        }
     }
-    let outcome = match request.action {
+    replies
+        .into_iter()
+        .map(|r| r.unwrap_or_else(too_late))
+        .collect()
+}
+
+fn write_of(request: &Request) -> SessionWrite<'_> {
+    match &request.action {
         Action::Open {
+            session_key, login, ..
+        } => SessionWrite::Open {
             session_key,
             login,
-            notices,
-        } => store
-            .open_session(
-                &session_key,
-                &login,
-                &request.process,
-                request.now,
-                &in_time,
-            )
-            .and_then(|opened| match opened {
-                None => Ok(Reply::Declined("the module stopped waiting".into())),
-                Some(opened) => {
-                    let notices = if notices {
-                        crate::login::notices_for(store, config, &login.user, request.now, log)?
-                    } else {
-                        Vec::new()
-                    };
-                    Ok(Reply::Opened { opened, notices })
-                }
-            }),
-        Action::Close { session_key } => store
-            .close_session(
-                session_key.as_deref(),
-                &request.process,
-                RemovalReason::Logout,
-                request.now,
-            )
-            .map(Reply::Closed),
-    };
-    outcome.unwrap_or_else(|e: Error| Reply::Declined(e.to_string()))
+            process: &request.process,
+            now: request.now,
+        },
+        Action::Close { session_key } => SessionWrite::Close {
+            session_key: session_key.as_deref(),
+            process: &request.process,
+            now: request.now,
+        },
+    }
 }
 
 /// The same file by device and inode, whatever path names it.
@@ -217,6 +301,19 @@ mod tests {
         }
     }
 
+    fn serve_one(store: &mut Store, request: Request, clock: &dyn Fn() -> DateTime<Utc>) -> Reply {
+        serve(store, &Config::default(), vec![Ok(request)], clock, &|_| {}).remove(0)
+    }
+
+    fn close_request(db: &Path, key: &str, deadline: DateTime<Utc>) -> Request {
+        Request {
+            action: Action::Close {
+                session_key: Some(key.into()),
+            },
+            ..open_request(db, key, deadline)
+        }
+    }
+
     fn sessions(store: &Store) -> usize {
         store.live_sessions().unwrap().len()
     }
@@ -236,38 +333,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
         let mut store = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
-        let config = Config::default();
-        let log = |_: &str| {};
         let clock = || t(0);
 
-        let reply = serve(
-            &mut store,
-            &config,
-            open_request(&db, "k1", t(1)),
-            &clock,
-            &log,
-        );
+        let reply = serve_one(&mut store, open_request(&db, "k1", t(1)), &clock);
         assert!(matches!(reply, Reply::Opened { ref opened, .. } if opened.online));
         // The module gave up and wrote it itself, or the same request came twice.
-        let reply = serve(
-            &mut store,
-            &config,
-            open_request(&db, "k1", t(1)),
-            &clock,
-            &log,
-        );
+        let reply = serve_one(&mut store, open_request(&db, "k1", t(1)), &clock);
         assert!(matches!(reply, Reply::Opened { ref opened, .. } if !opened.online));
         assert_eq!(sessions(&store), 1);
         assert_eq!(events(&store), ["online"]);
 
         // Past its deadline before it is read, and past it once the write lock is held.
-        let late = serve(
-            &mut store,
-            &config,
-            open_request(&db, "k2", t(0)),
-            &clock,
-            &log,
-        );
+        let late = serve_one(&mut store, open_request(&db, "k2", t(0)), &clock);
         assert!(matches!(late, Reply::Declined(_)));
         let calls = std::cell::Cell::new(0);
         let slow_clock = || {
@@ -278,40 +355,54 @@ mod tests {
                 t(5)
             }
         };
-        let late = serve(
-            &mut store,
-            &config,
-            open_request(&db, "k3", t(1)),
-            &slow_clock,
-            &log,
-        );
+        let late = serve_one(&mut store, open_request(&db, "k3", t(1)), &slow_clock);
         assert!(matches!(late, Reply::Declined(_)));
         assert_eq!(sessions(&store), 1);
 
         // Another store than the daemon's.
         let other = dir.path().join("other.db");
         Store::open(&other, Access::Create, Duration::from_secs(1)).unwrap();
-        let reply = serve(
-            &mut store,
-            &config,
-            open_request(&other, "k4", t(1)),
-            &clock,
-            &log,
-        );
+        let reply = serve_one(&mut store, open_request(&other, "k4", t(1)), &clock);
         assert!(matches!(reply, Reply::Declined(ref why) if why.contains("other.db")));
         assert_eq!(sessions(&store), 1);
 
-        let close = |key: &str| Request {
-            action: Action::Close {
-                session_key: Some(key.into()),
-            },
-            ..open_request(&db, key, t(1))
-        };
-        let reply = serve(&mut store, &config, close("k1"), &clock, &log);
+        let close = |key: &str| close_request(&db, key, t(1));
+        let reply = serve_one(&mut store, close("k1"), &clock);
         assert!(matches!(reply, Reply::Closed(ref c) if c.removed && c.offline));
-        let reply = serve(&mut store, &config, close("k1"), &clock, &log);
+        let reply = serve_one(&mut store, close("k1"), &clock);
         assert!(matches!(reply, Reply::Closed(ref c) if !c.removed));
         assert_eq!(events(&store), ["online", "removed", "offline"]);
         assert_eq!(sessions(&store), 0);
+    }
+
+    #[test]
+    fn a_batch_is_one_transaction_with_a_reply_for_each_request_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let mut store = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
+        let clock = || t(0);
+        let batch = vec![
+            Ok(open_request(&db, "a", t(1))),
+            Err(Reply::Declined("uid 1000 may not record sessions".into())),
+            Ok(open_request(&db, "b", t(0))),
+            Ok(open_request(&dir.path().join("elsewhere.db"), "c", t(1))),
+            Ok(open_request(&db, "d", t(1))),
+            Ok(close_request(&db, "a", t(1))),
+        ];
+        let replies = serve(&mut store, &Config::default(), batch, &clock, &|_| {});
+        assert_eq!(replies.len(), 6);
+        assert!(
+            matches!(&replies[0], Reply::Opened { opened, .. } if opened.session_key == "a" && opened.online)
+        );
+        assert!(matches!(&replies[1], Reply::Declined(why) if why.starts_with("uid 1000")));
+        assert!(matches!(&replies[2], Reply::Declined(why) if why.contains("stopped waiting")));
+        assert!(matches!(&replies[3], Reply::Declined(why) if why.contains("elsewhere.db")));
+        assert!(
+            matches!(&replies[4], Reply::Opened { opened, .. } if opened.session_key == "d" && !opened.online)
+        );
+        assert!(matches!(&replies[5], Reply::Closed(c) if c.removed && !c.offline));
+        // a and d opened, a closed: alice stays online through d.
+        assert_eq!(events(&store), ["online", "removed"]);
+        assert_eq!(sessions(&store), 1);
     }
 }

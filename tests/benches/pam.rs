@@ -159,8 +159,7 @@ fn main() {
     let started = Instant::now();
     for _ in 0..commits {
         let key = forcelogout_core::ids::new_id().expect("id");
-        own.open_session(&key, &login, &process, now, &|| true)
-            .expect("open");
+        own.open_session(&key, &login, &process, now).expect("open");
         own.close_session(Some(&key), &process, RemovalReason::Logout, now)
             .expect("close");
     }

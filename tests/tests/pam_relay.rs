@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
 use forcelogout_tests::{
-    harness_path, is_root, with_private_mounts, PamStack, SyslogSink, Transcript,
+    harness_path, is_root, with_private_mounts, PamStack, SyslogSink, Transcript, USERS,
 };
 
 const PAM_SUCCESS: i32 = 0;
@@ -72,7 +72,9 @@ fn the_daemon_records_sessions_and_a_stopped_daemon_is_waited_for_only_until_the
     }
     let sink = SyslogSink::new();
     let stack = PamStack::standard("");
-    let daemon = Daemon::start(&stack.db, "");
+    // Without a syslog subscriber, whose failed deliveries here are writes: a daemon stopped
+    // in the middle of one would hold the store's write lock, and nobody could record.
+    let daemon = Daemon::start(&stack.db, "syslog = false");
     let args = format!(
         "debug timeout={TIMEOUT_MS} config={}",
         daemon.config.display()
@@ -142,5 +144,54 @@ fn the_daemon_records_sessions_and_a_stopped_daemon_is_waited_for_only_until_the
     assert!(count("online") >= 3, "{events:?}");
     assert_eq!(count("online"), count("offline"), "{events:?}");
     assert_eq!(count("online"), count("removed"), "{events:?}");
+    assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
+}
+
+#[test]
+fn a_burst_of_logins_with_the_daemon_up_is_recorded_exactly_once() {
+    if !is_root() {
+        eprintln!("skipped: the session socket needs root");
+        return;
+    }
+    const LOGINS: usize = 100;
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "");
+    let args = format!("timeout={TIMEOUT_MS} config={}", daemon.config.display());
+    stack.write_service(&[&format!("session required {{module}} db={{db}} {args}")]);
+    let children: Vec<_> = (0..LOGINS)
+        .map(|i| {
+            stack
+                .harness(USERS[i % USERS.len()], &["open", "close"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("harness")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("harness");
+        let t = Transcript::parse(&String::from_utf8_lossy(&out.stdout));
+        for step in ["open", "close"] {
+            assert_eq!(t.rc(step), PAM_SUCCESS, "{step}");
+            assert!(
+                t.ms(step) < TIMEOUT_MS + MARGIN_MS,
+                "{step}: {} ms",
+                t.ms(step)
+            );
+        }
+    }
+    let count = |event: &str| {
+        stack.query(&format!(
+            "SELECT count(*) FROM LogoutEvents WHERE Event = '{event}'"
+        ))[0][0]
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(count("removed"), LOGINS);
+    assert_eq!(count("online"), count("offline"));
+    assert!((1..=LOGINS).contains(&count("online")));
+    assert_eq!(
+        stack.query("SELECT count(DISTINCT SessionKey) FROM LogoutEvents WHERE Event = 'removed'"),
+        [[LOGINS.to_string()]]
+    );
     assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
 }

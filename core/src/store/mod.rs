@@ -12,7 +12,7 @@ mod sessions;
 pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use events::{EventFilter, EventKind, EventRow, NewEvent, RemovalReason};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
-pub use sessions::{Cause, Closed, Opened};
+pub use sessions::{Cause, Closed, Opened, SessionWrite, SessionWritten};
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;

@@ -28,30 +28,142 @@ pub struct Closed {
     pub offline: bool,
 }
 
+/// One session write of the PAM module, for `Store::record_session_writes`.
+#[derive(Clone, Copy, Debug)]
+pub enum SessionWrite<'a> {
+    Open {
+        session_key: &'a str,
+        login: &'a LoginFacts,
+        process: &'a ProcessFacts,
+        now: DateTime<Utc>,
+    },
+    Close {
+        session_key: Option<&'a str>,
+        process: &'a ProcessFacts,
+        now: DateTime<Utc>,
+    },
+}
+
+/// What one of `Store::record_session_writes`' writes did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionWritten {
+    Opened(Opened),
+    Closed(Closed),
+    /// Not written: its caller had stopped waiting by the time the write lock was held.
+    TooLate,
+}
+
 impl Store {
     /// Registers the session `session_key` (chosen by the caller, so that a retry through
     /// another path is recognised) and writes `online` if it is the user's only live one.
-    /// A key already registered is left as it is. `still_wanted` is asked once the write
-    /// lock is held: `None` when it says no (the caller gave up waiting and wrote it itself).
+    /// A key already registered is left as it is.
     pub fn open_session(
         &mut self,
         session_key: &str,
         login: &LoginFacts,
         process: &ProcessFacts,
         now: DateTime<Utc>,
-        still_wanted: &dyn Fn() -> bool,
-    ) -> Result<Option<Opened>, Error> {
+    ) -> Result<Opened, Error> {
         let (tx, path, zone) = self.begin_write("starting the session write")?;
-        if !still_wanted() {
-            return Ok(None);
+        let opened = open_in_tx(&tx, &path, zone, session_key, login, process, now)?;
+        tx.commit()
+            .map_err(on_error(&path, "committing the session"))?;
+        Ok(opened)
+    }
+
+    /// Removes a session: the one named by `session_key`, else the latest one opened by this
+    /// very process (same pid, start time and boot). Writes `removed` with `reason`, and
+    /// `offline` when it was the user's last live session.
+    pub fn close_session(
+        &mut self,
+        session_key: Option<&str>,
+        process: &ProcessFacts,
+        reason: RemovalReason,
+        now: DateTime<Utc>,
+    ) -> Result<Closed, Error> {
+        let (tx, path, zone) = self.begin_write("starting the session write")?;
+        let closed = close_in_tx(&tx, &path, zone, session_key, process, reason, now)?;
+        tx.commit()
+            .map_err(on_error(&path, "committing the session removal"))?;
+        Ok(closed)
+    }
+
+    /// Several PAM writes in one transaction and one commit (the daemon's group commit: a
+    /// burst of logins costs a few fsyncs, not one each). Each runs in a savepoint, so one
+    /// that fails is undone alone; `in_time(i)` is asked for write `i` once the write lock
+    /// is held, and a write it refuses is not made. The outer error is a failed transaction:
+    /// then nothing was written.
+    pub fn record_session_writes(
+        &mut self,
+        writes: &[SessionWrite<'_>],
+        in_time: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Result<SessionWritten, Error>>, Error> {
+        let (mut tx, path, zone) = self.begin_write("starting the session writes")?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for (index, write) in writes.iter().enumerate() {
+            if !in_time(index) {
+                outcomes.push(Ok(SessionWritten::TooLate));
+                continue;
+            }
+            let savepoint = tx
+                .savepoint()
+                .map_err(on_error(&path, "starting a savepoint"))?;
+            let outcome = match *write {
+                SessionWrite::Open {
+                    session_key,
+                    login,
+                    process,
+                    now,
+                } => open_in_tx(&savepoint, &path, zone, session_key, login, process, now)
+                    .map(SessionWritten::Opened),
+                SessionWrite::Close {
+                    session_key,
+                    process,
+                    now,
+                } => close_in_tx(
+                    &savepoint,
+                    &path,
+                    zone,
+                    session_key,
+                    process,
+                    RemovalReason::Logout,
+                    now,
+                )
+                .map(SessionWritten::Closed),
+            };
+            if outcome.is_ok() {
+                savepoint
+                    .commit()
+                    .map_err(on_error(&path, "releasing a savepoint"))?;
+            } else {
+                savepoint
+                    .finish()
+                    .map_err(on_error(&path, "rolling back a savepoint"))?;
+            }
+            outcomes.push(outcome);
         }
-        let fail = |context| on_error(&path, context);
-        let inserted = tx
-            .prepare_cached(
+        tx.commit()
+            .map_err(on_error(&path, "committing the session writes"))?;
+        Ok(outcomes)
+    }
+}
+
+fn open_in_tx(
+    tx: &rusqlite::Connection,
+    path: &std::path::Path,
+    zone: chrono_tz::Tz,
+    session_key: &str,
+    login: &LoginFacts,
+    process: &ProcessFacts,
+    now: DateTime<Utc>,
+) -> Result<Opened, Error> {
+    let fail = |context| on_error(path, context);
+    let inserted = tx
+        .prepare_cached(
             "INSERT INTO LogoutSessions (SessionKey, GroupName, UserId, Service, Tty, RemoteHost, Pid, \
              ProcessSession, Cgroup, LogindSession, LoginKey, BootId, OpenedAt, Date, PidStartTime) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-                 ON CONFLICT (SessionKey) DO NOTHING",
+             ON CONFLICT (SessionKey) DO NOTHING",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -73,88 +185,81 @@ impl Store {
             ])
         })
         .map_err(fail("registering the session"))?;
-        if inserted == 0 {
-            return Ok(Some(Opened {
-                session_key: session_key.to_string(),
-                online: false,
-                last_logout_message: None,
-            }));
-        }
-        let live: i64 = tx
-            .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![login.user], |row| row.get(0)))
-            .map_err(fail("counting live sessions"))?;
-        let online = live == 1;
-        if online {
-            let event = NewEvent {
-                uid: Some(login.uid),
-                session_key: Some(session_key),
-                login_key: process.login_key.as_deref(),
-                service: login.service.as_deref(),
-                tty: login.tty.as_deref(),
-                remote_host: login.remote_host.as_deref(),
-                ..NewEvent::new(EventKind::Online, &login.user, &process.host)
-            };
-            append(&tx, &path, &event, now, zone)?;
-        }
-        let last_logout_message = take_unseen_logout_message(&tx, &login.user)
-            .map_err(fail("reading the last logout message"))?;
-        tx.commit().map_err(fail("committing the session"))?;
-        Ok(Some(Opened {
+    if inserted == 0 {
+        return Ok(Opened {
             session_key: session_key.to_string(),
-            online,
-            last_logout_message,
-        }))
+            online: false,
+            last_logout_message: None,
+        });
     }
+    let live: i64 = tx
+        .prepare_cached("SELECT count(*) FROM LogoutSessions WHERE GroupName = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![login.user], |row| row.get(0)))
+        .map_err(fail("counting live sessions"))?;
+    let online = live == 1;
+    if online {
+        let event = NewEvent {
+            uid: Some(login.uid),
+            session_key: Some(session_key),
+            login_key: process.login_key.as_deref(),
+            service: login.service.as_deref(),
+            tty: login.tty.as_deref(),
+            remote_host: login.remote_host.as_deref(),
+            ..NewEvent::new(EventKind::Online, &login.user, &process.host)
+        };
+        append(tx, path, &event, now, zone)?;
+    }
+    let last_logout_message = take_unseen_logout_message(tx, &login.user)
+        .map_err(fail("reading the last logout message"))?;
+    Ok(Opened {
+        session_key: session_key.to_string(),
+        online,
+        last_logout_message,
+    })
+}
 
-    /// Removes a session: the one named by `session_key`, else the latest one opened by this
-    /// very process (same pid, start time and boot). Writes `removed` with `reason`, and
-    /// `offline` when it was the user's last live session.
-    pub fn close_session(
-        &mut self,
-        session_key: Option<&str>,
-        process: &ProcessFacts,
-        reason: RemovalReason,
-        now: DateTime<Utc>,
-    ) -> Result<Closed, Error> {
-        let (tx, path, zone) = self.begin_write("starting the session write")?;
-        let fail = |context| on_error(&path, context);
-        let key = match session_key {
-            Some(key) => Some(key.to_string()),
-            None => tx
-                .prepare_cached(
-                    "SELECT SessionKey FROM LogoutSessions WHERE Pid = ?1 AND BootId = ?2 \
-                     AND PidStartTime IS ?3 ORDER BY OpenedAt DESC LIMIT 1",
+fn close_in_tx(
+    tx: &rusqlite::Connection,
+    path: &std::path::Path,
+    zone: chrono_tz::Tz,
+    session_key: Option<&str>,
+    process: &ProcessFacts,
+    reason: RemovalReason,
+    now: DateTime<Utc>,
+) -> Result<Closed, Error> {
+    let key = match session_key {
+        Some(key) => Some(key.to_string()),
+        None => tx
+            .prepare_cached(
+                "SELECT SessionKey FROM LogoutSessions WHERE Pid = ?1 AND BootId = ?2 \
+                 AND PidStartTime IS ?3 ORDER BY OpenedAt DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        process.pid,
+                        process.boot_id,
+                        process.pid_start_time.map(|t| t as i64)
+                    ],
+                    |row| row.get::<_, String>(0),
                 )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            process.pid,
-                            process.boot_id,
-                            process.pid_start_time.map(|t| t as i64)
-                        ],
-                        |row| row.get::<_, String>(0),
-                    )
-                    .optional()
-                })
-                .map_err(fail("finding the session of this process"))?,
-        };
-        let Some(key) = key else {
-            return Ok(Closed {
-                session_key: None,
-                removed: false,
-                offline: false,
-            });
-        };
-        let outcome = remove_in_tx(&tx, &path, zone, &key, reason, None, &process.host, now)?;
-        tx.commit()
-            .map_err(fail("committing the session removal"))?;
-        Ok(Closed {
-            session_key: Some(key),
-            removed: outcome.is_some(),
-            offline: outcome.is_some_and(|o| o.offline),
-        })
-    }
+                .optional()
+            })
+            .map_err(on_error(path, "finding the session of this process"))?,
+    };
+    let Some(key) = key else {
+        return Ok(Closed {
+            session_key: None,
+            removed: false,
+            offline: false,
+        });
+    };
+    let outcome = remove_in_tx(tx, path, zone, &key, reason, None, &process.host, now)?;
+    Ok(Closed {
+        session_key: Some(key),
+        removed: outcome.is_some(),
+        offline: outcome.is_some_and(|o| o.offline),
+    })
 }
 
 /// Why the daemon removed a session: the logout that did it.

@@ -147,21 +147,19 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
 }
 
 /// Records the PAM module's session writes on the root-only session socket, in a thread of
-/// its own with its own connection, so that a login never waits behind enforcement.
+/// its own with its own connection, so that a login never waits behind enforcement; the
+/// requests that arrive together are committed together.
 fn record_sessions(ctx: &Context) -> Result<(), Error> {
     let listener = bind(&ctx.config.session_socket, 0o600)?;
     let mut store = Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?;
     let config = ctx.config.clone();
     std::thread::Builder::new()
         .name("sessions".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let answered = stream.and_then(|stream| {
-                    relay::answer(stream, &mut store, &config, &Utc::now, &|line| log(line))
-                });
-                if let Err(e) = answered {
-                    log(&format!("a session request failed: {e}"));
-                }
+        .spawn(move || loop {
+            let answered =
+                relay::answer_waiting(&listener, &mut store, &config, &Utc::now, &|line| log(line));
+            if let Err(e) = answered {
+                log(&format!("session requests failed: {e}"));
             }
         })
         .map_err(|e| Error::io("starting the session recorder", e))?;
