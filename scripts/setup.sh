@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config
   libsqlite3-dev sqlite3          # the system SQLite every crate links (SPEC §1)
-  libpam0g-dev libclang-dev       # PAM headers; bindgen for pam-sys
+  libpam0g-dev                    # PAM headers: libpam for the module, a probe module in a test
   pamtester openssh-server openssh-client   # real PAM and sshd tests
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm

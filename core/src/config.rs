@@ -36,6 +36,9 @@ pub struct Config {
     pub syslog: bool,
     pub syslog_socket: PathBuf,
     pub socket: PathBuf,
+    /// At `account`, leave pam_systemd a runtime limit (RuntimeMaxSec=) that ends the session
+    /// a minute after the next kick that targets the user, in case the daemon is down then.
+    pub limit_session_runtime: bool,
     /// Root-only socket on which the daemon records PAM sessions for the module (one
     /// long-lived connection and its one commit, instead of a store opened per login).
     pub session_socket: PathBuf,
@@ -58,6 +61,7 @@ impl Default for Config {
             hooks_dir: PathBuf::from("/etc/forcelogout/hooks.d"),
             hook_timeout: Duration::from_secs(10),
             syslog: true,
+            limit_session_runtime: false,
             syslog_socket: PathBuf::from("/dev/log"),
             socket: PathBuf::from("/run/forcelogout/socket"),
             session_socket: PathBuf::from("/run/forcelogout").join(SESSION_SOCKET_NAME),
@@ -83,6 +87,7 @@ struct FileConfig {
     syslog_socket: Option<PathBuf>,
     socket: Option<PathBuf>,
     session_socket: Option<PathBuf>,
+    limit_session_runtime: Option<bool>,
 }
 
 impl Config {
@@ -153,6 +158,9 @@ impl Config {
             hook_timeout: duration("hook_timeout", file.hook_timeout, defaults.hook_timeout)?,
             syslog: file.syslog.unwrap_or(defaults.syslog),
             syslog_socket: file.syslog_socket.unwrap_or(defaults.syslog_socket),
+            limit_session_runtime: file
+                .limit_session_runtime
+                .unwrap_or(defaults.limit_session_runtime),
             session_socket: match (file.session_socket, &file.socket) {
                 (Some(path), _) => path,
                 (None, Some(socket)) => socket.with_file_name(SESSION_SOCKET_NAME),
@@ -242,7 +250,8 @@ mod tests {
         let config = Config::parse(
             "admin_group = \"lab-admins\"\nexempt_groups = [\"sudo\", \"ops\"]\n\
              scheduled_warning = \"10m\"\nimmediate_warning = \"0\"\nnotice_ahead = \"1d\"\n\
-             idle_timeout = \"45m\"\ncatch_up = \"2m\"\nretention_days = 400\n",
+             idle_timeout = \"45m\"\ncatch_up = \"2m\"\nretention_days = 400\n\
+             limit_session_runtime = true\n",
         )
         .unwrap();
         assert_eq!(config.admin_group, "lab-admins");
@@ -252,6 +261,8 @@ mod tests {
         assert_eq!(config.notice_ahead, Duration::from_secs(86_400));
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(2700)));
         assert_eq!(config.retention_days, Some(400));
+        assert!(config.limit_session_runtime);
+        assert!(!Config::default().limit_session_runtime);
     }
 
     #[test]

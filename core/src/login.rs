@@ -26,9 +26,11 @@ pub trait PamHandler {
     fn item(&self, item: PamItem) -> Option<String>;
     /// A variable of the PAM environment (pam_getenv).
     fn env(&self, name: &str) -> Option<String>;
-    /// The session key stored by open_session in this handle (pam_get_data).
-    fn session_key(&self) -> Option<String>;
-    fn set_session_key(&mut self, key: &str) -> Result<(), Error>;
+    /// String data in the handle under `name` (pam_get_data): ours, or another module's
+    /// that follows pam_systemd's convention of a NUL-terminated string.
+    fn data(&self, name: &str) -> Option<String>;
+    /// Stores the string `value` under `name` (pam_set_data), replacing what was there.
+    fn set_data(&mut self, name: &str, value: &str) -> Result<(), Error>;
     /// A PAM_TEXT_INFO message to the user.
     fn info(&mut self, text: &str);
     /// A PAM_ERROR_MSG message to the user.
@@ -83,6 +85,15 @@ impl Default for ModuleArgs {
         }
     }
 }
+
+/// The PAM data under which open_session leaves the session key for close_session.
+pub const SESSION_KEY_DATA: &str = "forcelogout.session_key";
+/// The PAM data pam_systemd turns into the session scope's RuntimeMaxSec= (systemd >= 244).
+pub const RUNTIME_MAX_DATA: &str = "systemd.runtime_max_sec";
+
+/// How long after a kick logind's runtime limit ends the session: the daemon, when it runs,
+/// acts first and records the removal with its reason.
+pub const RUNTIME_LIMIT_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The longest `timeout=` accepted: a login must never hang on us for long.
 const MAX_TIMEOUT_MS: u64 = 30_000;
@@ -192,19 +203,32 @@ pub fn account(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
     }
 }
 
+/// The refusal message when a lockout targets the user; otherwise `None`, after leaving
+/// logind a runtime limit where one is wanted.
 fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<String>, Error> {
     let user = h.user()?;
     let store = open_for_reading(&ctx.args)?;
     let schedules = enforceable_schedules(&store, &|line| h.log(LogLevel::Error, line))?;
     let config = ctx.config(h);
     let windows = policy::open_lockout_windows(&schedules, config.immediate_warning, ctx.now);
-    if windows.is_empty() {
+    let kicks = if config.limit_session_runtime {
+        policy::kicks_after(&schedules, config.immediate_warning, ctx.now)
+    } else {
+        Vec::new()
+    };
+    if windows.is_empty() && kicks.is_empty() {
         return Ok(None);
     }
     let Some(identity) = Identity::lookup(&user)? else {
         return Ok(None);
     };
     let Some(lockout) = policy::lockout_for(&identity, windows, &config.exempt_groups) else {
+        let next_kick = kicks.into_iter().find(|(_, record)| {
+            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+        });
+        if let Some((at, _)) = next_kick {
+            limit_runtime(h, ctx, at);
+        }
         return Ok(None);
     };
     let s = &lockout.record.schedule;
@@ -225,6 +249,35 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
         message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
     }
     Ok(Some(message))
+}
+
+/// Asks logind (through pam_systemd, which reads this PAM data at session open) to end the
+/// session `RUNTIME_LIMIT_GRACE` after the kick due `at`: the backstop for a daemon that is
+/// down. A limit already set is only ever lowered, and one that is not plain seconds is left.
+fn limit_runtime(h: &mut dyn PamHandler, ctx: &HookContext, at: DateTime<Utc>) {
+    let seconds = ((at - ctx.now) + RUNTIME_LIMIT_GRACE).num_seconds().max(1);
+    match h.data(RUNTIME_MAX_DATA) {
+        Some(existing) if existing.trim() == "infinity" => {}
+        Some(existing) => match existing.trim().parse::<i64>() {
+            Ok(limit) if limit <= seconds => return,
+            Ok(_) => {}
+            Err(_) => {
+                ctx.debug(
+                    h,
+                    &format!("leaving the runtime limit {existing:?} as it is"),
+                );
+                return;
+            }
+        },
+        None => {}
+    }
+    match h.set_data(RUNTIME_MAX_DATA, &seconds.to_string()) {
+        Ok(()) => ctx.debug(h, &format!("runtime limit {seconds} s for logind")),
+        Err(e) => h.log(
+            LogLevel::Error,
+            &format!("account: setting the runtime limit: {e}"),
+        ),
+    }
 }
 
 /// The current schedules, each invalid row (written by hand) passed to `log` and skipped: one
@@ -314,7 +367,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             )
         }
     };
-    h.set_session_key(&opened.session_key)?;
+    h.set_data(SESSION_KEY_DATA, &opened.session_key)?;
     ctx.debug(
         h,
         &format!(
@@ -424,7 +477,7 @@ fn notice_text(
 /// and writes `removed` and, after the last one, `offline`. Idempotent.
 pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
     let started = Instant::now();
-    let session_key = h.session_key();
+    let session_key = h.data(SESSION_KEY_DATA);
     let result = (|| -> Result<(crate::store::Closed, String), Error> {
         let process = ProcessFacts::of_current_process();
         let config = ctx.config(h);

@@ -87,6 +87,21 @@ pub fn lockout_for<'a>(
         .max_by_key(|l| l.until)
 }
 
+/// Kick logouts still to come after `now`, soonest first, before targeting is considered.
+pub fn kicks_after(
+    schedules: &[ScheduleRecord],
+    immediate_warning: Duration,
+    now: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, &ScheduleRecord)> {
+    let mut found: Vec<_> = schedules
+        .iter()
+        .filter(|r| r.schedule.kick)
+        .filter_map(|r| logout_after(r, immediate_warning, now).map(|t| (t, r)))
+        .collect();
+    found.sort_by_key(|(t, _)| *t);
+    found
+}
+
 /// Logouts due within `ahead` of `now`, soonest first, before targeting is considered (so
 /// that NSS is asked about the user's groups only when something is coming).
 pub fn due_within(

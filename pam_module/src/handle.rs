@@ -10,7 +10,6 @@ use forcelogout_core::Error;
 use crate::ffi::*;
 
 /// The module's PAM data key: namespaced, so no other module can read or replace it.
-const SESSION_KEY_DATA: &CStr = c"forcelogout.session_key";
 const PERCENT_S: &CStr = c"%s";
 
 pub struct Handle {
@@ -102,29 +101,26 @@ impl PamHandler for Handle {
         unsafe { owned(pam_getenv(self.pamh, name.as_ptr())) }
     }
 
-    fn session_key(&self) -> Option<String> {
+    fn data(&self, name: &str) -> Option<String> {
+        let name = to_c(name);
         let mut data: *const c_void = ptr::null();
-        // SAFETY: pamh is live; our data under this key is always a CString we created.
-        let rc = unsafe { pam_get_data(self.pamh, SESSION_KEY_DATA.as_ptr(), &mut data) };
+        // SAFETY: pamh is live; `name` is NUL-terminated; libpam only writes `data`.
+        let rc = unsafe { pam_get_data(self.pamh, name.as_ptr(), &mut data) };
         if rc != PAM_SUCCESS {
             return None;
         }
-        // SAFETY: set by set_session_key below: NULL or a NUL-terminated CString.
+        // SAFETY: the names core asks for hold NUL-terminated strings: ours (set_data below)
+        // and pam_systemd's convention for `systemd.*` data, which other modules follow.
         unsafe { owned(data.cast()) }
     }
 
-    fn set_session_key(&mut self, key: &str) -> Result<(), Error> {
-        let raw = to_c(key).into_raw();
-        // SAFETY: pamh is live; libpam keeps `raw` until pam_end or replacement, then calls
-        // `free_session_key`, which takes back ownership.
-        let rc = unsafe {
-            pam_set_data(
-                self.pamh,
-                SESSION_KEY_DATA.as_ptr(),
-                raw.cast(),
-                Some(free_session_key),
-            )
-        };
+    fn set_data(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        let name = to_c(name);
+        let raw = to_c(value).into_raw();
+        // SAFETY: pamh is live; libpam copies the name and keeps `raw` until pam_end or
+        // replacement, then calls `free_string_data`, which takes back ownership.
+        let rc =
+            unsafe { pam_set_data(self.pamh, name.as_ptr(), raw.cast(), Some(free_string_data)) };
         if rc != PAM_SUCCESS {
             // SAFETY: libpam did not take `raw`; it came from CString::into_raw above.
             drop(unsafe { CString::from_raw(raw) });
@@ -159,11 +155,11 @@ impl PamHandler for Handle {
 /// libpam's cleanup for our PAM data.
 ///
 /// # Safety
-/// `data` is NULL or the pointer `set_session_key` gave libpam.
-unsafe extern "C" fn free_session_key(_pamh: *mut PamHandleT, data: *mut c_void, _status: c_int) {
+/// `data` is NULL or the pointer `set_data` gave libpam.
+unsafe extern "C" fn free_string_data(_pamh: *mut PamHandleT, data: *mut c_void, _status: c_int) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if !data.is_null() {
-            // SAFETY: `data` came from CString::into_raw in set_session_key, freed only here.
+            // SAFETY: `data` came from CString::into_raw in set_data, freed only here.
             drop(unsafe { CString::from_raw(data.cast()) });
         }
     }));
