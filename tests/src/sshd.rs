@@ -76,12 +76,14 @@ impl Sshd {
             t.join("pam.d/sshd"),
             format!(
                 "auth required pam_permit.so\n\
-                 account required {m} db={db} {module_args}\n\
+                 account required {m} db={db} config={config} {module_args}\n\
                  account required pam_permit.so\n\
-                 session required {m} db={db} {module_args}\n\
+                 session required {m} db={db} config={config} {module_args}\n\
                  session required pam_permit.so\n",
                 m = module.display(),
-                db = db.display()
+                db = db.display(),
+                // The daemon's configuration: with the daemon up, sessions go through it.
+                config = t.join("forcelogout.toml").display()
             ),
         )
         .expect("pam stack");
