@@ -33,9 +33,9 @@ echo "$user:*:19000:0:99999:7:::" >> "$t/shadow"
 db=$t/state/forcelogout.db
 cat > "$t/pam.d/sshd" <<PAM
 auth required pam_permit.so
-account required $module db=$db
+account required $module db=$db config=$t/forcelogout.toml
 account required pam_permit.so
-session required $module db=$db
+session required $module db=$db config=$t/forcelogout.toml
 session required pam_permit.so
 PAM
 ssh-keygen -q -t ed25519 -N '' -f "$t/hostkey"
