@@ -1,6 +1,7 @@
 //! Session writes recorded by the daemon for the PAM module, as wtmpdb's daemon does for its
-//! module: the daemon keeps one connection to the store, so a login costs one durable commit
-//! instead of opening the store, parsing its schema and checkpointing the WAL on close. The
+//! module: the daemon keeps one connection to the store, so a login costs at most one durable
+//! commit (logins that arrive together share one) instead of opening the store, parsing its
+//! schema and checkpointing the WAL on close. The
 //! module writes the store itself when the daemon is absent, declines or is slow; the session
 //! key it chooses makes a late second attempt harmless, and the daemon writes nothing after
 //! the deadline the module gives, after which the module no longer waits for it.
@@ -94,8 +95,9 @@ fn connect_without_waiting(socket: &Path) -> std::io::Result<UnixStream> {
 
 /// Most requests recorded in one transaction.
 const MAX_BATCH: usize = 256;
-/// How long the daemon waits for a connected module to send its request.
-const REQUEST_WAIT: Duration = Duration::from_secs(1);
+/// How long the daemon waits for a connected module to send its request (which it writes
+/// right after connecting): short, because the rest of the batch waits too.
+const REQUEST_WAIT: Duration = Duration::from_millis(250);
 
 /// The daemon's side: waits for a connection, takes every other one already waiting as well,
 /// and records all their writes in one transaction (group commit), then answers each. Only
@@ -141,6 +143,11 @@ fn take_waiting(listener: &UnixListener, streams: &mut Vec<UnixStream>) -> std::
 /// One connection's request, or the reply that refuses it.
 fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
     let refuse = |why: String| Reply::Declined(why);
+    // Before anything else: the reply to every connection is written with this bound too.
+    let timeouts = stream
+        .set_read_timeout(Some(REQUEST_WAIT))
+        .and_then(|()| stream.set_write_timeout(Some(REQUEST_WAIT)));
+    timeouts.map_err(|e| refuse(e.to_string()))?;
     let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| refuse(format!("who is asking: {e}")))?;
     if peer.uid() != 0 {
@@ -149,10 +156,6 @@ fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
             peer.uid()
         )));
     }
-    let timeouts = stream
-        .set_read_timeout(Some(REQUEST_WAIT))
-        .and_then(|()| stream.set_write_timeout(Some(REQUEST_WAIT)));
-    timeouts.map_err(|e| refuse(e.to_string()))?;
     let mut line = String::new();
     BufReader::new(stream.take(MAX_LINE))
         .read_line(&mut line)

@@ -195,3 +195,51 @@ fn a_burst_of_logins_with_the_daemon_up_is_recorded_exactly_once() {
     );
     assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
 }
+
+#[test]
+fn only_root_may_record_sessions_through_the_daemon() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a client as nobody");
+        return;
+    }
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "");
+    let socket = daemon.socket.with_file_name("sessions");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket)
+            .expect("session socket")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // A client as nobody. It only listens: a peer that is not root is answered before its
+    // request is read.
+    let client = |path: &std::path::Path| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_fl-socket-peek")])
+            .arg(path)
+            .output()
+            .expect("runuser")
+    };
+    let refused = client(&socket);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Were the socket's mode ever loosened, the daemon still asks the kernel who connected.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod");
+    let declined = client(&socket);
+    assert!(declined.status.success(), "{declined:?}");
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .expect("id");
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&declined.stdout).trim(),
+        format!(r#"{{"Declined":"uid {nobody} may not record sessions"}}"#)
+    );
+    assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
+}
