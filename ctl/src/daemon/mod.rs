@@ -160,6 +160,8 @@ fn record_sessions(ctx: &Context) -> Result<(), Error> {
                 relay::answer_waiting(&listener, &mut store, &config, &Utc::now, &|line| log(line));
             if let Err(e) = answered {
                 log(&format!("session requests failed: {e}"));
+                // Out of descriptors, say: meanwhile the modules write the store themselves.
+                std::thread::sleep(Duration::from_millis(100));
             }
         })
         .map_err(|e| Error::io("starting the session recorder", e))?;
