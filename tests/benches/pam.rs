@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
 use forcelogout_core::store::{Access, RemovalReason, Store};
 use forcelogout_tests::daemon::Daemon;
-use forcelogout_tests::{harness_path, is_root, with_private_mounts, PamStack, Transcript, USERS};
+use forcelogout_tests::{is_root, PamStack, Transcript, USERS};
 
 const ROUNDS: usize = 5;
 const PAIRS_PER_ROUND: usize = 200;
@@ -31,26 +31,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn run_pairs(stack: &PamStack, setup: &str, user: &str, pairs: usize) -> Transcript {
-    let args: Vec<String> = [
-        "--confdir".to_string(),
-        stack.confdir().display().to_string(),
-        "--service".into(),
-        "fltest".into(),
-        "--user".into(),
-        user.into(),
-        format!("bench:{pairs}"),
-    ]
-    .to_vec();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = with_private_mounts(setup, &harness_path(), &args)
-        .output()
-        .expect("harness");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Transcript::parse(&String::from_utf8_lossy(&out.stdout))
+    stack.run_with_mounts(setup, user, &[&format!("bench:{pairs}")])
 }
 
 fn main() {

@@ -103,13 +103,15 @@ impl PamStack {
 
     /// Runs the steps in one PAM transaction and returns what happened.
     pub fn run(&self, user: &str, args: &[&str]) -> Transcript {
-        let out = self.harness(user, args).output().expect("harness");
-        assert!(
-            out.status.success(),
-            "harness failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Transcript::parse(&String::from_utf8_lossy(&out.stdout))
+        transcript_of(self.harness(user, args))
+    }
+
+    /// `run` in a private mount namespace after `setup` (see `with_private_mounts`).
+    pub fn run_with_mounts(&self, setup: &str, user: &str, args: &[&str]) -> Transcript {
+        let confdir = self.confdir().display().to_string();
+        let mut all = vec!["--confdir", &confdir, "--service", SERVICE, "--user", user];
+        all.extend_from_slice(args);
+        transcript_of(with_private_mounts(setup, &harness_path(), &all))
     }
 
     /// Starts the steps in a process of its own, to be driven step by step.
@@ -145,6 +147,17 @@ impl PamStack {
     pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
         query(&self.db, sql)
     }
+}
+
+/// Runs a harness command to its end; panics unless it succeeds.
+fn transcript_of(mut cmd: Command) -> Transcript {
+    let out = cmd.output().expect("harness");
+    assert!(
+        out.status.success(),
+        "harness failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Transcript::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {

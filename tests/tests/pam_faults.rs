@@ -1,12 +1,9 @@
 //! Every store fault: under fail=open the login proceeds within the timeout (plus a margin
 //! for a loaded machine), under fail=closed `account` refuses; errors go to syslog.
 
-use std::process::Command;
 use std::time::Duration;
 
-use forcelogout_tests::{
-    harness_path, is_root, with_private_mounts, PamStack, SyslogSink, Transcript,
-};
+use forcelogout_tests::{is_root, PamStack, SyslogSink, Transcript};
 
 const PAM_SUCCESS: i32 = 0;
 const PAM_PERM_DENIED: i32 = 6;
@@ -16,16 +13,6 @@ const MARGIN_MS: u64 = 1500;
 
 fn stack(fail: &str) -> PamStack {
     PamStack::standard(&format!("fail={fail} timeout={TIMEOUT_MS}"))
-}
-
-fn run(cmd: &mut Command) -> Transcript {
-    let out = cmd.output().expect("harness");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Transcript::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// fail=open: every step succeeds (the module steps aside) within the bound.
@@ -105,20 +92,7 @@ fn store_file_read_only() {
         ]);
         let state = s.db.parent().unwrap().display().to_string();
         let setup = format!("mount --bind '{state}' '{state}'; mount -o remount,bind,ro '{state}'");
-        let args = [
-            "--confdir",
-            &s.confdir().display().to_string(),
-            "--service",
-            "fltest",
-            "--user",
-            "daemon",
-            "acct",
-            "open",
-            "close",
-        ]
-        .map(str::to_string);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let t = run(&mut with_private_mounts(&setup, &harness_path(), &args));
+        let t = s.run_with_mounts(&setup, "daemon", &["acct", "open", "close"]);
         if fail == "open" {
             assert_proceeds(&t, "read-only store");
         } else {
@@ -190,23 +164,7 @@ fn errors_and_bad_arguments_go_to_syslog() {
     let sink = SyslogSink::new();
     let s = PamStack::standard("fail=open timeout=200 frobnicate");
     std::fs::remove_dir(s.db.parent().unwrap()).unwrap();
-    let args = [
-        "--confdir",
-        &s.confdir().display().to_string(),
-        "--service",
-        "fltest",
-        "--user",
-        "daemon",
-        "acct",
-        "open",
-    ]
-    .map(str::to_string);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let t = run(&mut with_private_mounts(
-        &sink.mount_setup(),
-        &harness_path(),
-        &args,
-    ));
+    let t = s.run_with_mounts(&sink.mount_setup(), "daemon", &["acct", "open"]);
     assert_proceeds(&t, "syslog");
     std::thread::sleep(Duration::from_millis(50));
     let lines = sink.lines();

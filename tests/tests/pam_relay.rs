@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
-use forcelogout_tests::{
-    harness_path, is_root, with_private_mounts, PamStack, SyslogSink, Transcript, USERS,
-};
+use forcelogout_tests::{is_root, PamStack, SyslogSink, Transcript, USERS};
 
 const PAM_SUCCESS: i32 = 0;
 /// Half of it is the wait for the daemon: ample for one commit even on a slow CI disk.
@@ -17,35 +15,14 @@ const MARGIN_MS: u64 = 1500;
 /// Runs open and close for `daemon` (the user) with syslog captured; returns the transcript
 /// and the module's debug lines.
 fn open_and_close(stack: &PamStack, sink: &SyslogSink) -> (Transcript, Vec<String>) {
-    let confdir = stack.confdir().display().to_string();
-    let args = [
-        "--confdir",
-        &confdir,
-        "--service",
-        "fltest",
-        "--user",
-        "daemon",
-        "open",
-        "close",
-    ];
-    let out = with_private_mounts(&sink.mount_setup(), &harness_path(), &args)
-        .output()
-        .expect("harness");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = stack.run_with_mounts(&sink.mount_setup(), "daemon", &["open", "close"]);
     std::thread::sleep(Duration::from_millis(50));
     let lines = sink
         .lines()
         .into_iter()
         .filter(|l| l.contains("pam_forcelogout(fltest:session)"))
         .collect();
-    (
-        Transcript::parse(&String::from_utf8_lossy(&out.stdout)),
-        lines,
-    )
+    (t, lines)
 }
 
 fn recorded_by<'a>(lines: &'a [String], hook: &str) -> &'a str {
