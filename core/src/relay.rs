@@ -175,14 +175,18 @@ pub fn serve(
     let too_late = || Reply::Declined("the module stopped waiting".into());
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
     let mut pending: Vec<(usize, &Request)> = Vec::new();
+    // Looked up once per batch; each request's store is compared with it.
+    let own_store = file_id(store.path());
     for (index, request) in requests.iter().enumerate() {
         replies.push(match request {
             Err(refusal) => Some(refusal.clone()),
-            Ok(r) if !same_file(&r.db, store.path()) => Some(Reply::Declined(format!(
-                "this daemon records into {}, not {}",
-                store.path().display(),
-                r.db.display()
-            ))),
+            Ok(r) if own_store.is_none() || file_id(&r.db) != own_store => {
+                Some(Reply::Declined(format!(
+                    "this daemon records into {}, not {}",
+                    store.path().display(),
+                    r.db.display()
+                )))
+            }
             Ok(r) if clock() >= r.deadline => Some(too_late()),
             Ok(r) => {
                 pending.push((index, r));
@@ -263,12 +267,9 @@ fn write_of(request: &Request) -> SessionWrite<'_> {
     }
 }
 
-/// The same file by device and inode, whatever path names it.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+/// A file by device and inode, whatever path names it.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]
