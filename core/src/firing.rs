@@ -8,7 +8,7 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
-use crate::schedule::Recurrence;
+use crate::recurrence::Recurrence;
 
 /// Longest gap searched for its preceding offset (Pacific/Apia skipped a whole day in 2011).
 const LONGEST_GAP_MINUTES: i64 = 48 * 60;

@@ -14,6 +14,7 @@ pub mod firing;
 pub mod ids;
 pub mod login;
 pub mod policy;
+pub mod recurrence;
 pub mod relay;
 pub mod schedule;
 pub mod sessions;
