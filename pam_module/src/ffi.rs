@@ -1,60 +1,25 @@
-//! The few libpam functions and constants the module uses, declared by hand: pam-sys would
-//! need bindgen at build time and does not bind the varargs functions anyway.
+//! The PAM ABI: libpam's functions, types and constants from `pam-sys` (hand-written bindings
+//! over `libc`'s C types, no bindgen), and, declared here, only what it lacks: the two varargs
+//! functions of `<security/pam_ext.h>` and syslog's priorities.
 
-use std::ffi::{c_char, c_int, c_void};
+use libc::{c_char, c_int};
 
-/// libpam's opaque handle.
-#[repr(C)]
-pub struct PamHandleT {
-    _private: [u8; 0],
+pub use pam_sys::raw::{pam_get_data, pam_get_item, pam_get_user, pam_getenv, pam_set_data};
+pub use pam_sys::{PamFlag, PamHandle, PamItemType, PamMessageStyle, PamReturnCode};
+
+/// A `PamReturnCode` as the `int` a PAM function returns.
+pub const fn code(rc: PamReturnCode) -> c_int {
+    rc as c_int
 }
 
-pub const PAM_SUCCESS: c_int = 0;
-pub const PAM_PERM_DENIED: c_int = 6;
-pub const PAM_IGNORE: c_int = 25;
+pub use libc::{LOG_DEBUG, LOG_ERR, LOG_NOTICE};
 
-pub const PAM_SERVICE: c_int = 1;
-pub const PAM_TTY: c_int = 3;
-pub const PAM_RHOST: c_int = 4;
-
-pub const PAM_SILENT: c_int = 0x8000;
-
-pub const PAM_ERROR_MSG: c_int = 3;
-pub const PAM_TEXT_INFO: c_int = 4;
-
-pub const LOG_ERR: c_int = 3;
-pub const LOG_NOTICE: c_int = 5;
-pub const LOG_DEBUG: c_int = 7;
-
-pub type DataCleanup = unsafe extern "C" fn(*mut PamHandleT, *mut c_void, c_int);
-
+// Not in pam-sys 0.5: its bindings leave out the varargs functions.
 #[link(name = "pam")]
 extern "C" {
-    pub fn pam_get_user(
-        pamh: *mut PamHandleT,
-        user: *mut *const c_char,
-        prompt: *const c_char,
-    ) -> c_int;
-    pub fn pam_get_item(
-        pamh: *const PamHandleT,
-        item_type: c_int,
-        item: *mut *const c_void,
-    ) -> c_int;
-    pub fn pam_getenv(pamh: *mut PamHandleT, name: *const c_char) -> *const c_char;
-    pub fn pam_set_data(
-        pamh: *mut PamHandleT,
-        module_data_name: *const c_char,
-        data: *mut c_void,
-        cleanup: Option<DataCleanup>,
-    ) -> c_int;
-    pub fn pam_get_data(
-        pamh: *const PamHandleT,
-        module_data_name: *const c_char,
-        data: *mut *const c_void,
-    ) -> c_int;
-    pub fn pam_syslog(pamh: *const PamHandleT, priority: c_int, fmt: *const c_char, ...);
+    pub fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
     pub fn pam_prompt(
-        pamh: *mut PamHandleT,
+        pamh: *mut PamHandle,
         style: c_int,
         response: *mut *mut c_char,
         fmt: *const c_char,

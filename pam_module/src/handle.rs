@@ -1,11 +1,13 @@
 //! A safe view of a `pam_handle_t` for the core's `PamHandler` trait.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use forcelogout_core::login::{LogLevel, PamHandler, PamItem};
 use forcelogout_core::Error;
+
+use libc::{c_char, c_int, c_void};
 
 use crate::ffi::*;
 
@@ -13,23 +15,23 @@ use crate::ffi::*;
 const PERCENT_S: &CStr = c"%s";
 
 pub struct Handle {
-    pamh: *mut PamHandleT,
+    pamh: *mut PamHandle,
 }
 
 impl Handle {
     /// `pamh` must be the non-null handle libpam passed to the hook, valid for the call.
-    pub fn new(pamh: *mut PamHandleT) -> Handle {
+    pub fn new(pamh: *mut PamHandle) -> Handle {
         Handle { pamh }
     }
 
-    fn say(&self, style: c_int, text: &str) {
+    fn say(&self, style: PamMessageStyle, text: &str) {
         let text = to_c(text);
         // SAFETY: pamh is libpam's live handle; "%s" with one NUL-terminated string argument
         // matches the varargs; a NULL response pointer is allowed for messages.
         unsafe {
             pam_prompt(
                 self.pamh,
-                style,
+                style as c_int,
                 ptr::null_mut(),
                 PERCENT_S.as_ptr(),
                 text.as_ptr(),
@@ -65,7 +67,7 @@ impl PamHandler for Handle {
         let mut user: *const c_char = ptr::null();
         // SAFETY: pamh is live; `user` is a valid out-pointer; a NULL prompt means the default.
         let rc = unsafe { pam_get_user(self.pamh, &mut user, ptr::null()) };
-        if rc != PAM_SUCCESS || user.is_null() {
+        if rc != code(PamReturnCode::SUCCESS) || user.is_null() {
             return Err(Error::invalid(
                 "user",
                 format!("pam_get_user failed ({rc})"),
@@ -81,14 +83,14 @@ impl PamHandler for Handle {
 
     fn item(&self, item: PamItem) -> Option<String> {
         let item_type = match item {
-            PamItem::Service => PAM_SERVICE,
-            PamItem::Tty => PAM_TTY,
-            PamItem::RemoteHost => PAM_RHOST,
+            PamItem::Service => PamItemType::SERVICE,
+            PamItem::Tty => PamItemType::TTY,
+            PamItem::RemoteHost => PamItemType::RHOST,
         };
         let mut value: *const c_void = ptr::null();
         // SAFETY: pamh is live; string items are NUL-terminated strings owned by libpam.
-        let rc = unsafe { pam_get_item(self.pamh, item_type, &mut value) };
-        if rc != PAM_SUCCESS {
+        let rc = unsafe { pam_get_item(self.pamh, item_type as c_int, &mut value) };
+        if rc != code(PamReturnCode::SUCCESS) {
             return None;
         }
         // SAFETY: a string item is NULL or a NUL-terminated string valid during the call.
@@ -106,7 +108,7 @@ impl PamHandler for Handle {
         let mut data: *const c_void = ptr::null();
         // SAFETY: pamh is live; `name` is NUL-terminated; libpam only writes `data`.
         let rc = unsafe { pam_get_data(self.pamh, name.as_ptr(), &mut data) };
-        if rc != PAM_SUCCESS {
+        if rc != code(PamReturnCode::SUCCESS) {
             return None;
         }
         // SAFETY: the names core asks for hold NUL-terminated strings: ours (set_data below)
@@ -121,7 +123,7 @@ impl PamHandler for Handle {
         // replacement, then calls `free_string_data`, which takes back ownership.
         let rc =
             unsafe { pam_set_data(self.pamh, name.as_ptr(), raw.cast(), Some(free_string_data)) };
-        if rc != PAM_SUCCESS {
+        if rc != code(PamReturnCode::SUCCESS) {
             // SAFETY: libpam did not take `raw`; it came from CString::into_raw above.
             drop(unsafe { CString::from_raw(raw) });
             return Err(Error::invalid(
@@ -133,11 +135,11 @@ impl PamHandler for Handle {
     }
 
     fn info(&mut self, text: &str) {
-        self.say(PAM_TEXT_INFO, text);
+        self.say(PamMessageStyle::TEXT_INFO, text);
     }
 
     fn error(&mut self, text: &str) {
-        self.say(PAM_ERROR_MSG, text);
+        self.say(PamMessageStyle::ERROR_MSG, text);
     }
 
     fn log(&self, level: LogLevel, text: &str) {
@@ -152,11 +154,8 @@ impl PamHandler for Handle {
     }
 }
 
-/// libpam's cleanup for our PAM data.
-///
-/// # Safety
-/// `data` is NULL or the pointer `set_data` gave libpam.
-unsafe extern "C" fn free_string_data(_pamh: *mut PamHandleT, data: *mut c_void, _status: c_int) {
+/// libpam's cleanup for our PAM data: libpam passes NULL or the pointer `set_data` gave it.
+extern "C" fn free_string_data(_pamh: *mut PamHandle, data: *mut c_void, _status: c_int) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if !data.is_null() {
             // SAFETY: `data` came from CString::into_raw in set_data, freed only here.

@@ -12,12 +12,14 @@
 mod ffi;
 mod handle;
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use forcelogout_core::login::{self, HookContext, LogLevel, ModuleArgs, PamHandler, Verdict};
 
-use crate::ffi::{PamHandleT, PAM_IGNORE, PAM_PERM_DENIED, PAM_SILENT, PAM_SUCCESS};
+use libc::{c_char, c_int};
+
+use crate::ffi::{code, PamFlag, PamHandle, PamReturnCode};
 use crate::handle::Handle;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,7 @@ enum Hook {
 /// As for every `pam_sm_*` function: `pamh` is libpam's handle and `argv` holds `argc`
 /// NUL-terminated strings, both valid for the call.
 unsafe fn run_hook(
-    pamh: *mut PamHandleT,
+    pamh: *mut PamHandle,
     flags: c_int,
     argc: c_int,
     argv: *const *const c_char,
@@ -42,7 +44,7 @@ unsafe fn run_hook(
     let mut fail_closed = false;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         if pamh.is_null() {
-            return PAM_IGNORE;
+            return code(PamReturnCode::IGNORE);
         }
         // SAFETY: forwarded from libpam, as this function's contract says.
         let args = unsafe { arguments(argc, argv) };
@@ -54,7 +56,7 @@ unsafe fn run_hook(
         }
         let ctx = HookContext {
             args,
-            silent: flags & PAM_SILENT != 0,
+            silent: flags & PamFlag::SILENT as c_int != 0,
             now: chrono::Utc::now(),
         };
         let verdict = match hook {
@@ -63,9 +65,9 @@ unsafe fn run_hook(
             Hook::CloseSession => login::close_session(&mut handle, &ctx),
         };
         match verdict {
-            Verdict::Success => PAM_SUCCESS,
-            Verdict::Ignore => PAM_IGNORE,
-            Verdict::PermissionDenied => PAM_PERM_DENIED,
+            Verdict::Success => code(PamReturnCode::SUCCESS),
+            Verdict::Ignore => code(PamReturnCode::IGNORE),
+            Verdict::PermissionDenied => code(PamReturnCode::PERM_DENIED),
         }
     }));
     outcome.unwrap_or_else(|_| {
@@ -77,9 +79,9 @@ unsafe fn run_hook(
             );
         });
         if hook == Hook::Account && fail_closed {
-            PAM_PERM_DENIED
+            code(PamReturnCode::PERM_DENIED)
         } else {
-            PAM_IGNORE
+            code(PamReturnCode::IGNORE)
         }
     })
 }
@@ -115,7 +117,7 @@ macro_rules! pam_hook {
         /// Called by libpam with its handle and the module's arguments.
         #[no_mangle]
         pub unsafe extern "C" fn $name(
-            pamh: *mut PamHandleT,
+            pamh: *mut PamHandle,
             flags: c_int,
             argc: c_int,
             argv: *const *const c_char,
@@ -131,12 +133,12 @@ macro_rules! pam_hook {
         /// Called by libpam; the arguments are not used.
         #[no_mangle]
         pub unsafe extern "C" fn $name(
-            _pamh: *mut PamHandleT,
+            _pamh: *mut PamHandle,
             _flags: c_int,
             _argc: c_int,
             _argv: *const *const c_char,
         ) -> c_int {
-            PAM_IGNORE
+            code(PamReturnCode::IGNORE)
         }
     };
 }
