@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::ids;
 use crate::schedule::{Recurrence, RecurrenceInput, Schedule, ScheduleInput};
 use crate::store::{ScheduleRecord, Store};
 
@@ -41,7 +42,15 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lockout: Option<u32>,
+    pub lockout: Option<LockoutField>,
+}
+
+/// `lockout = 15` (minutes, as `export` writes it) or `lockout = "1h"` (a duration).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum LockoutField {
+    Minutes(u32),
+    Duration(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +100,7 @@ pub fn parse(
             )
         })?,
     };
+    let mut seen_ids = std::collections::HashSet::new();
     file.schedule
         .into_iter()
         .enumerate()
@@ -101,7 +111,19 @@ pub fn parse(
                 }
                 other => other,
             };
-            let id = entry.id.clone();
+            let id = match entry.id.as_deref() {
+                Some(text) => {
+                    let id = ids::validate_full_id(text).map_err(at_entry)?;
+                    if !seen_ids.insert(id.clone()) {
+                        return Err(at_entry(Error::invalid(
+                            "id",
+                            format!("{id} names an earlier entry too"),
+                        )));
+                    }
+                    Some(id)
+                }
+                None => None,
+            };
             entry_to_schedule(entry, default_zone)
                 .map(|s| (id, s))
                 .map_err(at_entry)
@@ -138,20 +160,29 @@ fn entry_to_schedule(entry: Entry, default_zone: Tz) -> Result<Schedule, Error> 
         timezone: entry.tz,
         kick: Some(kick),
         message: entry.message,
-        lockout: entry.lockout.map(|m| m.to_string()),
+        lockout: entry.lockout.map(|l| match l {
+            LockoutField::Minutes(m) => m.to_string(),
+            LockoutField::Duration(text) => text,
+        }),
     }
     .into_new(default_zone)
 }
 
 fn to_entry(record: &ScheduleRecord) -> Entry {
-    let s = &record.schedule;
+    Entry {
+        id: Some(record.id.clone()),
+        ..schedule_entry(&record.schedule)
+    }
+}
+
+fn schedule_entry(s: &Schedule) -> Entry {
     let (once, daily, weekly) = match s.recurrence {
         Recurrence::Once(date) => (Some(date.format("%Y-%m-%d").to_string()), None, None),
         Recurrence::Daily => (None, Some(true), None),
         Recurrence::Weekly(days) => (None, None, Some(days.to_string())),
     };
     Entry {
-        id: Some(record.id.clone()),
+        id: None,
         group: s.group.clone(),
         once,
         daily,
@@ -160,7 +191,9 @@ fn to_entry(record: &ScheduleRecord) -> Entry {
         tz: Some(s.timezone.name().to_string()),
         action: Some(if s.kick { "kick" } else { "warn" }.into()),
         message: Some(s.message.clone()).filter(|m| !m.is_empty()),
-        lockout: Some(s.lockout_minutes).filter(|m| *m > 0),
+        lockout: Some(s.lockout_minutes)
+            .filter(|m| *m > 0)
+            .map(LockoutField::Minutes),
     }
 }
 
@@ -183,10 +216,15 @@ pub fn export(store: &Store, format: Format) -> Result<String, Error> {
     }
 }
 
-/// Makes the current scheduled set equal to `wanted`: entries with an Id update that schedule
-/// (if it differs); entries without one match an equal current schedule, else are created;
-/// current schedules nothing matched are deleted. Immediate logouts are left alone. All
-/// changes are written in one transaction; `dry_run` only counts them.
+/// Makes the current scheduled set equal to `wanted`, so that applying the same file again
+/// writes nothing, whatever the store held before. Every entry has an Id: the one it names, or
+/// for an entry without one, an Id derived from its content (the same on every host). An
+/// entry whose Id is current updates that schedule if it differs; an entry without an Id first
+/// keeps a current schedule of equal content (one made by hand, or before Ids were derived);
+/// any other entry is created under its Id, whether the store never saw it (a file written on
+/// another host) or it was deleted (the file says it should exist). Current schedules no entry
+/// claimed are deleted. Immediate logouts are left alone. All changes are written in one
+/// transaction; `dry_run` only counts them.
 pub fn apply(
     store: &mut Store,
     wanted: Vec<(Option<String>, Schedule)>,
@@ -194,46 +232,101 @@ pub fn apply(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Changes, Error> {
-    let mut unmatched: Vec<ScheduleRecord> = store
-        .current_schedules(None)?
+    let current = store.current_schedules(None)?;
+    if let Some((id, _)) = wanted.iter().find(|(id, _)| {
+        id.as_ref()
+            .is_some_and(|id| current.iter().any(|r| r.schedule.immediate && &r.id == id))
+    }) {
+        return Err(Error::invalid(
+            "id",
+            format!(
+                "{} is an immediate logout, not a schedule",
+                id.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    let mut unclaimed: Vec<ScheduleRecord> = current
         .into_iter()
         .filter(|r| !r.schedule.immediate)
         .collect();
+    let entries = with_ids(wanted);
+
     let mut changes = Changes::default();
-    let mut creates = Vec::new();
-    let mut updates = Vec::new();
-    // Entries with an Id first, so a content match cannot take their schedule.
-    let (with_id, without_id): (Vec<_>, Vec<_>) =
-        wanted.into_iter().partition(|(id, _)| id.is_some());
-    for (id, schedule) in with_id {
-        let id = id.unwrap_or_default();
-        match unmatched.iter().position(|r| r.id == id) {
+    let (mut creates, mut updates) = (Vec::new(), Vec::new());
+    let mut pending = Vec::new();
+    // Entries whose Id is current claim it first, so a content match cannot take it.
+    for entry in entries {
+        match unclaimed.iter().position(|r| r.id == entry.id) {
             Some(i) => {
-                let current = unmatched.remove(i);
-                if current.schedule == schedule {
+                let current = unclaimed.remove(i);
+                if current.schedule == entry.schedule {
                     changes.unchanged += 1;
                 } else {
-                    updates.push((current.id, schedule));
+                    updates.push((current.id, entry.schedule));
                 }
             }
-            None => creates.push(schedule),
+            None => pending.push(entry),
         }
     }
-    for (_, schedule) in without_id {
-        match unmatched.iter().position(|r| r.schedule == schedule) {
-            Some(i) => {
-                unmatched.remove(i);
+    for entry in pending {
+        let equal = unclaimed.iter().position(|r| r.schedule == entry.schedule);
+        match equal {
+            Some(i) if !entry.named => {
+                unclaimed.remove(i);
                 changes.unchanged += 1;
             }
-            None => creates.push(schedule),
+            _ => creates.push((entry.id, entry.schedule)),
         }
     }
     changes.created = creates.len();
     changes.updated = updates.len();
-    changes.deleted = unmatched.len();
+    changes.deleted = unclaimed.len();
     if !dry_run {
-        let deletes: Vec<String> = unmatched.into_iter().map(|r| r.id).collect();
+        let deletes: Vec<String> = unclaimed.into_iter().map(|r| r.id).collect();
         store.write_schedule_changes(&creates, &updates, &deletes, actor, now)?;
     }
     Ok(changes)
+}
+
+/// An entry of the file with the Id it has in the store.
+struct Identified {
+    id: String,
+    /// The file names the Id; otherwise it is derived from the content.
+    named: bool,
+    schedule: Schedule,
+}
+
+/// Gives each entry without an Id the one derived from its content and its place among equal
+/// entries (two equal entries are two schedules).
+fn with_ids(wanted: Vec<(Option<String>, Schedule)>) -> Vec<Identified> {
+    let mut occurrences: std::collections::HashMap<String, usize> = Default::default();
+    wanted
+        .into_iter()
+        .map(|(id, schedule)| match id {
+            Some(id) => Identified {
+                id,
+                named: true,
+                schedule,
+            },
+            None => {
+                let content = content_key(&schedule);
+                let n = occurrences.entry(content.clone()).or_default();
+                let id = ids::derived_id(&format!("{content}#{n}"));
+                *n += 1;
+                Identified {
+                    id,
+                    named: false,
+                    schedule,
+                }
+            }
+        })
+        .collect()
+}
+
+/// A schedule's content as one stable text: its file entry without the Id, as JSON (fields in
+/// the struct's order, the zone resolved).
+fn content_key(schedule: &Schedule) -> String {
+    let mut entry = schedule_entry(schedule);
+    entry.id = None;
+    serde_json::to_string(&entry).unwrap_or_default()
 }

@@ -40,6 +40,37 @@ pub fn validate_id_prefix(text: &str) -> Result<String, Error> {
     Ok(lower)
 }
 
+/// A whole Id as a file names it (`apply`): a UUID in its 36-character text form.
+pub fn validate_full_id(text: &str) -> Result<String, Error> {
+    let lower = text.trim().to_ascii_lowercase();
+    let shaped = lower.len() == 36
+        && lower.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if !shaped {
+        return Err(Error::invalid(
+            "id",
+            format!(
+                "{:?} is not a whole schedule id (a UUID such as `export` writes)",
+                crate::text::sanitize_line(text)
+            ),
+        ));
+    }
+    Ok(lower)
+}
+
+/// forcelogout's namespace for name-based ids (RFC 9562 version 5), itself a random UUID.
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6c_7f3e_2a51_4c2b_9d0e_41a7_c3d8_5b90);
+
+/// The Id for `name`: the same on every host and in every version, so a file applied on
+/// many hosts gives its entries the same Ids everywhere.
+pub fn derived_id(name: &str) -> String {
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +83,31 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(validate_id_prefix(&a).is_ok());
+    }
+
+    #[test]
+    fn derived_ids_are_stable_whole_ids() {
+        let a = derived_id("students 18:00");
+        assert_eq!(a, derived_id("students 18:00"));
+        assert_ne!(a, derived_id("students 18:01"));
+        assert_eq!(&a[14..15], "5");
+        assert_eq!(validate_full_id(&a).unwrap(), a);
+        // The value is part of the file format: it must never change between versions.
+        // (Checked against Python's uuid.uuid5 with the same namespace.)
+        assert_eq!(derived_id(""), "4f01eaa4-0b12-5ac7-a78b-ee8caf6cfeb8");
+    }
+
+    #[test]
+    fn whole_ids_are_checked() {
+        assert!(validate_full_id(&new_id().unwrap()).is_ok());
+        for bad in [
+            "abcd",
+            "6ef0b3c3-3ba7-5b2d-9c2e-9c1d4d2ba10",
+            "6ef0b3c3x3ba7-5b2d-9c2e-9c1d4d2ba10d",
+            "",
+        ] {
+            assert!(validate_full_id(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -462,11 +462,11 @@ fn current_version(
 }
 
 impl Store {
-    /// Creates, updates and deletes schedules in one transaction (`apply`): all of it is
-    /// recorded, or none of it.
+    /// Creates (under the given Ids), updates and deletes schedules in one transaction
+    /// (`apply`): all of it is recorded, or none of it.
     pub fn write_schedule_changes(
         &mut self,
-        creates: &[Schedule],
+        creates: &[(String, Schedule)],
         updates: &[(String, Schedule)],
         deletes: &[String],
         actor: &str,
@@ -481,15 +481,10 @@ impl Store {
             schedule,
             due_at: None,
         };
-        let mut new_ids = Vec::with_capacity(creates.len());
-        for _ in creates {
-            new_ids.push(ids::new_id()?);
-        }
         let (tx, path, zone) = self.begin_write("starting the schedule changes")?;
         let mut records: Vec<ScheduleRecord> = creates
             .iter()
-            .zip(new_ids)
-            .map(|(schedule, id)| stamp(id, ScheduleEvent::Created, schedule.clone(), zone))
+            .map(|(id, schedule)| stamp(id.clone(), ScheduleEvent::Created, schedule.clone(), zone))
             .collect();
         for (id, schedule) in updates {
             let current = current_version(&tx, &path, id)?;
