@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::firing;
+use crate::schedule::Schedule;
 use crate::store::ScheduleRecord;
 use crate::targeting::{Identity, Targeted};
 
@@ -57,6 +58,13 @@ pub struct Lockout<'a> {
     pub until: DateTime<Utc>,
 }
 
+/// The end of the lockout window of a logout that takes effect at `at`; `None` when the
+/// logout locks nobody out (no lockout, or a warning, which the user may ignore).
+pub fn lockout_end(schedule: &Schedule, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (schedule.kick && schedule.lockout_minutes > 0)
+        .then(|| at + chrono::Duration::minutes(i64::from(schedule.lockout_minutes)))
+}
+
 /// Kick schedules whose lockout window contains `now`, before targeting is considered. Cheap:
 /// no NSS lookups, so the common case (no window open) costs one read of the schedules.
 pub fn open_lockout_windows<'a>(
@@ -69,7 +77,7 @@ pub fn open_lockout_windows<'a>(
         .filter(|r| r.schedule.kick && r.schedule.lockout_minutes > 0)
         .filter_map(|record| {
             let at = logout_at_or_before(record, immediate_warning, now)?;
-            let until = at + chrono::Duration::minutes(i64::from(record.schedule.lockout_minutes));
+            let until = lockout_end(&record.schedule, at)?;
             (now < until).then_some(Lockout { record, until })
         })
         .collect()

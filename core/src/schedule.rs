@@ -1,12 +1,13 @@
 //! The schedule model: what fires, for whom, how. Everything a person or a file types is
 //! validated here, each failure naming its field.
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, NaiveTime, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::days::Days;
 use crate::error::Error;
 use crate::firing;
+pub use crate::recurrence::{parse_date, Recurrence};
 
 /// Longest message, in characters; it is written to terminals and shown at login.
 pub const MESSAGE_MAX_CHARS: usize = 1000;
@@ -16,103 +17,6 @@ pub const MESSAGE_MAX_LINES: usize = 20;
 pub const LOCKOUT_MAX_MINUTES: u32 = 1440;
 /// Longest user or group name accepted (LOGIN_NAME_MAX is 256 on Linux).
 pub const GROUP_NAME_MAX_LEN: usize = 256;
-
-/// When a schedule fires, in its zone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recurrence {
-    Once(NaiveDate),
-    Daily,
-    Weekly(Days),
-}
-
-impl Recurrence {
-    /// The `Schedule` column's value.
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Recurrence::Once(_) => "Once",
-            Recurrence::Daily => "Daily",
-            Recurrence::Weekly(_) => "Weekly",
-        }
-    }
-
-    /// The `ScheduleDate` column's value.
-    pub fn schedule_date(&self) -> Option<String> {
-        match self {
-            Recurrence::Once(date) => Some(date.format("%Y-%m-%d").to_string()),
-            _ => None,
-        }
-    }
-
-    /// The `Days` column's value.
-    pub fn days(&self) -> Option<Days> {
-        match self {
-            Recurrence::Weekly(days) => Some(*days),
-            _ => None,
-        }
-    }
-
-    /// Rebuilds the recurrence from the `Schedule`, `ScheduleDate` and `Days` columns, checking
-    /// that they agree (a Once has a date and no days, a Weekly has days and no date).
-    pub fn from_columns(
-        schedule: &str,
-        schedule_date: Option<&str>,
-        days: Option<i64>,
-    ) -> Result<Recurrence, Error> {
-        match parse_kind(schedule)? {
-            Kind::Once => {
-                let date = schedule_date.ok_or_else(|| {
-                    Error::invalid("schedule_date", "a Once schedule needs a date (YYYY-MM-DD)")
-                })?;
-                if days.is_some() {
-                    return Err(Error::invalid("days", "only Weekly schedules have days"));
-                }
-                Ok(Recurrence::Once(parse_date(date)?))
-            }
-            Kind::Daily => {
-                if schedule_date.is_some() {
-                    return Err(Error::invalid(
-                        "schedule_date",
-                        "only Once schedules have a date",
-                    ));
-                }
-                if days.is_some() {
-                    return Err(Error::invalid("days", "only Weekly schedules have days"));
-                }
-                Ok(Recurrence::Daily)
-            }
-            Kind::Weekly => {
-                if schedule_date.is_some() {
-                    return Err(Error::invalid(
-                        "schedule_date",
-                        "only Once schedules have a date",
-                    ));
-                }
-                let days = days.ok_or_else(|| {
-                    Error::invalid("days", "a Weekly schedule needs days (1..127)")
-                })?;
-                Ok(Recurrence::Weekly(Days::from_bits(days)?))
-            }
-        }
-    }
-}
-
-enum Kind {
-    Once,
-    Daily,
-    Weekly,
-}
-
-fn parse_kind(text: &str) -> Result<Kind, Error> {
-    match text.to_ascii_lowercase().as_str() {
-        "once" => Ok(Kind::Once),
-        "daily" => Ok(Kind::Daily),
-        "weekly" => Ok(Kind::Weekly),
-        _ => Err(Error::invalid(
-            "schedule",
-            format!("{:?} is not a schedule kind (Once, Daily, Weekly)", text),
-        )),
-    }
-}
 
 /// A validated schedule: every field checked, ready to store and to fire.
 #[derive(Clone, Debug, PartialEq)]
@@ -305,30 +209,6 @@ pub fn parse_time(text: &str) -> Result<NaiveTime, Error> {
     Ok(time)
 }
 
-/// `YYYY-MM-DD`, a date that exists (2027-02-29 does not).
-pub fn parse_date(text: &str) -> Result<NaiveDate, Error> {
-    let shaped = text.len() == 10
-        && text.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if !shaped {
-        return Err(Error::invalid(
-            "schedule_date",
-            format!("{text:?} is not a date (YYYY-MM-DD)"),
-        ));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-        Error::invalid(
-            "schedule_date",
-            format!("{text} is not a day of the calendar"),
-        )
-    })
-}
-
 /// An IANA zone name, e.g. `Europe/Berlin`; exact spelling.
 pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
     text.parse::<Tz>().map_err(|_| {
@@ -339,15 +219,29 @@ pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
     })
 }
 
-/// Lockout minutes, 0 (none) to one day.
+/// Lockout length, 0 (none) to one day: whole minutes (`15`, as the `Lockout` column holds
+/// them), or a duration (`90m`, `1h`, `1h30m`), a part of a minute counting as a whole one so
+/// that the lockout is never shorter than asked.
 pub fn parse_lockout(text: &str) -> Result<u32, Error> {
-    let minutes: u32 = text.trim().parse().map_err(|_| {
+    let trimmed = text.trim();
+    let bad = || {
         Error::invalid(
             "lockout",
-            format!("{text:?} is not a whole number of minutes"),
+            format!(
+                "{:?} is not a lockout (minutes, or a duration such as 30m, 1h, 1h30m)",
+                crate::text::sanitize_line(text)
+            ),
         )
-    })?;
-    if minutes > LOCKOUT_MAX_MINUTES {
+    };
+    let minutes: u64 = if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        trimmed.parse().map_err(|_| bad())?
+    } else {
+        crate::config::parse_duration(trimmed)
+            .map_err(|_| bad())?
+            .as_secs()
+            .div_ceil(60)
+    };
+    if minutes > u64::from(LOCKOUT_MAX_MINUTES) {
         return Err(Error::invalid(
             "lockout",
             format!(
@@ -355,7 +249,7 @@ pub fn parse_lockout(text: &str) -> Result<u32, Error> {
             ),
         ));
     }
-    Ok(minutes)
+    Ok(minutes as u32)
 }
 
 /// A user or group name as NSS knows them (local, LDAP, SSSD `user@domain`), or `*` for every

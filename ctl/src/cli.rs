@@ -113,6 +113,11 @@ pub struct LogoutArgs {
     #[arg(long = "in", value_name = "DURATION")]
     pub delay: Option<String>,
 
+    /// Refuse the targets' logins for this long after the logout, e.g. 30m, 1h (at most 1d);
+    /// a kick only
+    #[arg(long, value_name = "DURATION")]
+    pub lockout: Option<String>,
+
     /// Show who would be logged out, and when, without doing anything
     #[arg(long)]
     pub dry_run: bool,
@@ -185,7 +190,8 @@ pub struct ScheduleFlags {
     #[command(flatten)]
     pub action: ActionFlags,
 
-    /// Minutes after the logout during which new logins of the targets are refused (0-1440)
+    /// How long after the logout new logins of the targets are refused: minutes (0-1440) or a
+    /// duration such as 30m, 1h
     #[arg(long, value_name = "MINUTES")]
     pub lockout: Option<String>,
 

@@ -8,8 +8,10 @@ use chrono::{Timelike, Utc};
 use forcelogout_core::clock::host_timezone;
 use forcelogout_core::config::parse_duration;
 use forcelogout_core::enforce::Enforcer;
-use forcelogout_core::policy::local_time_label;
-use forcelogout_core::schedule::{validate_group, validate_message, Recurrence, Schedule};
+use forcelogout_core::policy::{local_time_label, lockout_end};
+use forcelogout_core::schedule::{
+    parse_lockout, validate_group, validate_message, Recurrence, Schedule,
+};
 use forcelogout_core::Error;
 
 use super::Context;
@@ -22,6 +24,17 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
         Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason))?,
         None => ctx.config.immediate_warning,
     };
+    let kick = args.action.kick().unwrap_or(true);
+    let lockout_minutes = match &args.lockout {
+        Some(text) => parse_lockout(text)?,
+        None => 0,
+    };
+    if lockout_minutes > 0 && !kick {
+        return Err(Error::invalid(
+            "lockout",
+            "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
+        ));
+    }
     let now = ctx.now();
     let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
     let zone = host_timezone();
@@ -36,9 +49,9 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
             .unwrap_or(local.time()),
         timezone: zone,
         immediate: true,
-        kick: args.action.kick().unwrap_or(true),
+        kick,
         message,
-        lockout_minutes: 0,
+        lockout_minutes,
     };
     if args.dry_run {
         return super::preview::show(ctx, &schedule, Some(due));
@@ -48,13 +61,20 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     if ctx.json {
         ctx.print_json(&record)?;
     } else {
-        ctx.print(&format!(
+        let mut text = format!(
             "{}\nlogout of {:?} ({}) at {}\n",
             record.id,
             schedule.group,
             if schedule.kick { "kick" } else { "warning" },
             local_time_label(due, zone, "%Y-%m-%d %H:%M:%S")
-        ))?;
+        );
+        if let Some(until) = lockout_end(&schedule, due) {
+            text.push_str(&format!(
+                "logins refused until {}\n",
+                local_time_label(until, zone, "%Y-%m-%d %H:%M:%S")
+            ));
+        }
+        ctx.print(&text)?;
     }
     if ctx.daemon_running || crate::daemon::socket::reachable(&ctx.config.socket) {
         return Ok(());

@@ -1,7 +1,7 @@
 //! `--dry-run`: the blast radius of a logout before anyone is hit.
 
 use chrono::{DateTime, Utc};
-use forcelogout_core::policy::{blast_radius, local_time_label, Affected};
+use forcelogout_core::policy::{blast_radius, local_time_label, lockout_end, Affected};
 use forcelogout_core::schedule::Schedule;
 use forcelogout_core::Error;
 use serde::Serialize;
@@ -16,6 +16,8 @@ struct Preview<'a> {
     when: String,
     next: Option<String>,
     kick: bool,
+    /// After `next`, logins of the targets are refused until this instant.
+    lockout_until: Option<String>,
     users: Vec<Affected>,
     written: bool,
 }
@@ -24,12 +26,14 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
     let store = ctx.open_for_reading()?;
     let live: Vec<String> = store.live_sessions()?.into_iter().map(|s| s.user).collect();
     let users = blast_radius(&schedule.group, &live, &ctx.config.exempt_groups);
+    let lockout_until = next.and_then(|t| lockout_end(schedule, t));
     if ctx.json {
         return ctx.print_json(&Preview {
             group_name: &schedule.group,
             when: schedule.describe_when(),
             next: next.map(forcelogout_core::clock::format_timestamp),
             kick: schedule.kick,
+            lockout_until: lockout_until.map(forcelogout_core::clock::format_timestamp),
             users,
             written: false,
         });
@@ -49,6 +53,13 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
             local_time_label(t, schedule.timezone, "%Y-%m-%d %H:%M")
         )),
         None => text.push_str("; it never fires.\n"),
+    }
+    if let Some(until) = lockout_until {
+        text.push_str(&format!(
+            "Logins of the targets are refused until {} ({}).\n",
+            until.format("%Y-%m-%d %H:%M:%S UTC"),
+            local_time_label(until, schedule.timezone, "%Y-%m-%d %H:%M")
+        ));
     }
     let mut table = Table::new(&["USER", "UID", "LIVE SESSIONS", "EFFECT"]);
     for u in &users {

@@ -1,0 +1,137 @@
+//! `logout GROUP --lockout DURATION`: "log alice out now and keep her out for an hour", through
+//! the real CLI and the real module in a real libpam stack. (The window's end, at instants
+//! chosen by the test, is in core/tests/lockout.rs: the clock is a parameter there.)
+
+use std::process::{Command, Output};
+
+use forcelogout_tests::{ctl_path, PamStack};
+
+const PAM_SUCCESS: i32 = 0;
+const PAM_PERM_DENIED: i32 = 6;
+
+fn ctl(stack: &PamStack, args: &[&str]) -> Output {
+    Command::new(ctl_path())
+        .arg("--db")
+        .arg(&stack.db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// No schedule row: the store was never created, or holds none.
+fn nothing_written(stack: &PamStack) -> bool {
+    !stack.db.exists() || stack.query("SELECT count(*) FROM LogoutSchedules") == vec![vec!["0"]]
+}
+
+#[test]
+fn a_lockout_now_refuses_the_target_with_its_message_and_spares_root() {
+    let stack = PamStack::standard("");
+    assert_eq!(stack.run("daemon", &["acct"]).rc("acct"), PAM_SUCCESS);
+
+    let out = stack.ctl(&[
+        "logout",
+        "daemon",
+        "--kick",
+        "--in",
+        "0s",
+        "--lockout",
+        "1h",
+        "--message",
+        "Incident 42: account under review",
+    ]);
+    assert!(out.contains("logins refused until "), "{out}");
+    assert_eq!(
+        stack.query("SELECT Immediate, Kick, Lockout FROM LogoutSchedulesCurrent"),
+        vec![vec!["1", "1", "60"]]
+    );
+    let t = stack.run("daemon", &["acct"]);
+    assert_eq!(t.rc("acct"), PAM_PERM_DENIED, "{t:?}");
+    let errors = t.texts("error");
+    assert_eq!(errors.len(), 1, "{t:?}");
+    assert!(
+        errors[0].starts_with("Incident 42: account under review\nLogins are closed until "),
+        "{}",
+        errors[0]
+    );
+    // Others log in.
+    assert_eq!(stack.run("bin", &["acct"]).rc("acct"), PAM_SUCCESS);
+
+    // Everyone locked out: root still logs in (it is not named) ...
+    stack.ctl(&["logout", "*", "--in", "0s", "--lockout", "30m"]);
+    assert_eq!(stack.run("root", &["acct"]).rc("acct"), PAM_SUCCESS);
+    assert_eq!(stack.run("bin", &["acct"]).rc("acct"), PAM_PERM_DENIED);
+    // ... and daemon's refusal shows the message of the lockout that ends last (the hour).
+    let t = stack.run("daemon", &["acct"]);
+    assert!(t.texts("error")[0].starts_with("Incident 42"), "{t:?}");
+    stack.ctl(&[
+        "logout",
+        "daemon",
+        "--in",
+        "0s",
+        "--lockout",
+        "2h",
+        "--message",
+        "Extended",
+    ]);
+    let t = stack.run("daemon", &["acct"]);
+    assert!(t.texts("error")[0].starts_with("Extended\n"), "{t:?}");
+
+    // root is refused only by a lockout that names root.
+    stack.ctl(&["logout", "root", "--in", "0s", "--lockout", "5m"]);
+    assert_eq!(stack.run("root", &["acct"]).rc("acct"), PAM_PERM_DENIED);
+}
+
+#[test]
+fn dry_run_shows_the_lockouts_end_and_bad_lockouts_are_refused() {
+    let stack = PamStack::standard("");
+    let text = stack.ctl(&[
+        "logout",
+        "daemon",
+        "--in",
+        "5m",
+        "--lockout",
+        "1h",
+        "--dry-run",
+    ]);
+    assert!(text.starts_with("Dry run: nothing was written."), "{text}");
+    assert!(
+        text.contains("Logins of the targets are refused until "),
+        "{text}"
+    );
+    let json = stack.ctl(&[
+        "--json",
+        "logout",
+        "daemon",
+        "--in",
+        "5m",
+        "--lockout",
+        "1h",
+        "--dry-run",
+    ]);
+    let preview: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let next = chrono::DateTime::parse_from_rfc3339(preview["Next"].as_str().unwrap()).unwrap();
+    let until =
+        chrono::DateTime::parse_from_rfc3339(preview["LockoutUntil"].as_str().unwrap()).unwrap();
+    assert_eq!(until - next, chrono::Duration::hours(1), "{json}");
+    // Without a lockout there is no end to show.
+    let json = stack.ctl(&["--json", "logout", "daemon", "--in", "5m", "--dry-run"]);
+    let preview: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(preview["LockoutUntil"].is_null(), "{json}");
+    assert!(nothing_written(&stack));
+
+    for (args, field) in [
+        (
+            vec!["logout", "daemon", "--warn", "--lockout", "1h"],
+            "lockout: ",
+        ),
+        (vec!["logout", "daemon", "--lockout", "2d"], "lockout: "),
+        (vec!["logout", "daemon", "--lockout", "soon"], "lockout: "),
+    ] {
+        let out = ctl(&stack, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(field), "{args:?}: {stderr}");
+    }
+    assert!(nothing_written(&stack));
+}
