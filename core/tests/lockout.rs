@@ -36,15 +36,19 @@ fn identity(name: &str) -> Identity {
     }
 }
 
-#[test]
-fn an_immediate_logouts_lockout_runs_from_its_due_instant_for_its_length() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(
+fn open_store(dir: &tempfile::TempDir) -> Store {
+    Store::open(
         &dir.path().join("fl.db"),
         Access::Create,
         Duration::from_secs(2),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn an_immediate_logouts_lockout_runs_from_its_due_instant_for_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_store(&dir);
     let issued = utc("2026-11-23T10:00:00Z");
     let due = utc("2026-11-23T10:01:00Z");
     store
@@ -78,12 +82,7 @@ fn an_immediate_logouts_lockout_runs_from_its_due_instant_for_its_length() {
 #[test]
 fn the_lockout_that_ends_last_gives_the_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(
-        &dir.path().join("fl.db"),
-        Access::Create,
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let mut store = open_store(&dir);
     let issued = utc("2026-11-23T10:00:00Z");
     // Issued in an order that is neither the order of their ends nor of their lengths.
     for (group, lockout, message) in [

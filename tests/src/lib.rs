@@ -119,14 +119,19 @@ impl PamStack {
         Session::start(self.harness(user, args))
     }
 
-    /// Runs `forcelogoutctl --db <this store>` with `args`; panics unless it succeeds.
-    pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(ctl_path())
+    /// Runs `forcelogoutctl --db <this store>` with `args`, whatever its outcome.
+    pub fn ctl_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ctl_path())
             .arg("--db")
             .arg(&self.db)
             .args(args)
             .output()
-            .expect("ctl");
+            .expect("ctl")
+    }
+
+    /// Runs `forcelogoutctl --db <this store>` with `args`; panics unless it succeeds.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self.ctl_output(args);
         assert!(
             out.status.success(),
             "ctl {args:?}: {}",

@@ -3,9 +3,8 @@
 //! Ids on every store it is applied to.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use forcelogout_tests::{ctl_path, PamStack};
+use forcelogout_tests::PamStack;
 
 const FILE_WITHOUT_IDS: &str = r#"
 [[schedule]]
@@ -31,15 +30,6 @@ at = "22:00"
 tz = "UTC"
 action = "warn"
 "#;
-
-fn ctl(stack: &PamStack, args: &[&str]) -> Output {
-    Command::new(ctl_path())
-        .arg("--db")
-        .arg(&stack.db)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn rows(stack: &PamStack) -> usize {
     stack.query("SELECT count(*) FROM LogoutSchedules")[0][0]
@@ -212,7 +202,7 @@ fn ids_in_files_are_whole_unique_and_not_immediate_logouts() {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, text).unwrap();
         let before = rows(&stack);
-        let out = ctl(&stack, &["apply", "-f", bad.to_str().unwrap()]);
+        let out = stack.ctl_output(&["apply", "-f", bad.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 
 use forcelogout_tests::{ctl_path, PamStack, Transcript, USERS};
 
-fn ctl(stack: &PamStack, args: &[&str]) -> std::process::Output {
-    Command::new(ctl_path())
-        .arg("--db")
-        .arg(&stack.db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn events_filters_and_json_lines_with_every_column() {
     let stack = PamStack::standard("");
@@ -26,7 +17,7 @@ fn events_filters_and_json_lines_with_every_column() {
         "schedule", "add", "--group", "bin", "--daily", "--at", "10:00", "--tz", "UTC",
     ]);
     stack.ctl(&["schedule", "delete", id.trim()]);
-    let out = ctl(&stack, &["--json", "events", "--group", "bin"]);
+    let out = stack.ctl_output(&["--json", "events", "--group", "bin"]);
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -36,17 +27,14 @@ fn events_filters_and_json_lines_with_every_column() {
     assert_eq!(kinds, ["online", "removed", "offline"]);
     assert_eq!(lines[0].as_object().unwrap().len(), 18, "every column");
     assert_eq!(lines[1]["Reason"], "logout");
-    let out = ctl(
-        &stack,
-        &[
-            "--json",
-            "events",
-            "--event",
-            "removed",
-            "--after-replay-id",
-            "2",
-        ],
-    );
+    let out = stack.ctl_output(&[
+        "--json",
+        "events",
+        "--event",
+        "removed",
+        "--after-replay-id",
+        "2",
+    ]);
     let ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -58,7 +46,7 @@ fn events_filters_and_json_lines_with_every_column() {
     assert_eq!(ids, [5]);
     // Schedule changes, in either spelling of the seeds.
     for spelling in ["created", "create", "deleted", "delete"] {
-        let out = ctl(&stack, &["--json", "events", "--event", spelling]);
+        let out = stack.ctl_output(&["--json", "events", "--event", spelling]);
         assert!(out.status.success(), "{spelling}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).lines().count(),
@@ -66,15 +54,19 @@ fn events_filters_and_json_lines_with_every_column() {
             "{spelling}"
         );
     }
-    let table =
-        String::from_utf8(ctl(&stack, &["events", "--since", "2000-01-01"]).stdout).unwrap();
+    let table = String::from_utf8(
+        stack
+            .ctl_output(&["events", "--since", "2000-01-01"])
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(table.lines().count(), 7, "{table}");
     for (args, field) in [
         (&["events", "--since", "yesterday"][..], "since"),
         (&["events", "--event", "exploded"][..], "event"),
         (&["events", "--after-replay-id=-1"][..], "after-replay-id"),
     ] {
-        let out = ctl(&stack, args);
+        let out = stack.ctl_output(args);
         assert_eq!(out.status.code(), Some(2));
         assert!(
             String::from_utf8_lossy(&out.stderr).starts_with(&format!("forcelogoutctl: {field}: "))
@@ -173,7 +165,7 @@ fn prune_removes_old_partitions_without_delaying_logins() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = ctl(&stack, &["prune", "--older-than", "180"]);
+    let out = stack.ctl_output(&["prune", "--older-than", "180"]);
     assert!(
         out.status.success(),
         "{}",
@@ -305,7 +297,7 @@ action = "warn"
     ] {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, text).unwrap();
-        let out = ctl(&stack, &["apply", "-f", bad.to_str().unwrap()]);
+        let out = stack.ctl_output(&["apply", "-f", bad.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -2,21 +2,10 @@
 //! the real CLI and the real module in a real libpam stack. (The window's end, at instants
 //! chosen by the test, is in core/tests/lockout.rs: the clock is a parameter there.)
 
-use std::process::{Command, Output};
-
-use forcelogout_tests::{ctl_path, PamStack};
+use forcelogout_tests::PamStack;
 
 const PAM_SUCCESS: i32 = 0;
 const PAM_PERM_DENIED: i32 = 6;
-
-fn ctl(stack: &PamStack, args: &[&str]) -> Output {
-    Command::new(ctl_path())
-        .arg("--db")
-        .arg(&stack.db)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// No schedule row: the store was never created, or holds none.
 fn nothing_written(stack: &PamStack) -> bool {
@@ -127,7 +116,7 @@ fn dry_run_shows_the_lockouts_end_and_bad_lockouts_are_refused() {
         (vec!["logout", "daemon", "--lockout", "2d"], "lockout: "),
         (vec!["logout", "daemon", "--lockout", "soon"], "lockout: "),
     ] {
-        let out = ctl(&stack, &args);
+        let out = stack.ctl_output(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
