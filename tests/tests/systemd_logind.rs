@@ -298,3 +298,146 @@ fn logind_ends_the_session_at_its_runtime_limit_while_the_daemon_is_down() {
         "{rows:?}"
     );
 }
+
+/// The .deb built by packaging/build-deb.sh (scripts/test.sh builds it before the tests).
+fn built_deb() -> Option<PathBuf> {
+    std::fs::read_dir(workspace().join("target/deb"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+}
+
+#[test]
+fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
+    let Some(deb) = built_deb() else {
+        eprintln!("skipped the .deb under systemd: no target/deb/*.deb (run packaging/build-deb.sh; scripts/test.sh does)");
+        return;
+    };
+    let Some(sd) = boot_or_skip("the .deb under systemd") else {
+        return;
+    };
+    sd.install(&deb, "/tmp/forcelogout.deb", 0o644);
+    sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
+    sd.write("/usr/local/bin/fl-session", SESSION_COMMAND);
+    sd.sh("chmod 0755 /usr/local/bin/fl-session");
+    // A login program's service on the system's own stacks, which the package edits.
+    sd.write(
+        "/etc/pam.d/fltest",
+        "@include common-auth\n@include common-account\n@include common-session\n",
+    );
+    let uid = sd.add_user(USER);
+    sd.sh("cp -a /etc/pam.d /root/pam.d-before");
+
+    let install = sd.run("dpkg -i /tmp/forcelogout.deb");
+    assert!(
+        install.status.success(),
+        "dpkg -i: {}{}",
+        String::from_utf8_lossy(&install.stdout),
+        String::from_utf8_lossy(&install.stderr)
+    );
+    // The package's postinst started the daemon through its unit.
+    assert!(
+        sd.wait_for(
+            Duration::from_secs(30),
+            "systemctl is-active forcelogout && test -S /run/forcelogout/socket"
+        ),
+        "{}",
+        journal(&sd, "forcelogout")
+    );
+    // pam-auth-update puts pam_systemd before our module (equal priority, reverse name order),
+    // so the module sees the logind session it was given.
+    let session = sd.sh("grep -E '^session.*(pam_systemd|pam_forcelogout)' /etc/pam.d/common-session | awk '{print $3}'");
+    assert_eq!(session, "pam_systemd.so\npam_forcelogout.so");
+
+    open_session(&sd, false);
+    let (id, cgroup) = check_registration(&sd, uid);
+    sd.sh(&format!("forcelogoutctl logout {USER} --kick --in 2s"));
+    assert!(
+        session_gone(&sd, &cgroup, Duration::from_secs(30)),
+        "the session outlived the kick: {}\n{}",
+        sd.run("ps -ef").stdout.escape_ascii(),
+        journal(&sd, "forcelogout")
+    );
+    assert!(sd.wait_for(
+        Duration::from_secs(30),
+        &format!("! loginctl show-session {id}")
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        events(&sd),
+        ["online -", "warned -", "removed kick", "offline -"]
+    );
+    let log = journal(&sd, "forcelogout");
+    assert!(log.contains("(1 through logind, 0 by cgroup)"), "{log}");
+
+    let purge = sd.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q forcelogout");
+    assert!(
+        purge.status.success(),
+        "apt-get purge: {}{}",
+        String::from_utf8_lossy(&purge.stdout),
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    sd.sh("diff -r /root/pam.d-before /etc/pam.d");
+    assert_ne!(sd.sh("systemctl is-active forcelogout || true"), "active");
+    assert_eq!(
+        sd.sh("test -e /var/lib/forcelogout && echo left || echo gone"),
+        "gone"
+    );
+}
+
+/// The package's unit with its command replaced by `probe` (a oneshot): the same sandbox.
+fn probe_unit(probe: &str) -> String {
+    let unit = std::fs::read_to_string(workspace().join("packaging/systemd/forcelogout.service"))
+        .expect("unit");
+    unit.lines()
+        .filter(|l| !l.starts_with("Restart") && !l.starts_with("RuntimeDirectory"))
+        .map(|l| match l {
+            l if l.starts_with("ExecStart=") => format!("ExecStart={probe}"),
+            l if l.starts_with("Type=") => "Type=oneshot".to_string(),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_units_sandbox_lets_a_child_drop_to_the_user_and_reach_the_users_bus() {
+    let Some(sd) = boot_or_skip("the unit's sandbox and the user's bus") else {
+        return;
+    };
+    let uid = install_build(&sd, "");
+    start_daemon(&sd);
+    open_session(&sd, false);
+    // logind started the user's manager, which provides the user's bus (dbus-user-session).
+    assert!(
+        sd.wait_for(
+            Duration::from_secs(30),
+            &format!("test -S /run/user/{uid}/bus")
+        ),
+        "no user bus: {}",
+        journal(&sd, &format!("user@{uid}"))
+    );
+    // What a desktop notifier does (SPEC §10): a child drops to the user's uid, then speaks on
+    // the user's bus with the user's credentials.
+    sd.write(
+        "/usr/local/bin/fl-bus-probe",
+        &format!(
+            "#!/bin/sh\nexec setpriv --reuid={uid} --regid={uid} --init-groups \
+             dbus-send --bus=unix:path=/run/user/{uid}/bus --print-reply --dest=org.freedesktop.DBus \
+             /org/freedesktop/DBus org.freedesktop.DBus.GetId\n"
+        ),
+    );
+    sd.sh("chmod 0755 /usr/local/bin/fl-bus-probe");
+    sd.write(
+        "/etc/systemd/system/fl-bus-probe.service",
+        &probe_unit("/usr/local/bin/fl-bus-probe"),
+    );
+    let out = sd.run("systemctl daemon-reload && systemctl start fl-bus-probe");
+    assert!(
+        out.status.success(),
+        "the unit's sandbox stops a child from reaching the user's bus: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        journal(&sd, "fl-bus-probe")
+    );
+}
