@@ -210,6 +210,16 @@ impl Systemd {
         }
     }
 
+    /// The instance's cgroup in the host's hierarchy.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The instance's directory on the host (the overlay's mount point lives under it).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
     /// What systemd wrote to its console.
     pub fn console(&self) -> String {
         self.dir

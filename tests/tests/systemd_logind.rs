@@ -287,9 +287,13 @@ fn logind_ends_the_session_at_its_runtime_limit_while_the_daemon_is_down() {
         &format!("test \"$(sqlite3 {STORE} \"SELECT count(*) FROM LogoutEvents WHERE GroupName = '{USER}' AND Event = 'offline'\")\" = 1")
     ));
     let rows = events(&sd);
+    // Its end was never recorded and its process is gone: `stale` (SPEC §5.7), once; the
+    // missed kick that follows finds no session left.
     assert_eq!(
-        rows.iter().filter(|r| r.starts_with("removed")).count(),
-        1,
+        rows.iter()
+            .filter(|r| r.starts_with("removed"))
+            .collect::<Vec<_>>(),
+        ["removed stale"],
         "{rows:?}"
     );
     assert_eq!(
@@ -440,4 +444,37 @@ fn the_units_sandbox_lets_a_child_drop_to_the_user_and_reach_the_users_bus() {
         String::from_utf8_lossy(&out.stderr),
         journal(&sd, "fl-bus-probe")
     );
+}
+
+#[test]
+fn a_failed_test_leaves_no_process_mount_or_cgroup_behind() {
+    let Some(sd) = boot_or_skip("the fixture's teardown") else {
+        return;
+    };
+    let uid = install_build(&sd, "");
+    start_daemon(&sd);
+    open_session(&sd, false);
+    assert!(sd.wait_for(
+        Duration::from_secs(30),
+        &format!("test -S /run/user/{uid}/bus")
+    ));
+    let pid1 = sd.pid1;
+    let cgroup = sd.cgroup().to_path_buf();
+    let dir = sd.dir().expect("dir").to_path_buf();
+    assert!(cgroup.join("user.slice").is_dir());
+    // A test that panics with the instance alive: Drop tears it down while unwinding.
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _sd = sd;
+        panic!("deliberate: the fixture is torn down while a failing test unwinds");
+    }));
+    assert!(failed.is_err());
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid1}/comm"))
+            .map_or(true, |c| c.trim() != "systemd"),
+        "systemd still runs"
+    );
+    assert!(!cgroup.exists(), "{} is left behind", cgroup.display());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&dir.display().to_string()), "{mounts}");
 }
