@@ -332,6 +332,9 @@ fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
     );
     let uid = sd.add_user(USER);
     sd.sh("cp -a /etc/pam.d /root/pam.d-before");
+    // A container image's policy-rc.d (exit 101) forbids maintainer scripts to start services;
+    // a booted host has none.
+    sd.sh("rm -f /usr/sbin/policy-rc.d");
 
     let install = sd.run("dpkg -i /tmp/forcelogout.deb");
     assert!(
@@ -354,7 +357,25 @@ fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
     let session = sd.sh("grep -E '^session.*(pam_systemd|pam_forcelogout)' /etc/pam.d/common-session | awk '{print $3}'");
     assert_eq!(session, "pam_systemd.so\npam_forcelogout.so");
 
+    // Only in the interactive stack: the user's manager (user@UID.service, whose PAM service
+    // systemd-user includes common-session-noninteractive) and cron jobs are not logins.
+    assert_eq!(
+        sd.sh("grep -c pam_forcelogout /etc/pam.d/common-session-noninteractive || true"),
+        "0"
+    );
+
     open_session(&sd, false);
+    assert!(sd.wait_for(
+        Duration::from_secs(30),
+        &format!("systemctl is-active user@{uid}.service")
+    ));
+    assert_eq!(
+        sd.sh(&format!(
+            "sqlite3 {STORE} \"SELECT count(*) FROM LogoutSessions WHERE GroupName = '{USER}'\""
+        )),
+        "1",
+        "the user's manager was recorded as a login"
+    );
     let (id, cgroup) = check_registration(&sd, uid);
     sd.sh(&format!("forcelogoutctl logout {USER} --kick --in 2s"));
     assert!(
