@@ -112,9 +112,9 @@ fn open_session(sd: &Systemd, terminal: bool) {
 /// The registered session's logind id and cgroup.
 fn registered(sd: &Systemd) -> (String, String) {
     let row = sd.sh(&format!(
-        "sqlite3 -separator ' ' {STORE} \"SELECT LogindSession, Cgroup FROM LogoutSessions WHERE GroupName = '{USER}'\""
+        "sqlite3 -separator '|' {STORE} \"SELECT LogindSession, Cgroup FROM LogoutSessions WHERE GroupName = '{USER}'\""
     ));
-    let (id, cgroup) = row.split_once(' ').expect("id and cgroup");
+    let (id, cgroup) = row.split_once('|').expect("id and cgroup");
     (id.to_string(), cgroup.to_string())
 }
 
@@ -242,6 +242,47 @@ fn a_session_logind_cannot_end_is_ended_through_its_scope() {
     let log = journal(&sd, "forcelogout");
     assert!(
         log.contains("1 sessions removed (0 through logind, 1 by cgroup)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_pam_systemd_a_kick_signals_the_process_tree_and_a_double_fork_escapes() {
+    let Some(sd) = boot_or_skip("a kick without a logind session") else {
+        return;
+    };
+    install_build(&sd, "");
+    // A login program whose stack has no pam_systemd: no logind session, no scope of its own.
+    sd.write(
+        "/etc/pam.d/fltest",
+        &PAM_STACK.replace("session required pam_systemd.so\n", ""),
+    );
+    start_daemon(&sd);
+    open_session(&sd, false);
+    let (id, cgroup) = registered(&sd);
+    assert_eq!(id, "", "no logind session");
+    assert!(!cgroup.contains("session-"), "{cgroup}");
+
+    sd.sh(&format!("forcelogoutctl logout {USER} --kick --in 2s"));
+    assert!(
+        sd.wait_for(
+            Duration::from_secs(30),
+            "! pgrep -f '^sleep 100[13]$' && ! pgrep -x fl-pam-harness"
+        ),
+        "the process tree outlived the kick: {}\n{}",
+        sd.run("ps -ef").stdout.escape_ascii(),
+        journal(&sd, "forcelogout")
+    );
+    // The documented limit without logind: what double-forked out of the tree is not found.
+    assert!(sd.run("pgrep -f '^sleep 1002$'").status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        events(&sd),
+        ["online -", "warned -", "removed kick", "offline -"]
+    );
+    let log = journal(&sd, "forcelogout");
+    assert!(
+        log.contains("1 sessions removed (0 through logind, 0 by cgroup)"),
         "{log}"
     );
 }
