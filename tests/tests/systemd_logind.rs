@@ -26,9 +26,9 @@ session required pam_permit.so
 /// The session's command, run as the user: a child, a grandchild that double-forks out of the
 /// process tree (it stays in the session's scope), and a long sleep.
 const SESSION_COMMAND: &str = "#!/bin/sh
-sleep 1001 &
-sh -c 'sleep 1002 &'
-exec sleep 1003
+sleep 7301 &
+sh -c 'sleep 7302 &'
+exec sleep 7303
 ";
 
 fn workspace() -> PathBuf {
@@ -104,7 +104,7 @@ fn open_session(sd: &Systemd, terminal: bool) {
         journal(sd, "forcelogout")
     );
     assert!(
-        sd.wait_for(Duration::from_secs(10), "pgrep -f '^sleep 1003$'"),
+        sd.wait_for(Duration::from_secs(10), "pgrep -f '^sleep 7303$'"),
         "the session's command did not start"
     );
 }
@@ -133,7 +133,7 @@ fn session_gone(sd: &Systemd, cgroup: &str, limit: Duration) -> bool {
     sd.wait_for(
         limit,
         &format!(
-            "! pgrep -f '^sleep 100[123]$' && ! pgrep -x fl-pam-harness && ! test -d /sys/fs/cgroup{cgroup}"
+            "! pgrep -f '^sleep 730[123]$' && ! pgrep -x fl-pam-harness && ! test -d /sys/fs/cgroup{cgroup}"
         ),
     )
 }
@@ -156,7 +156,7 @@ fn check_registration(sd: &Systemd, uid: u32) -> (String, String) {
         )),
         format!("Name={USER}\nScope=session-{id}.scope\nState=active")
     );
-    let orphan = sd.sh("pgrep -f '^sleep 1002$'");
+    let orphan = sd.sh("pgrep -f '^sleep 7302$'");
     assert_eq!(
         sd.sh(&format!("ps -o user=,ppid= -p {orphan}"))
             .split_whitespace()
@@ -267,14 +267,14 @@ fn without_pam_systemd_a_kick_signals_the_process_tree_and_a_double_fork_escapes
     assert!(
         sd.wait_for(
             Duration::from_secs(30),
-            "! pgrep -f '^sleep 100[13]$' && ! pgrep -x fl-pam-harness"
+            "! pgrep -f '^sleep 730[13]$' && ! pgrep -x fl-pam-harness"
         ),
         "the process tree outlived the kick: {}\n{}",
         sd.run("ps -ef").stdout.escape_ascii(),
         journal(&sd, "forcelogout")
     );
     // The documented limit without logind: what double-forked out of the tree is not found.
-    assert!(sd.run("pgrep -f '^sleep 1002$'").status.success());
+    assert!(sd.run("pgrep -f '^sleep 7302$'").status.success());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         events(&sd),
