@@ -10,6 +10,7 @@ packages=(
   pamtester openssh-server openssh-client   # real PAM and sshd tests
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
+  systemd dbus libpam-systemd dbus-user-session   # a real systemd + logind, booted in namespaces by the systemd_* tests
 )
 
 missing=()

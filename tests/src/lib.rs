@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod sshd;
+pub mod systemd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

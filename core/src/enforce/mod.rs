@@ -435,11 +435,13 @@ impl Enforcer {
         )?;
         let outcome = end_sessions(&ending);
         (self.log)(&format!(
-            "logout of {} (schedule {}, {}): {} sessions removed; {} processes hung up, {} terminated, {} killed, {} left",
+            "logout of {} (schedule {}, {}): {} sessions removed ({} through logind, {} by cgroup); {} processes hung up, {} terminated, {} killed, {} left",
             instance.record.schedule.group,
             instance.record.id,
             if kick { "kick" } else { "warning" },
             removed,
+            outcome.through_logind,
+            outcome.through_cgroup,
             outcome.hangup,
             outcome.terminated,
             outcome.killed,
@@ -607,20 +609,19 @@ fn same_process(pid: u32, start: Option<u64>) -> bool {
     }
 }
 
-/// Ends the sessions' processes (after their removal is recorded): logind or the session
-/// scope where there is one, and the PAM caller's process tree in any case.
+/// Ends the sessions' processes (after their removal is recorded): see
+/// `processes::end_sessions` for the order (logind, the session's cgroup, signals).
 fn end_sessions(sessions: &[LiveSession]) -> processes::Termination {
-    let all = processes::scan();
-    let mut targets: Vec<processes::ProcessId> = Vec::new();
-    for session in sessions {
-        end_session_scope(session);
-        targets.extend(
-            processes::session_tree(&all, session.pid, session.pid_start_time)
-                .into_iter()
-                .map(|p| (p.pid, p.start_time)),
-        );
-    }
-    processes::terminate(&targets, HUP_GRACE, TERM_GRACE)
+    let handles: Vec<processes::SessionHandle> = sessions
+        .iter()
+        .map(|s| processes::SessionHandle {
+            leader: s.pid,
+            leader_start: s.pid_start_time,
+            logind_session: s.logind_session.as_deref(),
+            cgroup: s.cgroup.as_deref(),
+        })
+        .collect();
+    processes::end_sessions(&handles, HUP_GRACE, TERM_GRACE)
 }
 
 /// The terminal device a session's user types on: its PAM_TTY, else the first terminal of its
@@ -635,32 +636,6 @@ fn input_terminal(session: &LiveSession, all: &[processes::ProcessInfo]) -> Opti
                 .iter()
                 .find_map(|p| processes::tty_path(p.tty_nr))
         })
-}
-
-/// logind (where it runs and knows the session) or the session's own cgroup first; the
-/// process tree is signalled in any case by the caller.
-fn end_session_scope(session: &LiveSession) {
-    if let Some(id) = session
-        .logind_session
-        .as_deref()
-        .filter(|_| std::path::Path::new("/run/systemd/seats").exists())
-    {
-        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
-        if valid {
-            let _ = std::process::Command::new("loginctl")
-                .args(["terminate-session", id])
-                .status();
-            return;
-        }
-    }
-    if let Some(cgroup) = session.cgroup.as_deref() {
-        // Only a cgroup that is this login's own scope, never a shared one.
-        let own_scope =
-            cgroup.contains("/session-") && cgroup.ends_with(".scope") && !cgroup.contains("..");
-        if own_scope {
-            let _ = std::fs::write(format!("/sys/fs/cgroup{cgroup}/cgroup.kill"), "1");
-        }
-    }
 }
 
 /// Writes to every terminal of the session: its PAM_TTY and the terminals its processes use
