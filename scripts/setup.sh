@@ -10,6 +10,8 @@ packages=(
   pamtester openssh-server openssh-client   # real PAM and sshd tests
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
+  libdbus-1-dev                   # desktop notifications: the dbus crate links libdbus-1
+  dbus xvfb dunst xdotool imagemagick python3-dbus   # the desktop test: a real bus, X, notification server
 )
 
 missing=()

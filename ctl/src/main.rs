@@ -70,10 +70,9 @@ pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
         Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
         Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
         Command::Export => commands::apply::export(ctx),
-        Command::NotifyAgent { .. } => Err(Error::invalid(
-            "notify-agent",
-            "started by the daemon only",
-        )),
+        Command::NotifyAgent { .. } => {
+            Err(Error::invalid("notify-agent", "started by the daemon only"))
+        }
     }
 }
 

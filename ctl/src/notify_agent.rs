@@ -17,8 +17,7 @@ use dbus::blocking::Connection;
 use dbus::channel::{Channel, MatchingReceiver};
 use dbus::message::MatchRule;
 use forcelogout_core::enforce::desktop::{
-    Notification, Report, Request, APP_ICON, APP_NAME, CALL_TIMEOUT, KEEP_WORKING_ACTION,
-    MAX_LINE,
+    Notification, Report, Request, APP_ICON, APP_NAME, CALL_TIMEOUT, KEEP_WORKING_ACTION, MAX_LINE,
 };
 
 const SERVER: &str = "org.freedesktop.Notifications";
@@ -76,7 +75,11 @@ pub fn run(address: &str) -> ExitCode {
                         }
                         Err(e) => report(&Report::Failed {
                             key: Some(key),
-                            error: e.to_string(),
+                            error: format!(
+                                "Notify: {}: {}",
+                                e.name().unwrap_or("error"),
+                                e.message().unwrap_or("")
+                            ),
                         }),
                     }
                 }
@@ -194,9 +197,7 @@ fn read_requests(tx: mpsc::Sender<Input>) {
     let mut input = stdin.lock();
     loop {
         let mut line = String::new();
-        let read = (&mut input)
-            .take(MAX_LINE as u64 + 1)
-            .read_line(&mut line);
+        let read = (&mut input).take(MAX_LINE as u64 + 1).read_line(&mut line);
         let request = match read {
             Ok(0) | Err(_) => None,
             Ok(n) if n > MAX_LINE => None,

@@ -181,7 +181,7 @@ pub fn countdown_notification(instance: &Instance, now: DateTime<Utc>) -> Notifi
 pub fn logout_notification(record: &ScheduleRecord) -> Notification {
     Notification {
         summary: "You are being logged out now".into(),
-        body: body_text(&[record.schedule.message.clone()]),
+        body: body_text(std::slice::from_ref(&record.schedule.message)),
         actions: Vec::new(),
         critical: true,
         expire_ms: 0,
@@ -280,7 +280,9 @@ mod tests {
             [(KEEP_WORKING_ACTION.to_string(), "Keep working".to_string())]
         );
         assert!(warning.critical);
-        assert!(warning.body.contains("at 17:00:00 UTC unless you choose to keep working"));
+        assert!(warning
+            .body
+            .contains("at 17:00:00 UTC unless you choose to keep working"));
         assert!(warning.body.contains("\nLab closes\n"));
         let kick = countdown_notification(&instance(true, ""), now);
         assert!(kick.actions.is_empty());

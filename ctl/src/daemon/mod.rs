@@ -45,8 +45,8 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     let store = Store::open(&ctx.db, Access::Create, DEFAULT_BUSY_TIMEOUT)?;
     let mut enforcer = Enforcer::new(store, ctx.config.clone(), Box::new(log))?;
     let agents = if ctx.config.desktop_notifications {
-        let agents = desktop::Agents::new()
-            .map_err(|e| Error::io("starting desktop notifications", e))?;
+        let agents =
+            desktop::Agents::new().map_err(|e| Error::io("starting desktop notifications", e))?;
         let agents = std::rc::Rc::new(std::cell::RefCell::new(agents));
         enforcer.set_desktop(Box::new(desktop::SharedAgents(agents.clone())));
         Some(agents)
@@ -160,16 +160,17 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         if socket_ready {
             serve(&listener, ctx, &mut enforcer);
         }
-        look = timer_ready
-            || socket_ready
-            || desktop_ready
-            || Utc::now() >= last_look + SETTLE_STEP;
+        look =
+            timer_ready || socket_ready || desktop_ready || Utc::now() >= last_look + SETTLE_STEP;
     }
 }
 
 /// What the desktop agents reported: "Keep working" is `forcelogoutctl ignore` for that
 /// user, through the same `Enforcer::ignore` as the socket's.
-fn desktop_reports(agents: &std::rc::Rc<std::cell::RefCell<desktop::Agents>>, enforcer: &mut Enforcer) {
+fn desktop_reports(
+    agents: &std::rc::Rc<std::cell::RefCell<desktop::Agents>>,
+    enforcer: &mut Enforcer,
+) {
     let reports = agents.borrow_mut().take_reports();
     for received in reports {
         if let forcelogout_core::enforce::desktop::Report::Ignored { key } = received.report {
