@@ -35,6 +35,9 @@ enum Input {
 }
 
 pub fn run(address: &str) -> ExitCode {
+    // It runs as the user, who may signal it but must not reach into it (ptrace, or its
+    // pipes through /proc): not dumpable.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let connection = match connect(address) {
         Ok(connection) => connection,
         Err(e) => {

@@ -27,6 +27,7 @@ pub struct Desktop {
     holder: Child,
     /// The user's processes (bus, X, notification server) and the daemon, ended on drop.
     children: Vec<Child>,
+    daemon_pid: Option<u32>,
 }
 
 fn bus_path() -> String {
@@ -103,6 +104,7 @@ impl Desktop {
             display: None,
             holder,
             children: Vec::new(),
+            daemon_pid: None,
             dir,
         };
         let ready = desktop.dir.path().join("ready");
@@ -110,10 +112,24 @@ impl Desktop {
             wait_until(Duration::from_secs(10), || ready.exists()),
             "the namespace did not come up"
         );
+        // The session bus's configuration without service directories: nothing is started
+        // on demand (Debian's dunst would be, on whatever display it found).
+        let bus_config = desktop.dir.path().join("session.conf");
+        std::fs::write(
+            &bus_config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n                  \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n                 <busconfig><type>session</type><keep_umask/>\
+                 <listen>unix:path={}</listen><auth>EXTERNAL</auth>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+                bus_path()
+            ),
+        )
+        .expect("bus configuration");
         let bus = desktop
             .as_user("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", bus_path()))
+            .arg(format!("--config-file={}", bus_config.display()))
+            .args(["--nofork", "--nopidfile"])
             .stdout(Stdio::null())
             .stderr(desktop.log_file("dbus-daemon.log"))
             .spawn()
@@ -163,12 +179,11 @@ impl Desktop {
         ])
         .arg(format!("HOME={}", self.dir.path().join("home").display()))
         .arg("PATH=/usr/bin:/bin")
-        .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path={}", bus_path()))
-        .arg(format!(
-            "DISPLAY={}",
-            self.display.as_deref().unwrap_or(":0")
-        ))
-        .arg(program);
+        .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path={}", bus_path()));
+        if let Some(display) = &self.display {
+            cmd.arg(format!("DISPLAY={display}"));
+        }
+        cmd.arg(program);
         cmd
     }
 
@@ -279,6 +294,7 @@ impl Desktop {
             .stderr(self.log_file("daemon.log"))
             .spawn()
             .expect("daemon");
+        self.daemon_pid = Some(daemon.id());
         self.children.push(daemon);
         let socket = self.dir.path().join("socket");
         assert!(
@@ -288,6 +304,33 @@ impl Desktop {
             "the daemon did not start: {}",
             self.daemon_log()
         );
+    }
+
+    /// The daemon's notification agents now running: (pid, /proc/PID/status, environ).
+    pub fn agents(&self) -> Vec<(u32, String, Vec<u8>)> {
+        let Some(daemon) = self.daemon_pid else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains("notify-agent") {
+                continue;
+            }
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let parent = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            if parent == Some(daemon) && !status.contains("State:\tZ") {
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                out.push((pid, status, environ));
+            }
+        }
+        out
     }
 
     pub fn daemon_log(&self) -> String {

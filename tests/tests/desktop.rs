@@ -120,6 +120,23 @@ fn a_warning_shows_on_the_desktop_and_keep_working_keeps_the_session() {
     assert!(calls[1].1.contains("Logout in "), "{}", calls[1].1);
     assert_eq!(desktop.dunst_count("displayed"), Some(1));
 
+    // One agent for the user, with the user's credentials only and an empty environment.
+    let agents = desktop.agents();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    let (_, status, environ) = &agents[0];
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "4343 4343 4343 4343", "{status}");
+    assert_eq!(field("Gid:"), "4343 4343 4343 4343", "{status}");
+    assert_eq!(field("Groups:"), "", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert!(environ.is_empty(), "{:?}", String::from_utf8_lossy(environ));
+
     // What the screen shows: not blank.
     let png = desktop.screenshot();
     let shot = desktop.dir.path().join("screen.png");
@@ -281,6 +298,49 @@ fn a_server_that_never_answers_does_not_delay_the_kick() {
             .daemon_log()
             .contains("desktop notification for fldesk")),
         "{}",
+        desktop.daemon_log()
+    );
+}
+
+#[test]
+fn a_bus_without_a_notification_server_is_logged_and_the_kick_goes_on() {
+    if skip() {
+        return;
+    }
+    let mut desktop = Desktop::start();
+    desktop.start_daemon();
+    let mut session = desktop.open_session();
+    desktop.ctl(&["logout", USER, "--kick", "--in", "4s"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || desktop
+            .daemon_log()
+            .contains("ServiceUnknown")),
+        "{}",
+        desktop.daemon_log()
+    );
+    // Nobody shows notifications there: the agent is not kept waiting for one.
+    assert!(
+        wait_until(Duration::from_secs(10), || desktop.agents().is_empty()),
+        "{:?}",
+        desktop.agents()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !session.alive()),
+        "the session survived the kick: {}",
+        desktop.daemon_log()
+    );
+    let rows = events(&desktop);
+    assert!(
+        rows.iter().any(|r| r[0] == "removed" && r[1] == "kick"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        desktop
+            .daemon_log()
+            .matches("desktop notification for fldesk")
+            .count(),
+        1,
+        "logged once: {}",
         desktop.daemon_log()
     );
 }

@@ -58,6 +58,15 @@ pub struct Agents {
     wake_rx: UnixStream,
     /// (user, key) whose delivery failure was logged already: once per countdown is enough.
     failures_logged: HashSet<(String, String)>,
+    /// (user, key) that cannot be delivered (no bus, no notification server): not tried
+    /// again during that countdown, so a host full of users without a desktop does not keep
+    /// an agent per user.
+    undeliverable: HashSet<(String, String)>,
+}
+
+/// Errors that mean nobody shows notifications on this bus (rather than a slow server).
+fn no_server(error: &str) -> bool {
+    error.contains("ServiceUnknown") || error.contains("NameHasNoOwner")
 }
 
 impl Agents {
@@ -74,6 +83,7 @@ impl Agents {
             wake_tx,
             wake_rx,
             failures_logged: HashSet::new(),
+            undeliverable: HashSet::new(),
         })
     }
 
@@ -96,6 +106,9 @@ impl Agents {
                 }
             }
             if let Report::Failed { key, error } = &received.report {
+                if key.is_none() || no_server(error) {
+                    self.give_up(&received.user);
+                }
                 let first = self
                     .failures_logged
                     .insert((received.user.clone(), key.clone().unwrap_or_default()));
@@ -151,6 +164,17 @@ impl Agents {
         next
     }
 
+    /// Stops the agent of `user`: its countdowns are not tried again on this desktop.
+    fn give_up(&mut self, user: &str) {
+        if let Some(agent) = self.agents.remove(user) {
+            for key in &agent.keys {
+                self.undeliverable.insert((user.to_string(), key.clone()));
+            }
+            drop(agent.stdin);
+            self.end(agent.child, Instant::now(), false);
+        }
+    }
+
     fn end(&mut self, mut child: Child, now: Instant, kill: bool) {
         if kill {
             let _ = child.kill();
@@ -167,6 +191,8 @@ impl Agents {
                     self.agents.insert(user.to_string(), agent);
                 }
                 Err(reason) => {
+                    self.undeliverable
+                        .insert((user.to_string(), key.to_string()));
                     if self
                         .failures_logged
                         .insert((user.to_string(), key.to_string()))
@@ -270,6 +296,12 @@ impl Agents {
 
 impl Desktop for Agents {
     fn show(&mut self, user: &str, uid: u32, key: &str, notification: &Notification) {
+        if self
+            .undeliverable
+            .contains(&(user.to_string(), key.to_string()))
+        {
+            return;
+        }
         let Some(agent) = self.agent(user, uid, key) else {
             return;
         };
@@ -288,8 +320,9 @@ impl Desktop for Agents {
         if let Some(agent) = self.agents.get_mut(user) {
             agent.keys.remove(key);
         }
-        self.failures_logged
-            .retain(|(u, k)| !(u == user && k == key));
+        let other = |(u, k): &(String, String)| !(u == user && k == key);
+        self.failures_logged.retain(other);
+        self.undeliverable.retain(other);
         self.finish_user_if_idle(user);
     }
 
@@ -310,6 +343,7 @@ impl Desktop for Agents {
             self.finish_user_if_idle(&user);
         }
         self.failures_logged.retain(|pair| running.contains(pair));
+        self.undeliverable.retain(|pair| running.contains(pair));
     }
 }
 
