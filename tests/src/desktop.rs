@@ -267,6 +267,17 @@ impl Desktop {
         assert_eq!(line.trim(), "owned", "{}", self.read_log("hanging.log"));
     }
 
+    /// Freezes the user's bus (SIGSTOP): connections are accepted by the kernel and then
+    /// nothing answers, not even the authentication.
+    pub fn freeze_bus(&self) {
+        let bus = self.children.first().expect("the bus").id();
+        let status = Command::new("kill")
+            .args(["-STOP", &bus.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// `dbus-monitor` on the user's bus, writing the notification calls to `name`.
     pub fn monitor(&mut self, name: &str) {
         let monitor = self

@@ -344,3 +344,43 @@ fn a_bus_without_a_notification_server_is_logged_and_the_kick_goes_on() {
         desktop.daemon_log()
     );
 }
+
+#[test]
+fn a_bus_that_hangs_costs_the_kick_nothing_and_its_agent_is_killed() {
+    if skip() {
+        return;
+    }
+    let mut desktop = Desktop::start();
+    desktop.start_daemon();
+    let mut session = desktop.open_session();
+    desktop.freeze_bus();
+    desktop.ctl(&["logout", USER, "--kick", "--in", "4s"]);
+    let due = due(&desktop);
+    assert!(
+        wait_until(Duration::from_secs(30), || has_event(&desktop, "removed")),
+        "no removal: {:?}\n{}",
+        events(&desktop),
+        desktop.daemon_log()
+    );
+    let rows = events(&desktop);
+    let removed = rows.iter().find(|r| r[0] == "removed").unwrap();
+    let late = instant(&removed[2]) - due;
+    assert!(
+        late <= chrono::Duration::seconds(5),
+        "the kick came {late} after its instant\n{}",
+        desktop.daemon_log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !session.alive()),
+        "the session survived the kick"
+    );
+    // The agent stuck in connecting is killed (within its 10 s, or the 5 s it has to finish
+    // after the countdown), and reaped.
+    assert!(
+        wait_until(Duration::from_secs(30), || desktop.agents().is_empty()
+            && desktop.daemon_log().contains("killed")),
+        "{:?}\n{}",
+        desktop.agents(),
+        desktop.daemon_log()
+    );
+}

@@ -29,6 +29,9 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use super::log;
 
+/// How soon a killed agent is looked at again, to be reaped.
+const REAP_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A report from the agent of (user, uid).
 pub struct Received {
     pub user: String,
@@ -48,10 +51,19 @@ struct Agent {
     waiting_since: Option<Instant>,
 }
 
+/// An agent told to finish, or killed, until it is reaped.
+struct Ending {
+    user: String,
+    child: Child,
+    /// When it is killed if still running (again, if that did not end it).
+    deadline: Instant,
+    killed: bool,
+}
+
 pub struct Agents {
     agents: HashMap<String, Agent>,
     /// Agents told to finish (stdin closed) or killed, until they are reaped.
-    ending: Vec<(Child, Instant)>,
+    ending: Vec<Ending>,
     reports_tx: mpsc::SyncSender<Received>,
     reports_rx: mpsc::Receiver<Received>,
     wake_tx: UnixStream,
@@ -147,18 +159,28 @@ impl Agents {
         }
         for user in gone {
             if let Some(agent) = self.agents.remove(&user) {
-                self.end(agent.child, now, true);
+                self.end(&user, agent.child, now, true);
             }
         }
-        self.ending.retain_mut(|(child, deadline)| {
-            if let Ok(Some(_)) | Err(_) = child.try_wait() {
+        self.ending.retain_mut(|ending| {
+            if let Ok(Some(_)) | Err(_) = ending.child.try_wait() {
                 return false;
             }
-            if now >= *deadline {
-                let _ = child.kill();
-                *deadline = now + AGENT_QUIT_GRACE;
+            if now >= ending.deadline {
+                if !ending.killed {
+                    log(&format!(
+                        "desktop notification for {}: the agent did not finish within {} s; killed",
+                        ending.user,
+                        AGENT_QUIT_GRACE.as_secs()
+                    ));
+                }
+                let _ = ending.child.kill();
+                ending.killed = true;
+                // Reaped at the next look; a process that SIGKILL does not end at once is in
+                // the kernel (a hung file system), and is looked at again later.
+                ending.deadline = now + REAP_AGAIN;
             }
-            soonest(*deadline);
+            soonest(ending.deadline);
             true
         });
         next
@@ -171,15 +193,20 @@ impl Agents {
                 self.undeliverable.insert((user.to_string(), key.clone()));
             }
             drop(agent.stdin);
-            self.end(agent.child, Instant::now(), false);
+            self.end(user, agent.child, Instant::now(), false);
         }
     }
 
-    fn end(&mut self, mut child: Child, now: Instant, kill: bool) {
+    fn end(&mut self, user: &str, mut child: Child, now: Instant, kill: bool) {
         if kill {
             let _ = child.kill();
         }
-        self.ending.push((child, now + AGENT_QUIT_GRACE));
+        self.ending.push(Ending {
+            user: user.to_string(),
+            child,
+            deadline: now + if kill { REAP_AGAIN } else { AGENT_QUIT_GRACE },
+            killed: kill,
+        });
     }
 
     /// The running agent of `user`, started if need be; `None` (logged once) when the user
@@ -277,7 +304,7 @@ impl Agents {
                     "desktop notification for {user}: the agent does not take requests ({e}); killed"
                 ));
                 if let Some(agent) = self.agents.remove(user) {
-                    self.end(agent.child, Instant::now(), true);
+                    self.end(user, agent.child, Instant::now(), true);
                 }
             }
         }
@@ -288,7 +315,7 @@ impl Agents {
             if let Some(agent) = self.agents.remove(user) {
                 // Closing its standard input tells it to exit once it has sent what it has.
                 drop(agent.stdin);
-                self.end(agent.child, Instant::now(), false);
+                self.end(user, agent.child, Instant::now(), false);
             }
         }
     }
