@@ -167,7 +167,6 @@ fn notify(
     let mut hints = PropMap::new();
     let urgency: u8 = if notification.critical { 2 } else { 1 };
     hints.insert("urgency".into(), Variant(Box::new(urgency)));
-    hints.insert("category".into(), Variant(Box::new("presence".to_string())));
     let (id,): (u32,) = connection
         .with_proxy(SERVER, PATH, CALL_TIMEOUT)
         .method_call(
