@@ -322,8 +322,9 @@ fn handle(
             .as_ref()
             .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
     match &cli.command {
-        Command::Daemon | Command::NotifyAgent { .. } => {
-            return refuse(2, "daemon: not through the socket")
+        Command::Daemon => return refuse(2, "daemon: not through the socket"),
+        Command::NotifyAgent { .. } => {
+            return refuse(2, "notify-agent: started by the daemon only")
         }
         Command::Events(args) if args.follow => {
             return refuse(
