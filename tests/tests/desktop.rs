@@ -265,6 +265,14 @@ fn a_server_that_never_answers_does_not_delay_the_kick() {
     if skip() {
         return;
     }
+    let python_dbus = std::process::Command::new("python3")
+        .args(["-c", "import dbus"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_dbus {
+        eprintln!("skipped: python3-dbus is not installed (scripts/setup.sh installs it)");
+        return;
+    }
     let mut desktop = Desktop::start();
     desktop.start_hanging_server();
     desktop.start_daemon();
