@@ -23,7 +23,7 @@ Version: $version-1
 Architecture: $arch
 Maintainer: forcelogout developers <dev@forcelogout.invalid>
 Installed-Size: $size
-Depends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), libpam0g (>= 1.4.0), libsqlite3-0 (>= 3.35.0), libpam-runtime (>= 1.0.1-6), adduser
+Depends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), libpam0g (>= 1.4.0), libsqlite3-0 (>= 3.35.0), libdbus-1-3 (>= 1.9.14), libpam-runtime (>= 1.0.1-6), adduser
 Recommends: sqlite3
 Section: admin
 Priority: optional

@@ -11,6 +11,8 @@ packages=(
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
   systemd dbus libpam-systemd dbus-user-session   # a real systemd + logind, booted in namespaces by the systemd_* tests
+  libdbus-1-dev                   # desktop notifications: the dbus crate links libdbus-1
+  dbus xvfb dunst xdotool imagemagick python3-dbus   # the desktop test: a real bus, X, notification server
 )
 
 missing=()

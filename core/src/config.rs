@@ -42,6 +42,8 @@ pub struct Config {
     /// Root-only socket on which the daemon records PAM sessions for the module (one
     /// long-lived connection and its one commit, instead of a store opened per login).
     pub session_socket: PathBuf,
+    /// Show countdowns on users' desktops too (SPEC §10): a notification on the session bus.
+    pub desktop_notifications: bool,
 }
 
 /// The session socket's name beside `socket` when the file does not name it.
@@ -65,6 +67,7 @@ impl Default for Config {
             syslog_socket: PathBuf::from("/dev/log"),
             socket: PathBuf::from("/run/forcelogout/socket"),
             session_socket: PathBuf::from("/run/forcelogout").join(SESSION_SOCKET_NAME),
+            desktop_notifications: true,
         }
     }
 }
@@ -88,6 +91,7 @@ struct FileConfig {
     socket: Option<PathBuf>,
     session_socket: Option<PathBuf>,
     limit_session_runtime: Option<bool>,
+    desktop_notifications: Option<bool>,
 }
 
 impl Config {
@@ -167,6 +171,9 @@ impl Config {
                 (None, None) => defaults.session_socket,
             },
             socket: file.socket.unwrap_or(defaults.socket),
+            desktop_notifications: file
+                .desktop_notifications
+                .unwrap_or(defaults.desktop_notifications),
         };
         Ok(config)
     }
@@ -307,5 +314,12 @@ mod tests {
         for bad in ["", "m", "5x", "1.5h", "5m3", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn desktop_notifications_are_on_unless_turned_off() {
+        assert!(Config::default().desktop_notifications);
+        let config = Config::parse("desktop_notifications = false\n").unwrap();
+        assert!(!config.desktop_notifications);
     }
 }

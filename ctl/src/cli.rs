@@ -74,6 +74,14 @@ pub enum Command {
 
     /// Print the current schedules as a file for `apply` (TOML; JSON with --json)
     Export,
+
+    /// The daemon's desktop notification agent (started by the daemon as each user)
+    #[command(hide = true)]
+    NotifyAgent {
+        /// The user's session bus (unix:path=/run/user/UID/bus)
+        #[arg(long, value_name = "ADDRESS")]
+        bus: String,
+    },
 }
 
 #[derive(Debug, Args)]

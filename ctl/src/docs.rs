@@ -18,7 +18,10 @@ fn man_pages(command: &clap::Command, name: &str, dir: &Path) -> std::io::Result
     let mut text = Vec::new();
     clap_mangen::Man::new(page).section("8").render(&mut text)?;
     std::fs::write(dir.join(format!("{name}.8")), text)?;
-    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+    for sub in command
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+    {
         man_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(())

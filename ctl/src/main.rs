@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod daemon;
+mod notify_agent;
 mod output;
 
 use std::io::ErrorKind;
@@ -25,6 +26,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    // Started by the daemon as a user, with nothing of the daemon's configuration or store.
+    if let Command::NotifyAgent { bus } = &cli.command {
+        return notify_agent::run(bus);
+    }
     let config = match Config::load(&Config::default_path()) {
         Ok(config) => config,
         Err(err) => return fail(&err),
@@ -65,6 +70,9 @@ pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
         Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
         Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
         Command::Export => commands::apply::export(ctx),
+        Command::NotifyAgent { .. } => {
+            Err(Error::invalid("notify-agent", "started by the daemon only"))
+        }
     }
 }
 

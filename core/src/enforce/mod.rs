@@ -3,6 +3,7 @@
 //! `Enforcer::step` whenever something may be due; `forcelogoutctl logout` without a daemon
 //! drives the same code until its logout is done.
 
+pub mod desktop;
 pub mod processes;
 pub mod terminal;
 
@@ -72,6 +73,10 @@ pub struct Enforcer {
     /// when warned (input since then cancels the logout).
     idle_warned: HashMap<String, (DateTime<Utc>, std::time::SystemTime)>,
     log: Box<dyn FnMut(&str)>,
+    /// Desktop notifications (SPEC §10), when the daemon delivers them; and the (user,
+    /// schedule) countdowns shown there during the current step.
+    desktop: Option<Box<dyn desktop::Desktop>>,
+    desktop_running: HashSet<(String, String)>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -93,6 +98,8 @@ impl Enforcer {
             only: None,
             idle_warned: HashMap::new(),
             log,
+            desktop: None,
+            desktop_running: HashSet::new(),
         };
         enforcer.refresh()?;
         Ok(enforcer)
@@ -119,6 +126,11 @@ impl Enforcer {
             self.store.countdown_state(id, due)?,
             Some(CountdownState::Done) | Some(CountdownState::Skipped)
         ))
+    }
+
+    /// Countdowns also go to users' desktops through `desktop` (the daemon's agents).
+    pub fn set_desktop(&mut self, desktop: Box<dyn desktop::Desktop>) {
+        self.desktop = Some(desktop);
     }
 
     pub fn store(&self) -> &Store {
@@ -242,6 +254,7 @@ impl Enforcer {
                 wake = wake.min(next);
             }
         }
+        self.desktop_running.clear();
         let records: Vec<ScheduleRecord> = self.schedules.values().cloned().collect();
         for record in records {
             let mut at = now;
@@ -272,6 +285,9 @@ impl Enforcer {
                     .min(instance.due);
                 break;
             }
+        }
+        if let Some(desktop) = self.desktop.as_mut() {
+            desktop.retain(&self.desktop_running);
         }
         Ok((report, wake.max(now)))
     }
@@ -356,8 +372,21 @@ impl Enforcer {
             if ignored.contains(&session.user) {
                 continue;
             }
-            if announce_all || newly_warned.contains(&session.user) {
+            let announce = announce_all || newly_warned.contains(&session.user);
+            if announce {
                 notify(session, &all, &countdown_text(instance, now));
+            }
+            if let Some(desktop) = self.desktop.as_mut() {
+                let running = (session.user.clone(), instance.record.id.clone());
+                // One notification per user, however many sessions they have.
+                if self.desktop_running.insert(running) && announce {
+                    desktop.show(
+                        &session.user,
+                        session.uid,
+                        &instance.record.id,
+                        &desktop::countdown_notification(instance, now),
+                    );
+                }
             }
         }
         self.announced.insert(key, step);
@@ -423,6 +452,16 @@ impl Enforcer {
         let all = processes::scan();
         for session in &ending {
             notify(session, &all, &logout_text(&instance.record));
+        }
+        if let Some(desktop) = self.desktop.as_mut() {
+            let mut told = HashSet::new();
+            let last = desktop::logout_notification(&instance.record);
+            for session in &ending {
+                if told.insert(session.user.clone()) {
+                    desktop.show(&session.user, session.uid, &instance.record.id, &last);
+                    desktop.finish(&session.user, &instance.record.id);
+                }
+            }
         }
         // Recorded first: the PAM close that the hang-up triggers then finds nothing to do,
         // so the session's `removed` carries this logout's reason, not `logout`.
@@ -578,6 +617,12 @@ impl Enforcer {
                 "{user} ignored the warning of schedule(s) {}",
                 ids.join(", ")
             ));
+            if let Some(desktop) = self.desktop.as_mut() {
+                for id in ids {
+                    desktop.show(user, uid, id, &desktop::kept_notification());
+                    desktop.finish(user, id);
+                }
+            }
         }
         Ok(outcome)
     }

@@ -3,6 +3,7 @@
 //! wall clock is set, so a clock jump is noticed at once), inotify on the store's directory
 //! (schedule changes and new sessions, within a second), and the socket.
 
+mod desktop;
 pub mod socket;
 mod subscribers;
 
@@ -43,6 +44,15 @@ pub(crate) fn log(line: &str) {
 pub fn run(ctx: &Context) -> Result<(), Error> {
     let store = Store::open(&ctx.db, Access::Create, DEFAULT_BUSY_TIMEOUT)?;
     let mut enforcer = Enforcer::new(store, ctx.config.clone(), Box::new(log))?;
+    let agents = if ctx.config.desktop_notifications {
+        let agents =
+            desktop::Agents::new().map_err(|e| Error::io("starting desktop notifications", e))?;
+        let agents = std::rc::Rc::new(std::cell::RefCell::new(agents));
+        enforcer.set_desktop(Box::new(desktop::SharedAgents(agents.clone())));
+        Some(agents)
+    } else {
+        None
+    };
     for skipped in enforcer.skip_missed(Utc::now())? {
         log(&format!(
             "schedule {skipped}: a logout was missed while the daemon was down"
@@ -94,17 +104,28 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             subscribers.notify();
             (last_look, planned_wake) = (now, wake);
         }
-        let wake = if now < settle_until {
+        let mut wake = if now < settle_until {
             planned_wake.min(last_look + SETTLE_STEP)
         } else {
             planned_wake
         };
+        // Desktop agents: a stuck one is killed on time, an ended one reaped.
+        if let Some(agents) = &agents {
+            if let Some(at) = agents.borrow_mut().tick(std::time::Instant::now()) {
+                let after = at.saturating_duration_since(std::time::Instant::now());
+                wake = wake.min(Utc::now() + chrono::Duration::from_std(after).unwrap_or_default());
+            }
+        }
         arm(&timer, wake)?;
-        let mut fds = [
+        let agents_ref = agents.as_ref().map(|a| a.borrow());
+        let mut fds = vec![
             PollFd::new(timer.as_fd(), PollFlags::POLLIN),
             PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(agents) = &agents_ref {
+            fds.push(PollFd::new(agents.wake_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(io("waiting", e)),
@@ -112,6 +133,14 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         let (timer_ready, inotify_ready, socket_ready) =
             (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
+        let desktop_ready = fds.get(3).is_some_and(ready);
+        drop(fds);
+        drop(agents_ref);
+        if desktop_ready {
+            if let Some(agents) = &agents {
+                desktop_reports(agents, &mut enforcer);
+            }
+        }
         if timer_ready {
             if let Err(nix::Error::ECANCELED) = timer.wait() {
                 // The wall clock was set: logouts it jumped over are fired if recent, else skipped.
@@ -131,7 +160,32 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         if socket_ready {
             serve(&listener, ctx, &mut enforcer);
         }
-        look = timer_ready || socket_ready || Utc::now() >= last_look + SETTLE_STEP;
+        look =
+            timer_ready || socket_ready || desktop_ready || Utc::now() >= last_look + SETTLE_STEP;
+    }
+}
+
+/// What the desktop agents reported: "Keep working" is `forcelogoutctl ignore` for that
+/// user, through the same `Enforcer::ignore` as the socket's.
+fn desktop_reports(
+    agents: &std::rc::Rc<std::cell::RefCell<desktop::Agents>>,
+    enforcer: &mut Enforcer,
+) {
+    let reports = agents.borrow_mut().take_reports();
+    for received in reports {
+        if let forcelogout_core::enforce::desktop::Report::Ignored { key } = received.report {
+            match enforcer.ignore(&received.user, received.uid, Utc::now()) {
+                Ok(IgnoreOutcome::Ignored(_)) => log(&format!(
+                    "{} chose \"Keep working\" on the desktop (schedule {key})",
+                    received.user
+                )),
+                Ok(_) => {}
+                Err(e) => log(&format!(
+                    "recording the desktop ignore of {}: {e}",
+                    received.user
+                )),
+            }
+        }
     }
 }
 
@@ -269,6 +323,9 @@ fn handle(
             .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
     match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
+        Command::NotifyAgent { .. } => {
+            return refuse(2, "notify-agent: started by the daemon only")
+        }
         Command::Events(args) if args.follow => {
             return refuse(
                 4,
