@@ -168,10 +168,20 @@ fn transcript_of(mut cmd: Command) -> Transcript {
 }
 
 pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
-    let conn = rusqlite::Connection::open(db).expect("open store");
-    let mut stmt = conn.prepare(sql).expect("prepare");
+    try_query(db, sql).unwrap_or_else(|e| panic!("{}: {sql}: {e}", db.display()))
+}
+
+/// `query`, or why it could not run: for waits that may begin before the store or its tables
+/// exist. Never creates the file (a test must not race the product to create its store).
+pub fn try_query(db: &Path, sql: &str) -> rusqlite::Result<Vec<Vec<String>>> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare(sql)?;
     let n = stmt.column_count();
-    stmt.query_map([], |row| {
+    let rows = stmt.query_map([], |row| {
         (0..n)
             .map(|i| {
                 row.get::<_, rusqlite::types::Value>(i).map(|v| match v {
@@ -183,10 +193,8 @@ pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
                 })
             })
             .collect()
-    })
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
+    })?;
+    rows.collect()
 }
 
 /// What a harness run printed.

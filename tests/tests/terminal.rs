@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
 use forcelogout_tests::sshd::{Sshd, USER};
-use forcelogout_tests::{ctl_path, harness_path, is_root, query, PamStack};
+use forcelogout_tests::{ctl_path, harness_path, is_root, query, try_query, PamStack};
 
 /// Reads all of a child's stdout in a thread, so a test can wait with a limit.
 fn collect(mut out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
@@ -47,9 +47,11 @@ fn a_message_with_escape_sequences_reaches_a_pty_as_plain_text() {
     let stack = PamStack::standard("");
     let daemon = Daemon::start(&stack.db, "");
     let (mut script, output) = session_on_a_pty(&stack, "root", "");
-    assert!(wait_until(Duration::from_secs(10), || stack
-        .query("SELECT count(*) FROM LogoutSessions")[0][0]
-        == "1"));
+    assert!(wait_until(Duration::from_secs(10), || try_query(
+        &stack.db,
+        "SELECT count(*) FROM LogoutSessions"
+    )
+    .is_ok_and(|rows| rows[0][0] == "1")));
     // The CLI refuses control characters, so a row written by hand carries them: clear the
     // screen, retitle the window, colour, a C1 CSI. None of it may reach the terminal.
     let now = chrono::Utc::now();
@@ -109,7 +111,9 @@ fn an_ssh_session_sees_the_countdown_and_is_disconnected() {
         .unwrap();
     let output = collect(ssh.stdout.take().unwrap());
     let db = sshd.store().to_path_buf();
-    let logged_in = || query(&db, "SELECT count(*) FROM LogoutSessions")[0][0] == "1";
+    let logged_in = || {
+        try_query(&db, "SELECT count(*) FROM LogoutSessions").is_ok_and(|rows| rows[0][0] == "1")
+    };
     assert!(
         wait_until(Duration::from_secs(20), logged_in),
         "sshd: {}",
