@@ -194,10 +194,11 @@ pub fn apply(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Changes, Error> {
+    let fleet = store.fleet_schedule_ids()?;
     let mut unmatched: Vec<ScheduleRecord> = store
         .current_schedules(None)?
         .into_iter()
-        .filter(|r| !r.schedule.immediate)
+        .filter(|r| !r.schedule.immediate && !fleet.contains(&r.id))
         .collect();
     let mut changes = Changes::default();
     let mut creates = Vec::new();

@@ -1,7 +1,7 @@
 //! `LogoutSchedules`: append-only history of schedule versions, and the current set.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::{classify, Store};
@@ -83,23 +83,23 @@ const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, 
                        Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt";
 
 /// A row as stored, before it is checked against the model.
-struct RawRow {
-    date: String,
-    id: String,
-    group: String,
-    update_time: String,
-    schedule: String,
-    schedule_date: Option<String>,
-    time: String,
-    timezone: String,
-    days: Option<i64>,
-    immediate: bool,
-    kick: bool,
-    event: String,
-    message: String,
-    actor: String,
-    lockout: i64,
-    due_at: Option<String>,
+pub(super) struct RawRow {
+    pub(super) date: String,
+    pub(super) id: String,
+    pub(super) group: String,
+    pub(super) update_time: String,
+    pub(super) schedule: String,
+    pub(super) schedule_date: Option<String>,
+    pub(super) time: String,
+    pub(super) timezone: String,
+    pub(super) days: Option<i64>,
+    pub(super) immediate: bool,
+    pub(super) kick: bool,
+    pub(super) event: String,
+    pub(super) message: String,
+    pub(super) actor: String,
+    pub(super) lockout: i64,
+    pub(super) due_at: Option<String>,
 }
 
 impl RawRow {
@@ -131,7 +131,7 @@ impl RawRow {
 
     /// A stored row goes through the same checks as typed input: a row written by hand with
     /// the sqlite3 shell is reported with its Id, never fired half-understood.
-    fn into_record(self) -> Result<ScheduleRecord, Error> {
+    pub(super) fn into_record(self) -> Result<ScheduleRecord, Error> {
         let in_row = |e: Error| match e {
             Error::Invalid { field, reason } => {
                 Error::invalid(format!("schedule {} {field}", self.id), reason)
@@ -218,6 +218,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, "starting a schedule write", e))?;
         let id = resolve_id(&tx, &path, id_or_prefix)?;
+        refuse_fleet_schedule(&tx, &path, &id)?;
         let current = current_version(&tx, &path, &id)?;
         let schedule = change(&current.schedule)?;
         let record = ScheduleRecord {
@@ -383,10 +384,20 @@ impl Store {
 }
 
 fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::Result<()> {
+    insert_marked_version(conn, r, None)
+}
+
+/// Inserts a version; `fleet_version` marks one copied from the fleet with its central
+/// `Version` (local commands leave such schedules alone).
+pub(super) fn insert_marked_version(
+    conn: &rusqlite::Connection,
+    r: &ScheduleRecord,
+    fleet_version: Option<i64>,
+) -> rusqlite::Result<()> {
     let s = &r.schedule;
     let sql = format!(
-        "INSERT INTO LogoutSchedules ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO LogoutSchedules ({COLUMNS}, FleetVersion) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     );
     conn.prepare_cached(&sql)?.execute(params![
         r.date,
@@ -405,7 +416,38 @@ fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::
         r.actor,
         s.lockout_minutes,
         r.due_at,
+        fleet_version,
     ])?;
+    Ok(())
+}
+
+/// A schedule whose current version came from the fleet is changed centrally only: a local
+/// `schedule update|delete` or `apply` is refused, naming the Id.
+fn refuse_fleet_schedule(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    id: &str,
+) -> Result<(), Error> {
+    let marked: bool = conn
+        .prepare_cached(
+            "SELECT FleetVersion IS NOT NULL FROM LogoutSchedules WHERE Id = ?1 \
+             ORDER BY rowid DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id], |row| row.get(0))
+                .optional()
+                .map(|m| m.unwrap_or(false))
+        })
+        .map_err(|e| classify(path, "looking for the fleet mark", e))?;
+    if marked {
+        return Err(Error::invalid(
+            "id",
+            format!(
+                "schedule {id} came from the fleet and is changed centrally \
+                 (forcelogoutctl --fleet schedule update|delete {id})"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -492,6 +534,7 @@ impl Store {
             .map(|(schedule, id)| stamp(id, ScheduleEvent::Created, schedule.clone(), zone))
             .collect();
         for (id, schedule) in updates {
+            refuse_fleet_schedule(&tx, &path, id)?;
             let current = current_version(&tx, &path, id)?;
             records.push(stamp(
                 current.id,
@@ -501,6 +544,7 @@ impl Store {
             ));
         }
         for id in deletes {
+            refuse_fleet_schedule(&tx, &path, id)?;
             let current = current_version(&tx, &path, id)?;
             records.push(stamp(
                 current.id,

@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -126,4 +126,21 @@ CREATE TABLE SubscriberCursors (
     Failures  INTEGER NOT NULL DEFAULT 0,
     LastError TEXT
 ) WITHOUT ROWID;
+"#;
+
+/// The fleet (SPEC §9): versions copied from the central database are marked with the central
+/// `Version` they came from (local `apply`, `schedule update|delete` leave them alone), and the
+/// fleet thread keeps its positions and link state here.
+const V4: &str = r#"
+ALTER TABLE LogoutSchedules ADD COLUMN FleetVersion INTEGER;
+
+-- Internal: one row, the fleet thread's view of the central database.
+CREATE TABLE FleetState (
+    Singleton        INTEGER PRIMARY KEY CHECK (Singleton = 1),
+    ScheduleVersion  INTEGER NOT NULL DEFAULT 0,
+    UploadedReplayId INTEGER NOT NULL DEFAULT 0,
+    Connected        INTEGER NOT NULL DEFAULT 0 CHECK (Connected IN (0, 1)),
+    Since            TEXT,
+    LastError        TEXT
+);
 "#;
