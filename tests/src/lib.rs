@@ -2,6 +2,7 @@
 //! `fl-pam-harness` binary, a real sshd (`sshd`), the built artefacts, and reading the store.
 
 pub mod daemon;
+pub mod postgres;
 pub mod sshd;
 
 use std::io::{BufRead, BufReader, Write};
