@@ -111,9 +111,11 @@ pub fn run_host(fleet: &FleetConfig, db_path: &Path, log: &dyn Fn(&str)) -> ! {
     let mut backoff = Backoff::default();
     let mut store: Option<Store> = None;
     let mut last_error: Option<String> = None;
+    // "connected" is logged once after each error that was logged, not at every retry.
+    let mut say_connected = true;
     loop {
         let result = match store.as_mut() {
-            Some(store) => session(fleet, store, &mut backoff, log),
+            Some(store) => session(fleet, store, &mut backoff, &mut say_connected, log),
             None => match Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
                 Ok(opened) => {
                     store = Some(opened);
@@ -126,6 +128,7 @@ pub fn run_host(fleet: &FleetConfig, db_path: &Path, log: &dyn Fn(&str)) -> ! {
         let text = error.to_string();
         if last_error.as_deref() != Some(&text) {
             log(&format!("fleet: {text}; retrying"));
+            say_connected = true;
             if let Some(store) = store.as_mut() {
                 let _ = store.set_fleet_link(false, &format_timestamp(Utc::now()), Some(&text));
             }
@@ -140,6 +143,7 @@ fn session(
     fleet: &FleetConfig,
     store: &mut Store,
     backoff: &mut Backoff,
+    say_connected: &mut bool,
     log: &dyn Fn(&str),
 ) -> Result<std::convert::Infallible, Error> {
     let url = FleetUrl::parse(&fleet.url, &fleet.host)?;
@@ -149,11 +153,13 @@ fn session(
     let (_, mut uploaded) = db.enrol(&fleet.host, &fleet.labels, env!("CARGO_PKG_VERSION"))?;
     backoff.reset();
     store.set_fleet_link(true, &format_timestamp(Utc::now()), None)?;
-    log(&format!(
-        "fleet: connected to {} as {}",
-        url.endpoint(),
-        url.user()
-    ));
+    if std::mem::take(say_connected) {
+        log(&format!(
+            "fleet: connected to {} as {}",
+            url.endpoint(),
+            url.user()
+        ));
+    }
     let local_newest = store.max_replay_id()?;
     if uploaded > local_newest {
         log(&format!(

@@ -388,11 +388,15 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
         s.proceed_if_alive();
     }
     // The kicks reach the central log, with each host's name.
-    assert!(fleet.pg.wait_for(
-        limit,
-        "SELECT string_agg(Host, ',' ORDER BY Host) FROM LogoutEvents WHERE Reason = 'kick'",
-        "lab1,office1"
-    ));
+    assert!(
+        fleet.pg.wait_for(
+            limit,
+            "SELECT string_agg(Host, ',' ORDER BY Host) FROM LogoutEvents WHERE Reason = 'kick'",
+            "lab1,office1"
+        ),
+        "{}",
+        lab1.daemon.log()
+    );
     let events = ok(fleet.admin(&["events", "--host", "office1", "--event", "removed"]));
     assert!(events.contains("office1") && !events.contains("lab1"), "{events}");
     let hosts = ok(fleet.admin(&["fleet", "hosts", "--json"]));

@@ -62,13 +62,21 @@ CREATE INDEX LogoutSchedules_Id ON LogoutSchedules (Id);
 -- moved past the higher one would never see the lower. So every writer takes this
 -- self-conflicting lock before drawing its number and holds it to its commit: versions become
 -- visible in their order. Readers take no lock and are never held up; a hand-written INSERT
--- in psql goes through the same trigger.
-CREATE FUNCTION forcelogout_schedule_version() RETURNS trigger LANGUAGE plpgsql AS $$
+-- in psql goes through the same trigger. LOCK in this mode needs UPDATE on the table, which
+-- no role has: the lock is taken by these two functions as the schema's owner.
+CREATE FUNCTION forcelogout_lock_schedules() RETURNS void LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     LOCK TABLE LogoutSchedules IN SHARE ROW EXCLUSIVE MODE;
+END $$;
+CREATE FUNCTION forcelogout_schedule_version() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM forcelogout_lock_schedules();
     NEW.Version := nextval('LogoutSchedules_Version');
     RETURN NEW;
 END $$;
+REVOKE ALL ON FUNCTION forcelogout_lock_schedules() FROM PUBLIC;
 CREATE TRIGGER LogoutSchedules_version BEFORE INSERT ON LogoutSchedules
     FOR EACH ROW EXECUTE FUNCTION forcelogout_schedule_version();
 
@@ -121,6 +129,10 @@ ALTER TABLE LogoutEvents ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admin_reads ON LogoutEvents FOR SELECT TO forcelogout_admin USING (true);
 CREATE POLICY host_inserts_own ON LogoutEvents FOR INSERT TO forcelogout_host
     WITH CHECK (Host = current_user);
+-- ON CONFLICT (EventIdentifier) reads the arbiter column, so PostgreSQL checks the new row
+-- against a SELECT policy too: hosts see (only the EventIdentifier of) their own events.
+CREATE POLICY host_reads_own ON LogoutEvents FOR SELECT TO forcelogout_host
+    USING (Host = current_user);
 ALTER TABLE FleetHosts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admin_reads ON FleetHosts FOR SELECT TO forcelogout_admin USING (true);
 CREATE POLICY admin_removes ON FleetHosts FOR DELETE TO forcelogout_admin USING (true);
@@ -146,11 +158,13 @@ const GRANTS: &str = r#"
 REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM PUBLIC;
 GRANT SELECT ON FleetSchema TO forcelogout_admin, forcelogout_host;
 GRANT SELECT, INSERT ON LogoutSchedules TO forcelogout_admin;
-GRANT USAGE ON SEQUENCE LogoutSchedules_Version TO forcelogout_admin;
+GRANT EXECUTE ON FUNCTION forcelogout_lock_schedules() TO forcelogout_admin;
 GRANT SELECT ON LogoutEvents TO forcelogout_admin;
 GRANT SELECT, DELETE ON FleetHosts TO forcelogout_admin;
 GRANT SELECT ON LogoutSchedules TO forcelogout_host;
 GRANT INSERT ON LogoutEvents TO forcelogout_host;
+-- ON CONFLICT (EventIdentifier) needs it; host_reads_own limits it to the host's own rows.
+GRANT SELECT (EventIdentifier) ON LogoutEvents TO forcelogout_host;
 GRANT SELECT, INSERT, UPDATE ON FleetHosts TO forcelogout_host;
 "#;
 
@@ -738,7 +752,7 @@ impl FleetDb {
         };
         let mut tx = self.client.transaction().map_err(fail("starting a schedule write"))?;
         // The version lock first: the read below and the write are one step for every writer.
-        tx.batch_execute("LOCK TABLE LogoutSchedules IN SHARE ROW EXCLUSIVE MODE")
+        tx.batch_execute("SELECT forcelogout_lock_schedules()")
             .map_err(fail("locking the schedules"))?;
         let id = resolve_central_id(&mut tx, id_or_prefix).map_err(|e| match e {
             Resolve::Db(e) => fail("looking up the schedule id")(e),
