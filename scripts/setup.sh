@@ -10,6 +10,7 @@ packages=(
   pamtester openssh-server openssh-client   # real PAM and sshd tests
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
+  postgresql-15 libssl-dev        # the fleet: a real PostgreSQL in tests; TLS (openssl-sys) for the client
 )
 
 missing=()

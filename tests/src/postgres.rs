@@ -115,7 +115,8 @@ impl Postgres {
         let port = free_port();
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             max_connections = 400\nshared_buffers = 32MB\nfsync = on\nlog_min_messages = warning\n",
+             max_connections = 400\nshared_buffers = 32MB\nfsync = on\nlog_min_messages = warning\n\
+             track_commit_timestamp = on\n",
             socket_dir.display()
         );
         let conf_path = data.join("postgresql.conf");
@@ -191,7 +192,16 @@ impl Postgres {
                 .arg(Path::new(BIN).join("psql"))
                 .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
                 .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-c", sql])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    database,
+                    "-c",
+                    sql,
+                ])
                 .output()
                 .expect("psql"),
             sql,
@@ -253,7 +263,16 @@ impl Postgres {
             .arg(Path::new(BIN).join("psql"))
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", DATABASE, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                DATABASE,
+                "-c",
+                sql,
+            ])
             .output()
             .ok()?;
         out.status

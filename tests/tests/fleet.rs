@@ -177,7 +177,11 @@ fn dump(pg: &Postgres) -> String {
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
         .map(str::to_string)
         .collect();
-    format!("{}\n{roles}\n{}", schema.join("\n"), pg.psql("TABLE FleetSchema"))
+    format!(
+        "{}\n{roles}\n{}",
+        schema.join("\n"),
+        pg.psql("TABLE FleetSchema")
+    )
 }
 
 #[test]
@@ -214,7 +218,10 @@ fn init_is_idempotent_and_the_roles_hold() {
          'UTC', true, true, 'created', 'evil')",
         "permission denied for table logoutschedules",
     );
-    refusal("DELETE FROM LogoutEvents", "permission denied for table logoutevents");
+    refusal(
+        "DELETE FROM LogoutEvents",
+        "permission denied for table logoutevents",
+    );
     refusal(
         "UPDATE LogoutEvents SET GroupName = 'nobody'",
         "permission denied for table logoutevents",
@@ -230,7 +237,11 @@ fn init_is_idempotent_and_the_roles_hold() {
         "violates row-level security policy",
     );
     // Its own row it may write; another's it cannot even see to update.
-    ok(pg.psql_as("lab1", &lab1, "INSERT INTO FleetHosts (Host) VALUES ('lab1')"));
+    ok(pg.psql_as(
+        "lab1",
+        &lab1,
+        "INSERT INTO FleetHosts (Host) VALUES ('lab1')",
+    ));
     refusal(
         "UPDATE FleetHosts SET Host = 'lab2' WHERE Host = 'lab1'",
         "violates row-level security policy",
@@ -246,7 +257,10 @@ fn init_is_idempotent_and_the_roles_hold() {
             .trim(),
         "7"
     );
-    refusal("DELETE FROM FleetHosts", "permission denied for table fleethosts");
+    refusal(
+        "DELETE FROM FleetHosts",
+        "permission denied for table fleethosts",
+    );
     // Its own events it may insert.
     ok(pg.psql_as(
         "lab1",
@@ -258,10 +272,13 @@ fn init_is_idempotent_and_the_roles_hold() {
     // The administrator writes schedules, and cannot rewrite events either.
     let admin = |sql: &str| pg.psql_as(ADMIN, &fleet.admin_passfile, sql);
     assert!(!admin("DELETE FROM LogoutEvents").status.success());
-    assert!(!admin("UPDATE LogoutSchedules SET Actor = 'x'").status.success());
+    assert!(!admin("UPDATE LogoutSchedules SET Actor = 'x'")
+        .status
+        .success());
 
     // The commands: each failure one line, with its exit code.
-    let (code, err) = refused(&fleet.ctl_url("host=127.0.0.1 password=secret", &["schedule", "list"]));
+    let (code, err) =
+        refused(&fleet.ctl_url("host=127.0.0.1 password=secret", &["schedule", "list"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("fleet url"), "{err}");
     let (code, err) = refused(&fleet.ctl_url("host=127.0.0.1 sslmode=sometimes", &["next"]));
@@ -278,12 +295,10 @@ fn init_is_idempotent_and_the_roles_hold() {
     assert_eq!(code, 1, "{err}");
     let wrong = dir.join("wrong.pgpass");
     std::fs::write(&wrong, "*:*:*:*:not-the-password\n").unwrap();
-    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
     assert_eq!(code, 4, "{err}");
-    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("chmod 600"), "{err}");
@@ -312,14 +327,25 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
     let office = fleet.host("office1", &["office"]);
     let limit = Duration::from_secs(30);
     assert!(
-        fleet.pg.wait_for(limit, "SELECT count(*) FROM FleetHosts", "3"),
+        fleet
+            .pg
+            .wait_for(limit, "SELECT count(*) FROM FleetHosts", "3"),
         "{}",
         lab1.daemon.log()
     );
 
     let id = first_line(&ok(fleet.admin(&[
-        "schedule", "add", "--group", "students", "--daily", "--at", "18:00", "--tz",
-        "Europe/Berlin", "--hosts", "@lab",
+        "schedule",
+        "add",
+        "--group",
+        "students",
+        "--daily",
+        "--at",
+        "18:00",
+        "--tz",
+        "Europe/Berlin",
+        "--hosts",
+        "@lab",
     ])));
     assert!(
         wait_until(limit, || lab1.has_current(&id) && lab2.has_current(&id)),
@@ -338,7 +364,10 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
     let out = lab1.daemon.ctl(&["schedule", "delete", &id]);
     let (code, err) = refused(&out);
     assert_eq!(code, 2);
-    assert!(err.contains(&id) && err.contains("changed centrally"), "{err}");
+    assert!(
+        err.contains(&id) && err.contains("changed centrally"),
+        "{err}"
+    );
     // `apply` of an empty file leaves it alone.
     let empty = lab1.stack.dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
@@ -349,7 +378,10 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
     assert!(wait_until(limit, || lab1.versions(&id).len() == 2
         && lab2.versions(&id).len() == 2));
     assert_eq!(
-        query(&lab2.stack.db, &format!("SELECT Time FROM LogoutSchedulesCurrent WHERE Id = '{id}'")),
+        query(
+            &lab2.stack.db,
+            &format!("SELECT Time FROM LogoutSchedulesCurrent WHERE Id = '{id}'")
+        ),
         vec![vec!["18:30"]]
     );
     ok(fleet.admin(&["schedule", "delete", &id]));
@@ -398,7 +430,10 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
         lab1.daemon.log()
     );
     let events = ok(fleet.admin(&["events", "--host", "office1", "--event", "removed"]));
-    assert!(events.contains("office1") && !events.contains("lab1"), "{events}");
+    assert!(
+        events.contains("office1") && !events.contains("lab1"),
+        "{events}"
+    );
     let hosts = ok(fleet.admin(&["fleet", "hosts", "--json"]));
     let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
     assert_eq!(hosts.as_array().unwrap().len(), 3);
@@ -417,9 +452,16 @@ fn an_outage_loses_nothing_and_a_host_started_meanwhile_enforces() {
         lab2.login_logout("news");
     }
     let uploaded = |h: &Host| {
-        format!("SELECT count(*) FROM LogoutEvents WHERE Host = '{}'", h.name)
+        format!(
+            "SELECT count(*) FROM LogoutEvents WHERE Host = '{}'",
+            h.name
+        )
     };
-    assert!(fleet.pg.wait_for(limit, &uploaded(&lab1), &lab1.replay_ids().len().to_string()));
+    assert!(fleet.pg.wait_for(
+        limit,
+        &uploaded(&lab1),
+        &lab1.replay_ids().len().to_string()
+    ));
 
     // A logout for lab2 twenty seconds ahead; lab2 has it, then its daemon goes down.
     let mut session = lab2.stack.spawn("games", &["open", "wait", "close"]);
@@ -445,7 +487,11 @@ fn an_outage_loses_nothing_and_a_host_started_meanwhile_enforces() {
         )[0][0]
             == "1"
     };
-    assert!(wait_until(Duration::from_secs(60), kicked), "{}", lab2.daemon.log());
+    assert!(
+        wait_until(Duration::from_secs(60), kicked),
+        "{}",
+        lab2.daemon.log()
+    );
     session.proceed_if_alive();
     let status = ok(lab1.daemon.ctl(&["fleet", "status", "--json"]));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -457,7 +503,11 @@ fn an_outage_loses_nothing_and_a_host_started_meanwhile_enforces() {
     for host in [&lab1, &lab2] {
         let local = host.replay_ids();
         assert!(
-            fleet.pg.wait_for(Duration::from_secs(60), &uploaded(host), &local.len().to_string()),
+            fleet.pg.wait_for(
+                Duration::from_secs(60),
+                &uploaded(host),
+                &local.len().to_string()
+            ),
             "{}",
             host.daemon.log()
         );

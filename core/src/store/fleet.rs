@@ -209,7 +209,7 @@ impl FleetUrl {
         let bad = |reason: String| Error::invalid("fleet url", reason);
         let (rest, extracted) = split_libpq_only(text).map_err(bad)?;
         let mut config = postgres::Config::from_str(&rest)
-            .map_err(|e| bad(format!("{}", crate::text::sanitize_line(&e.to_string()))))?;
+            .map_err(|e| bad(crate::text::sanitize_line(&e.to_string())))?;
         if config.get_password().is_some() {
             return Err(bad(
                 "a password does not belong in the URL; put it in a 0600 passfile (passfile=PATH)"
@@ -244,7 +244,9 @@ impl FleetUrl {
                         "require" => TlsMode::Require,
                         "verify-ca" => TlsMode::VerifyCa,
                         "verify-full" => TlsMode::VerifyFull,
-                        other => return Err(bad(format!("sslmode {other:?} is not a libpq sslmode"))),
+                        other => {
+                            return Err(bad(format!("sslmode {other:?} is not a libpq sslmode")))
+                        }
                     }
                 }
                 "sslrootcert" => url.root_cert = Some(PathBuf::from(value)),
@@ -303,8 +305,9 @@ impl FleetUrl {
 
     fn tls_connector(&self) -> Result<postgres_openssl::MakeTlsConnector, Error> {
         use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-        let tls_error =
-            |what: &str, e: openssl::error::ErrorStack| Error::invalid("fleet url", format!("{what}: {e}"));
+        let tls_error = |what: &str, e: openssl::error::ErrorStack| {
+            Error::invalid("fleet url", format!("{what}: {e}"))
+        };
         let mut builder =
             SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_error("TLS", e))?;
         match self.tls {
@@ -312,9 +315,10 @@ impl FleetUrl {
                 builder.set_verify(SslVerifyMode::NONE)
             }
             TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                let root = self.root_cert.clone().or_else(|| {
-                    home_file(".postgresql/root.crt").filter(|p| p.exists())
-                });
+                let root = self
+                    .root_cert
+                    .clone()
+                    .or_else(|| home_file(".postgresql/root.crt").filter(|p| p.exists()));
                 if let Some(root) = root {
                     builder
                         .set_ca_file(&root)
@@ -634,16 +638,23 @@ impl FleetDb {
             let context = format!("{what} on {endpoint}");
             move |e| pg_error(&context, e)
         };
-        let mut tx = self.client.transaction().map_err(fail("starting fleet init"))?;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(fail("starting fleet init"))?;
         tx.batch_execute(
             "SELECT pg_advisory_xact_lock(hashtext('forcelogout fleet init')); \
              SET LOCAL client_min_messages = warning; \
              CREATE TABLE IF NOT EXISTS FleetSchema (Version integer NOT NULL)",
         )
         .map_err(fail("creating the schema version table"))?;
-        tx.batch_execute(ROLES).map_err(fail("creating the roles"))?;
+        tx.batch_execute(ROLES)
+            .map_err(fail("creating the roles"))?;
         let from: i64 = tx
-            .query_one("SELECT coalesce(max(Version), 0)::bigint FROM FleetSchema", &[])
+            .query_one(
+                "SELECT coalesce(max(Version), 0)::bigint FROM FleetSchema",
+                &[],
+            )
             .map_err(fail("reading the schema version"))?
             .get(0);
         let known = MIGRATIONS.len() as i64;
@@ -659,10 +670,16 @@ impl FleetDb {
         }
         if from < known {
             tx.execute("DELETE FROM FleetSchema", &[])
-                .and_then(|_| tx.execute("INSERT INTO FleetSchema (Version) VALUES ($1::bigint::integer)", &[&known]))
+                .and_then(|_| {
+                    tx.execute(
+                        "INSERT INTO FleetSchema (Version) VALUES ($1::bigint::integer)",
+                        &[&known],
+                    )
+                })
                 .map_err(fail("recording the schema version"))?;
         }
-        tx.batch_execute(GRANTS).map_err(fail("granting the roles"))?;
+        tx.batch_execute(GRANTS)
+            .map_err(fail("granting the roles"))?;
         tx.commit().map_err(fail("committing fleet init"))?;
         Ok(InitReport {
             from_version: from,
@@ -690,7 +707,10 @@ impl FleetDb {
         match version {
             Some(v) if v as usize == MIGRATIONS.len() => Ok(()),
             other => Err(Error::io(
-                format!("fleet: {endpoint} has schema version {}", other.unwrap_or(0)),
+                format!(
+                    "fleet: {endpoint} has schema version {}",
+                    other.unwrap_or(0)
+                ),
                 std::io::Error::other(format!(
                     "this build needs {}; run forcelogoutctl --fleet fleet init",
                     MIGRATIONS.len()
@@ -750,7 +770,10 @@ impl FleetDb {
             let context = format!("{what} on {endpoint}");
             move |e| pg_error(&context, e)
         };
-        let mut tx = self.client.transaction().map_err(fail("starting a schedule write"))?;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(fail("starting a schedule write"))?;
         // The version lock first: the read below and the write are one step for every writer.
         tx.batch_execute("SELECT forcelogout_lock_schedules()")
             .map_err(fail("locking the schedules"))?;
@@ -773,7 +796,8 @@ impl FleetDb {
             schedule,
             due_at: current.record.due_at.clone(),
         };
-        let version = insert_central(&mut tx, &record, &hosts).map_err(fail("writing the schedule"))?;
+        let version =
+            insert_central(&mut tx, &record, &hosts).map_err(fail("writing the schedule"))?;
         tx.commit().map_err(fail("committing the schedule"))?;
         Ok(CentralSchedule {
             record,
@@ -783,7 +807,10 @@ impl FleetDb {
     }
 
     /// The current central set (latest version per Id, not deleted), oldest first.
-    pub fn current_schedules(&mut self, group: Option<&str>) -> Result<Vec<CentralSchedule>, Error> {
+    pub fn current_schedules(
+        &mut self,
+        group: Option<&str>,
+    ) -> Result<Vec<CentralSchedule>, Error> {
         let sql = format!(
             "SELECT * FROM (SELECT DISTINCT ON (Id) {SCHEDULE_COLUMNS} FROM LogoutSchedules \
              ORDER BY Id, Version DESC) AS latest \
@@ -810,7 +837,10 @@ impl FleetDb {
     }
 
     /// The current version of one schedule and all its versions.
-    pub fn schedule(&mut self, id_or_prefix: &str) -> Result<(CentralSchedule, Vec<CentralSchedule>), Error> {
+    pub fn schedule(
+        &mut self,
+        id_or_prefix: &str,
+    ) -> Result<(CentralSchedule, Vec<CentralSchedule>), Error> {
         let endpoint = self.endpoint.clone();
         let mut tx = self
             .client
@@ -821,11 +851,16 @@ impl FleetDb {
             Resolve::Invalid(e) => e,
         })?;
         let current = current_central(&mut tx, &id)?;
-        let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM LogoutSchedules WHERE Id = $1 ORDER BY Version");
+        let sql = format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM LogoutSchedules WHERE Id = $1 ORDER BY Version"
+        );
         let rows = tx
             .query(&sql, &[&id])
             .map_err(|e| pg_error(&format!("reading a schedule on {endpoint}"), e))?;
-        let versions = rows.iter().map(central_from_row).collect::<Result<_, _>>()?;
+        let versions = rows
+            .iter()
+            .map(central_from_row)
+            .collect::<Result<_, _>>()?;
         Ok((current, versions))
     }
 
@@ -841,7 +876,11 @@ impl FleetDb {
     // ---- administrators: events and hosts ----
 
     /// Events of all hosts matching `filter`, by time, at most `limit`.
-    pub fn events(&mut self, filter: &CentralEventFilter, limit: i64) -> Result<Vec<EventRow>, Error> {
+    pub fn events(
+        &mut self,
+        filter: &CentralEventFilter,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, Error> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM LogoutEvents \
              WHERE ($1::text IS NULL OR Date >= $1) AND ($2::text IS NULL OR GroupName = $2) \
@@ -852,7 +891,13 @@ impl FleetDb {
             .client
             .query(
                 &sql,
-                &[&filter.since, &filter.group, &filter.event, &filter.host, &limit],
+                &[
+                    &filter.since,
+                    &filter.group,
+                    &filter.event,
+                    &filter.host,
+                    &limit,
+                ],
             )
             .map_err(self.fail("reading the events"))?;
         Ok(rows.iter().map(event_from_row).collect())
@@ -900,7 +945,11 @@ impl FleetDb {
         let endpoint = self.endpoint.clone();
         let mut notifications = self.client.notifications();
         let fail = |e| pg_error(&format!("waiting for schedule changes on {endpoint}"), e);
-        let got = notifications.timeout_iter(timeout).next().map_err(fail)?.is_some();
+        let got = notifications
+            .timeout_iter(timeout)
+            .next()
+            .map_err(fail)?
+            .is_some();
         // Drain what else is already there: one look at the table answers them all.
         while notifications.iter().next().map_err(fail)?.is_some() {}
         Ok(got)
@@ -908,7 +957,12 @@ impl FleetDb {
 
     /// Registers this host (or updates its labels and version) and returns the central
     /// positions: (schedule version it reported, last ReplayId the database has).
-    pub fn enrol(&mut self, host: &str, labels: &[String], product: &str) -> Result<(i64, i64), Error> {
+    pub fn enrol(
+        &mut self,
+        host: &str,
+        labels: &[String],
+        product: &str,
+    ) -> Result<(i64, i64), Error> {
         let row = self
             .client
             .query_one(
@@ -962,7 +1016,8 @@ impl FleetDb {
         let Some(last) = events.last() else {
             return Ok(0);
         };
-        let col = |f: &dyn Fn(&EventRow) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        let col =
+            |f: &dyn Fn(&EventRow) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
         let dates = col(&|e| Some(e.date.clone()));
         let stamps = col(&|e| Some(e.timestamp.clone()));
         let groups = col(&|e| Some(e.group_name.clone()));
@@ -981,15 +1036,34 @@ impl FleetDb {
         let ttys = col(&|e| e.tty.clone());
         let remotes = col(&|e| e.remote_host.clone());
         let params: [&(dyn ToSql + Sync); 18] = [
-            &dates, &stamps, &groups, &kinds, &immediate, &kick, &replay, &identifiers, &related,
-            &sessions, &logins, &uids, &schedules, &reasons, &services, &ttys, &remotes, &host,
+            &dates,
+            &stamps,
+            &groups,
+            &kinds,
+            &immediate,
+            &kick,
+            &replay,
+            &identifiers,
+            &related,
+            &sessions,
+            &logins,
+            &uids,
+            &schedules,
+            &reasons,
+            &services,
+            &ttys,
+            &remotes,
+            &host,
         ];
         let endpoint = self.endpoint.clone();
         let fail = |what: &str| {
             let context = format!("{what} on {endpoint}");
             move |e| pg_error(&context, e)
         };
-        let mut tx = self.client.transaction().map_err(fail("starting an upload"))?;
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(fail("starting an upload"))?;
         let inserted = tx
             .execute(
                 &format!(
@@ -1067,7 +1141,10 @@ enum Resolve {
     Invalid(Error),
 }
 
-fn resolve_central_id(tx: &mut postgres::Transaction<'_>, id_or_prefix: &str) -> Result<String, Resolve> {
+fn resolve_central_id(
+    tx: &mut postgres::Transaction<'_>,
+    id_or_prefix: &str,
+) -> Result<String, Resolve> {
     let prefix = ids::validate_id_prefix(id_or_prefix).map_err(Resolve::Invalid)?;
     let rows = tx
         .query(
@@ -1100,7 +1177,10 @@ fn current_central(tx: &mut postgres::Transaction<'_>, id: &str) -> Result<Centr
     if current.record.event == ScheduleEvent::Deleted {
         return Err(Error::invalid(
             "id",
-            format!("schedule {id} was deleted on {}", current.record.update_time),
+            format!(
+                "schedule {id} was deleted on {}",
+                current.record.update_time
+            ),
         ));
     }
     Ok(current)
@@ -1163,9 +1243,10 @@ mod tests {
 
     #[test]
     fn libpq_only_keys_are_taken_out() {
-        let (rest, found) =
-            split_libpq_only("host=db port=5433 sslmode=verify-full passfile='/etc/fl pass' user=lab1")
-                .unwrap();
+        let (rest, found) = split_libpq_only(
+            "host=db port=5433 sslmode=verify-full passfile='/etc/fl pass' user=lab1",
+        )
+        .unwrap();
         assert_eq!(rest, "host='db' port='5433' user='lab1'");
         assert_eq!(
             found,
@@ -1174,9 +1255,10 @@ mod tests {
                 ("passfile".to_string(), "/etc/fl pass".to_string())
             ]
         );
-        let (rest, found) =
-            split_libpq_only("postgresql://lab1@db:5433/fl?sslmode=require&passfile=%2Fetc%2Fpw&connect_timeout=3")
-                .unwrap();
+        let (rest, found) = split_libpq_only(
+            "postgresql://lab1@db:5433/fl?sslmode=require&passfile=%2Fetc%2Fpw&connect_timeout=3",
+        )
+        .unwrap();
         assert_eq!(rest, "postgresql://lab1@db:5433/fl?connect_timeout=3");
         assert_eq!(found[1], ("passfile".to_string(), "/etc/pw".to_string()));
     }
@@ -1206,7 +1288,8 @@ mod tests {
 
     #[test]
     fn passfile_lines_match_like_libpq() {
-        let text = "# comment\nother:5432:*:*:no\n127.0.0.1:6543:fl:lab1:pa\\:ss\n*:*:*:*:fallback\n";
+        let text =
+            "# comment\nother:5432:*:*:no\n127.0.0.1:6543:fl:lab1:pa\\:ss\n*:*:*:*:fallback\n";
         assert_eq!(
             find_password(text, ["127.0.0.1", "6543", "fl", "lab1"]).as_deref(),
             Some("pa:ss")

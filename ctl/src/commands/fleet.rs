@@ -278,7 +278,14 @@ fn schedule(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
             }
             let now = ctx.now();
             let mut table = Table::new(&[
-                "VERSION", "ID", "EVENT", "HOSTS", "GROUP", "WHEN", "ACTION", "NEXT (UTC)",
+                "VERSION",
+                "ID",
+                "EVENT",
+                "HOSTS",
+                "GROUP",
+                "WHEN",
+                "ACTION",
+                "NEXT (UTC)",
                 "MESSAGE",
             ]);
             for r in &rows {
@@ -289,7 +296,12 @@ fn schedule(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
                     r.hosts.clone(),
                     r.record.schedule.group.clone(),
                     r.record.schedule.describe_when(),
-                    if r.record.schedule.kick { "kick" } else { "warn" }.into(),
+                    if r.record.schedule.kick {
+                        "kick"
+                    } else {
+                        "warn"
+                    }
+                    .into(),
                     r.record
                         .schedule
                         .next_after(now)
@@ -364,7 +376,10 @@ fn next(ctx: &Context, args: NextArgs) -> Result<(), Error> {
                 .map(move |t| (t, r))
         })
         .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.record.id.cmp(&b.1.record.id)));
+    found.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.record.id.cmp(&b.1.record.id))
+    });
     found.truncate(count);
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
@@ -496,13 +511,25 @@ fn events(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
         return ctx.print(&text);
     }
     let mut table = Table::new(&[
-        "HOST", "REPLAY", "TIME (UTC)", "USER", "EVENT", "REASON", "K", "I", "SERVICE", "FROM",
+        "HOST",
+        "REPLAY",
+        "TIME (UTC)",
+        "USER",
+        "EVENT",
+        "REASON",
+        "K",
+        "I",
+        "SERVICE",
+        "FROM",
     ]);
     for r in &rows {
         table.push(vec![
             r.host.clone(),
             r.replay_id.to_string(),
-            r.timestamp.get(..19).unwrap_or(&r.timestamp).replace('T', " "),
+            r.timestamp
+                .get(..19)
+                .unwrap_or(&r.timestamp)
+                .replace('T', " "),
             r.group_name.clone(),
             r.event.clone(),
             r.reason.clone().unwrap_or_else(|| "-".into()),

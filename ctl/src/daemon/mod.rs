@@ -270,7 +270,10 @@ fn handle(
             .as_ref()
             .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
     if cli.fleet.is_some() || matches!(cli.command, Command::Fleet(_)) {
-        return refuse(2, "fleet: not through the socket (the fleet's database checks its own roles)");
+        return refuse(
+            2,
+            "fleet: not through the socket (the fleet's database checks its own roles)",
+        );
     }
     match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
