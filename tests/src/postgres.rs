@@ -148,6 +148,92 @@ impl Postgres {
         );
     }
 
+    /// Turns TLS on with a new CA and a server certificate for the name `localhost` (not for
+    /// the address 127.0.0.1), and lets TCP logins in only over TLS (`hostssl`); returns the
+    /// CA certificate's path. Restarts the server.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir(&dir).expect("mkdir tls");
+        let openssl = |args: &[&str]| {
+            check(
+                Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl"),
+                "openssl",
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=forcelogout test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName = DNS:localhost\n").expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(file), self.data.join(file)).expect("copy");
+            let status = Command::new("chown")
+                .arg(format!("{SERVER_USER}:"))
+                .arg(self.data.join(file))
+                .status()
+                .expect("chown");
+            assert!(status.success());
+            std::fs::set_permissions(self.data.join(file), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let conf_path = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf_path, text).expect("postgresql.conf");
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        )
+        .expect("pg_hba.conf");
+        self.stop();
+        self.start_server();
+        dir.join("ca.crt")
+    }
+
     /// Stops the server (fast: sessions are cut, as in an outage).
     pub fn stop(&self) {
         let _ = as_server_user("pg_ctl")

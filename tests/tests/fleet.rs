@@ -591,3 +591,61 @@ fn a_daemon_killed_in_the_middle_of_an_upload_leaves_no_duplicate_and_no_gap() {
         TOTAL
     );
 }
+
+#[test]
+fn tls_is_verified_as_libpq_users_expect() {
+    let Some(fleet) = Fleet::start() else { return };
+    let ca = fleet.pg.enable_tls();
+    let other_ca = fleet.dir.path().join("other-ca.crt");
+    // A CA that did not sign the server's certificate: replace it with a fresh self-signed one.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(fleet.dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let url = |host: &str, mode: &str, root: Option<&Path>| {
+        let mut url = format!(
+            "host={host} port={} dbname=fleet user={ADMIN} passfile={} sslmode={mode}",
+            fleet.pg.port,
+            fleet.admin_passfile.display()
+        );
+        if let Some(root) = root {
+            url.push_str(&format!(" sslrootcert={}", root.display()));
+        }
+        url
+    };
+    // The passfile names 127.0.0.1; the name `localhost` needs its own line.
+    let mut lines = std::fs::read_to_string(&fleet.admin_passfile).unwrap();
+    lines.push_str(&lines.replace("127.0.0.1:", "localhost:"));
+    std::fs::write(&fleet.admin_passfile, lines).unwrap();
+    let list = |url: String| fleet.ctl_url(&url, &["schedule", "list"]);
+    // The server takes TCP logins over TLS only, so each success below was encrypted.
+    ok(list(url("localhost", "verify-full", Some(&ca))));
+    ok(list(url("127.0.0.1", "verify-ca", Some(&ca))));
+    ok(list(url("127.0.0.1", "require", None)));
+    ok(list(url("127.0.0.1", "prefer", None)));
+    // The certificate is for `localhost`, not for the address; and another CA is not trusted.
+    let (code, err) = refused(&list(url("127.0.0.1", "verify-full", Some(&ca))));
+    assert_eq!(code, 1, "{err}");
+    let (code, err) = refused(&list(url("localhost", "verify-full", Some(&other_ca))));
+    assert_eq!(code, 1, "{err}");
+    let (code, err) = refused(&list(url("localhost", "verify-ca", Some(&other_ca))));
+    assert_eq!(code, 1, "{err}");
+    // Without TLS the server's pg_hba.conf has no line for us: a refused login.
+    let (code, err) = refused(&list(url("127.0.0.1", "disable", None)));
+    assert_eq!(code, 4, "{err}");
+}
