@@ -11,8 +11,11 @@ pub fn start(ctx: &Context) -> Result<(), Error> {
     let Some(fleet) = ctx.config.fleet.clone() else {
         return Ok(());
     };
-    // A bad URL is the administrator's to fix now, not a reason to retry forever.
-    forcelogout_core::store::fleet::FleetUrl::parse(&fleet.url, &fleet.host)?;
+    // A bad URL or passfile must not stop enforcement: the thread logs it, `fleet status`
+    // shows it, and the host goes on with its local schedules until it is fixed.
+    if let Err(e) = forcelogout_core::store::fleet::FleetUrl::parse(&fleet.url, &fleet.host) {
+        super::log(&format!("fleet: {e}"));
+    }
     let db = ctx.db.clone();
     super::log(&format!(
         "fleet: host {} (labels {})",
