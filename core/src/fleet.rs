@@ -173,9 +173,16 @@ fn session(
     let mut next_poll = Instant::now();
     let mut announced = true;
     loop {
-        if announced || Instant::now() >= next_poll {
-            copy_schedules(&mut db, store, fleet, log)?;
-            next_poll = Instant::now() + SAFETY_POLL;
+        let poll_due = Instant::now() >= next_poll;
+        if announced || poll_due {
+            let moved = copy_schedules(&mut db, store, fleet, log)?;
+            // The safety poll doubles as a heartbeat: `fleet hosts` shows a live LastContact.
+            if moved || poll_due {
+                db.report_version(&fleet.host, store.fleet_state()?.schedule_version)?;
+            }
+            if poll_due {
+                next_poll = Instant::now() + SAFETY_POLL;
+            }
         }
         uploaded = upload_events(&mut db, store, &fleet.host, uploaded)?;
         announced = db.wait_for_announcement(UPLOAD_POLL)?;
@@ -189,13 +196,13 @@ fn session(
 }
 
 /// Copies the versions after the store's position, a batch per local transaction (each one
-/// records its position with it), then tells the database how far this host got.
+/// records its position with it); whether the position moved.
 fn copy_schedules(
     db: &mut FleetDb,
     store: &mut Store,
     fleet: &FleetConfig,
     log: &dyn Fn(&str),
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let start = store.fleet_state()?.schedule_version;
     let mut position = start;
     loop {
@@ -219,10 +226,7 @@ fn copy_schedules(
             break;
         }
     }
-    if position != start {
-        db.report_version(&fleet.host, position)?;
-    }
-    Ok(())
+    Ok(position != start)
 }
 
 /// Uploads the events after `uploaded` in ReplayId order, a batch per central transaction;

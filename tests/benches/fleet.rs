@@ -3,8 +3,8 @@
 //! store, socket, configuration and login role.
 //!
 //! - one central `logout --hosts '*'`: from its commit (PostgreSQL's commit timestamp) to each
-//!   host's report that it has committed the logout locally (`FleetHosts.LastContact` of the
-//!   report, written right after the local commit): median and max over several rounds;
+//!   host's report that it has committed the logout locally (`FleetHosts.AppliedAt`, written
+//!   right after the local commit): median and max over several rounds;
 //! - events uploaded per second with every host writing;
 //! - `--fleet` commands against the idle fleet, next to the same command on a local store;
 //! - hosts that were offline (their login refused) when the logout was committed: from the
@@ -108,7 +108,7 @@ impl Bench {
             "not every host got version {version}"
         );
         let delays = self.pg.psql(&format!(
-            "SELECT extract(epoch FROM h.LastContact - c.at) FROM FleetHosts h, \
+            "SELECT extract(epoch FROM h.AppliedAt - c.at) FROM FleetHosts h, \
              (SELECT pg_xact_commit_timestamp(xmin) AS at FROM LogoutSchedules WHERE Version = {version}) c"
         ));
         let delays: Vec<f64> = delays
@@ -209,7 +209,7 @@ impl Bench {
             .pg
             .wait_for(Duration::from_secs(60), &sql, &OFFLINE_HOSTS.to_string()));
         self.scalar(&format!(
-            "SELECT extract(epoch FROM max(LastContact)) - {restored} FROM FleetHosts WHERE Host IN ({})",
+            "SELECT extract(epoch FROM max(AppliedAt)) - {restored} FROM FleetHosts WHERE Host IN ({})",
             names.join(", ")
         ))
     }

@@ -119,6 +119,7 @@ CREATE TABLE FleetHosts (
     LastContact     timestamptz,
     ConnectedSince  timestamptz,
     ScheduleVersion bigint  NOT NULL DEFAULT 0,
+    AppliedAt       timestamptz,
     LastReplayId    bigint  NOT NULL DEFAULT 0,
     ProductVersion  text
 );
@@ -998,11 +999,13 @@ impl FleetDb {
             .collect())
     }
 
-    /// Reports the schedule version this host has applied.
+    /// Reports the schedule version this host has applied (its local commit is done), with
+    /// when it first had it (`AppliedAt`); also the host's heartbeat (`LastContact`).
     pub fn report_version(&mut self, host: &str, version: i64) -> Result<(), Error> {
         self.client
             .execute(
-                "UPDATE FleetHosts SET ScheduleVersion = $2, LastContact = now() WHERE Host = $1",
+                "UPDATE FleetHosts SET AppliedAt = CASE WHEN ScheduleVersion = $2 THEN AppliedAt \
+                 ELSE now() END, ScheduleVersion = $2, LastContact = now() WHERE Host = $1",
                 &[&host, &version],
             )
             .map_err(self.fail("reporting the schedule version"))?;
