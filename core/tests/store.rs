@@ -203,7 +203,8 @@ fn files_are_created_private_and_durable() {
             "Message",
             "Actor",
             "Lockout",
-            "DueAt"
+            "DueAt",
+            "FleetVersion"
         ]
     );
     let event_columns: Vec<String> = conn
