@@ -27,8 +27,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Work on the fleet's central PostgreSQL instead of this host's store: URL is a libpq
-    /// connection string or URI without a password (default: [fleet] url of the configuration)
+    /// Work on the fleet's central PostgreSQL instead of this host's store: `--fleet URL` or
+    /// `--fleet=URL`, a libpq connection string or URI without a password (its secret in a 0600
+    /// passfile=); `--fleet` alone: [fleet] url of the configuration
     #[arg(long, global = true, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub fleet: Option<String>,
 
