@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use forcelogout_tests::ctl_path;
-use forcelogout_tests::daemon::Daemon;
+use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::postgres::{unavailable, Postgres};
 
 const SIZES: [usize; 2] = [50, 200];
@@ -25,6 +25,21 @@ const ROUNDS: usize = 5;
 const EVENTS_PER_HOST: i64 = 200;
 const OFFLINE_HOSTS: usize = 10;
 const PASSWORD: &str = "bench-host-password";
+/// Host i's daemon runs as uid BENCH_UID_BASE + i (no passwd entry needed).
+const BENCH_UID_BASE: usize = 61_000;
+
+/// A simulated host: its directory and its daemon, killed when dropped.
+struct BenchHost {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Drop for BenchHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 struct Bench {
     pg: Postgres,
@@ -72,19 +87,57 @@ impl Bench {
         self.pg.psql(sql).trim().parse().unwrap_or(f64::NAN)
     }
 
-    /// Starts host number `i`: its store in `stores`, its daemon.
-    fn start_host(&self, i: usize) -> (tempfile::TempDir, Daemon) {
-        let store_dir = tempfile::tempdir().expect("tempdir");
-        let db = store_dir.path().join("forcelogout.db");
-        let daemon = Daemon::start(
-            &db,
-            &format!(
-                "syslog = false\n[fleet]\nurl = \"{}\"\nhost = \"{}\"\nlabels = [\"bench\"]\n",
-                self.pg.tcp_url(&host_name(i), &self.host_passfile),
+    /// Starts host number `i`: its own directory (store, socket, configuration, passfile) and
+    /// its daemon, under a uid of its own. The kernel allows each uid 128 inotify instances
+    /// (`fs.inotify.max_user_instances`) and every daemon needs one: 200 daemons as root would
+    /// exhaust root's, and the host's limits are not the benchmark's to change.
+    fn start_host(&self, i: usize) -> BenchHost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uid = (BENCH_UID_BASE + i).to_string();
+        let passfile = dir.path().join("fleet.pgpass");
+        std::fs::copy(&self.host_passfile, &passfile).expect("passfile");
+        let config = dir.path().join("forcelogout.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{}\"\nsyslog = false\nhooks_dir = \"{}\"\n\
+                 [fleet]\nurl = \"{}\"\nhost = \"{}\"\nlabels = [\"bench\"]\n",
+                dir.path().join("socket").display(),
+                dir.path().join("hooks").display(),
+                self.pg.tcp_url(&host_name(i), &passfile),
                 host_name(i)
             ),
+        )
+        .expect("config");
+        let owned = Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(owned.success());
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
+        let child = Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+            .arg(ctl_path())
+            .arg("--db")
+            .arg(dir.path().join("forcelogout.db"))
+            .arg("daemon")
+            .env("FORCELOGOUT_CONFIG", &config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        let host = BenchHost { dir, child };
+        let socket = host.dir.path().join("socket");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            }),
+            "host {i} did not start: {}",
+            std::fs::read_to_string(host.dir.path().join("daemon.log")).unwrap_or_default()
         );
-        (store_dir, daemon)
+        host
     }
 
     /// One central logout; (median, max) seconds from its commit to the hosts' local commits.
@@ -138,11 +191,11 @@ impl Bench {
     }
 
     /// Events per second uploaded while `hosts` stores each get `EVENTS_PER_HOST` new events.
-    fn upload_rate(&self, stores: &[(tempfile::TempDir, Daemon)]) -> f64 {
+    fn upload_rate(&self, stores: &[BenchHost]) -> f64 {
         let before = self.scalar("SELECT count(*) FROM LogoutEvents") as i64;
         let started = Instant::now();
-        for (dir, _) in stores {
-            let conn = rusqlite::Connection::open(dir.path().join("forcelogout.db")).unwrap();
+        for host in stores {
+            let conn = rusqlite::Connection::open(host.dir.path().join("forcelogout.db")).unwrap();
             conn.execute_batch(&format!(
                 "PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE; \
                  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EVENTS_PER_HOST}) \
@@ -255,7 +308,7 @@ fn main() {
         dir,
         host_passfile,
     };
-    let mut hosts: Vec<(tempfile::TempDir, Daemon)> = Vec::new();
+    let mut hosts: Vec<BenchHost> = Vec::new();
     println!("fleet benchmark: real PostgreSQL 15, real daemons, {ROUNDS} logout rounds per size");
     let mut baseline = None;
     for n in SIZES {
