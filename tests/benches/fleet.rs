@@ -172,22 +172,24 @@ impl Bench {
         (median(delays), max)
     }
 
-    /// Seconds per run of a command (median of 5).
-    fn time(&self, args: &[&str], fleet: bool) -> f64 {
-        median(
-            (0..5)
-                .map(|_| {
-                    let started = Instant::now();
-                    let out = if fleet {
-                        self.admin(args)
-                    } else {
-                        self.ctl(args)
-                    };
-                    ok(out);
-                    started.elapsed().as_secs_f64()
-                })
-                .collect(),
-        )
+    /// Seconds per run (median of 7) of `--fleet ARGS`, and of the local `schedule list` run
+    /// alternately with it (the in-run baseline: same load, same moment).
+    fn time_against_local(&self, args: &[&str]) -> (f64, f64) {
+        let run = |fleet: bool| {
+            let started = Instant::now();
+            ok(if fleet {
+                self.admin(args)
+            } else {
+                self.ctl(&["schedule", "list"])
+            });
+            started.elapsed().as_secs_f64()
+        };
+        let (mut local, mut fleet) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            local.push(run(false));
+            fleet.push(run(true));
+        }
+        (median(fleet), median(local))
     }
 
     /// Events per second uploaded while `hosts` stores each get `EVENTS_PER_HOST` new events.
@@ -339,23 +341,19 @@ fn main() {
         );
         let rate = bench.upload_rate(&hosts);
         println!("  events uploaded with every host writing: {rate:.0} /s");
-        let local = bench.time(&["schedule", "list"], false);
-        println!(
-            "  local `schedule list` (baseline): {:.1} ms",
-            local * 1000.0
-        );
         for args in [
             &["schedule", "list"][..],
             &["next", "--count", "10"][..],
             &["events", "--host", "bh001"][..],
             &["fleet", "hosts"][..],
         ] {
-            let t = bench.time(args, true);
+            let (t, local) = bench.time_against_local(args);
             println!(
-                "  --fleet {:<22} {:>7.1} ms  ({:.1}x local)",
+                "  --fleet {:<22} {:>7.1} ms  ({:.1}x a local `schedule list`, {:.1} ms)",
                 args.join(" "),
                 t * 1000.0,
-                t / local
+                t / local,
+                local * 1000.0
             );
         }
         match baseline {
