@@ -12,13 +12,13 @@ use chrono::Utc;
 use crate::clock::format_timestamp;
 use crate::config::{validate_fleet_name, FleetConfig};
 use crate::error::Error;
-use crate::store::fleet::{CentralSchedule, FleetDb, FleetUrl};
+use crate::store::fleet::{CentralSchedule, FleetDb, FleetTls, FleetUrl};
 use crate::store::{Access, ScheduleEvent, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
 
 /// A host that heard nothing looks at the schedules this often anyway (a lost notification).
 pub const SAFETY_POLL: Duration = Duration::from_secs(30);
-/// How often the host looks for new local events to upload.
-pub const UPLOAD_POLL: Duration = Duration::from_millis(500);
+/// How often the host looks for new local events to upload (and for a closed connection).
+pub const UPLOAD_POLL: Duration = Duration::from_secs(1);
 /// Rows per schedule copy and per upload transaction.
 pub const BATCH: usize = 500;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -110,19 +110,38 @@ impl Backoff {
 pub fn run_host(fleet: &FleetConfig, db_path: &Path, log: &dyn Fn(&str)) -> ! {
     let mut backoff = Backoff::default();
     let mut store: Option<Store> = None;
+    let mut link: Option<(FleetUrl, FleetTls)> = None;
     let mut last_error: Option<String> = None;
     // "connected" is logged once after each error that was logged, not at every retry.
     let mut say_connected = true;
     loop {
-        let result = match store.as_mut() {
-            Some(store) => session(fleet, store, &mut backoff, &mut say_connected, log),
-            None => match Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
+        let result = match (store.as_mut(), &link) {
+            (None, _) => match Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
                 Ok(opened) => {
                     store = Some(opened);
                     continue;
                 }
                 Err(e) => Err(e),
             },
+            // The URL parsed, and TLS set up, once: reconnects reuse them.
+            (Some(_), None) => match FleetUrl::parse(&fleet.url, &fleet.host)
+                .and_then(|url| url.tls().map(|tls| (url, tls)))
+            {
+                Ok(parsed) => {
+                    link = Some(parsed);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            (Some(store), Some((url, tls))) => session(
+                fleet,
+                url,
+                tls,
+                store,
+                &mut backoff,
+                &mut say_connected,
+                log,
+            ),
         };
         let Err(error) = result;
         let text = error.to_string();
@@ -139,15 +158,17 @@ pub fn run_host(fleet: &FleetConfig, db_path: &Path, log: &dyn Fn(&str)) -> ! {
 }
 
 /// One connection's life; returns only with the error that ended it.
+#[allow(clippy::too_many_arguments)]
 fn session(
     fleet: &FleetConfig,
+    url: &FleetUrl,
+    tls: &FleetTls,
     store: &mut Store,
     backoff: &mut Backoff,
     say_connected: &mut bool,
     log: &dyn Fn(&str),
 ) -> Result<std::convert::Infallible, Error> {
-    let url = FleetUrl::parse(&fleet.url, &fleet.host)?;
-    let mut db = url.connect()?;
+    let mut db = url.connect_with(tls)?;
     db.check_schema()?;
     db.listen()?;
     let (_, mut uploaded) = db.enrol(&fleet.host, &fleet.labels, env!("CARGO_PKG_VERSION"))?;
@@ -169,7 +190,9 @@ fn session(
         uploaded = 0;
         db.reset_upload_position(&fleet.host, 0)?;
     }
-    store.set_fleet_uploaded(uploaded)?;
+    if store.fleet_state()?.uploaded_replay_id != uploaded {
+        store.set_fleet_uploaded(uploaded)?;
+    }
     let mut next_poll = Instant::now();
     let mut announced = true;
     loop {

@@ -290,14 +290,30 @@ impl FleetUrl {
     /// Opens a connection; every failure is one line: a bad file is exit 2, a refused login
     /// exit 4, an unreachable server exit 1.
     pub fn connect(&self) -> Result<FleetDb, Error> {
+        let tls = self.tls()?;
+        self.connect_with(&tls)
+    }
+
+    /// The TLS side of connections to this URL, built once and reused for every reconnect
+    /// (building an OpenSSL context reads the system's CA store: tens of milliseconds).
+    pub fn tls(&self) -> Result<FleetTls, Error> {
+        Ok(match self.tls {
+            TlsMode::Disable => FleetTls(None),
+            _ => FleetTls(Some(self.tls_connector()?)),
+        })
+    }
+
+    /// Opens a connection with a `tls()` built before.
+    pub fn connect_with(&self, tls: &FleetTls) -> Result<FleetDb, Error> {
         let mut config = self.config.clone();
         if let Some(password) = self.password()? {
             config.password(password);
         }
-        let tls = self.tls_connector()?;
-        let client = config
-            .connect(tls)
-            .map_err(|e| pg_error(&format!("connecting to {}", self.endpoint()), e))?;
+        let fail = |e| pg_error(&format!("connecting to {}", self.endpoint()), e);
+        let client = match &tls.0 {
+            Some(connector) => config.connect(connector.clone()).map_err(fail)?,
+            None => config.connect(postgres::NoTls).map_err(fail)?,
+        };
         Ok(FleetDb {
             client,
             endpoint: self.endpoint(),
@@ -614,6 +630,10 @@ pub struct InitReport {
     pub from_version: i64,
     pub to_version: i64,
 }
+
+/// How connections to one URL do TLS (none for `sslmode=disable`).
+#[derive(Clone)]
+pub struct FleetTls(Option<postgres_openssl::MakeTlsConnector>);
 
 /// A connection to the central database.
 pub struct FleetDb {
@@ -934,10 +954,12 @@ impl FleetDb {
 
     // ---- hosts ----
 
-    /// Subscribes to schedule announcements.
+    /// Subscribes to schedule announcements. The host's bookkeeping writes (its FleetHosts
+    /// row) need not wait for the server's fsync: losing one in a server crash only shows an
+    /// older position. Uploads of events turn it back on for their own transactions.
     pub fn listen(&mut self) -> Result<(), Error> {
         self.client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {CHANNEL}; SET synchronous_commit = off"))
             .map_err(self.fail("listening for schedule changes"))
     }
 
@@ -1066,6 +1088,8 @@ impl FleetDb {
         let mut tx = self
             .client
             .transaction()
+            .map_err(fail("starting an upload"))?;
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
             .map_err(fail("starting an upload"))?;
         let inserted = tx
             .execute(
