@@ -23,7 +23,7 @@ pub const UPLOAD_POLL: Duration = Duration::from_secs(1);
 pub const BATCH: usize = 500;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Low enough that a host is back within 5 s of the database coming back.
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Checks a `--hosts` selector: `*`, a host name, or `@label`.
 pub fn validate_selector(text: &str) -> Result<String, Error> {
@@ -76,7 +76,7 @@ pub fn plan_copy(
     rows
 }
 
-/// Reconnect delays: 0.5 s doubling to 3 s, each with up to 25 % jitter so that a fleet does
+/// Reconnect delays: 0.5 s doubling to 2 s, each with up to 25 % jitter so that a fleet does
 /// not knock on a restarted server all at once.
 pub struct Backoff {
     next: Duration,
