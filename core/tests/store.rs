@@ -203,8 +203,7 @@ fn files_are_created_private_and_durable() {
             "Message",
             "Actor",
             "Lockout",
-            "DueAt",
-            "FleetVersion"
+            "DueAt"
         ]
     );
     let event_columns: Vec<String> = conn

@@ -121,7 +121,11 @@ impl Host {
     fn has_current(&self, id: &str) -> bool {
         query(
             &self.stack.db,
-            &format!("SELECT count(*) FROM LogoutSchedulesCurrent WHERE Id = '{id}' AND FleetVersion IS NOT NULL"),
+            &format!(
+                "SELECT count(*) FROM LogoutSchedulesCurrent c WHERE Id = '{id}' AND EXISTS \
+                 (SELECT 1 FROM FleetMarks m JOIN LogoutSchedules s ON s.rowid = m.ScheduleRowid \
+                 WHERE s.Id = c.Id AND s.UpdateTime = c.UpdateTime AND s.Event = c.Event)"
+            ),
         )[0][0]
             == "1"
     }

@@ -52,7 +52,11 @@ impl Store {
     /// Ids of the current schedules that came from the fleet.
     pub fn fleet_schedule_ids(&self) -> Result<HashSet<String>, Error> {
         self.conn
-            .prepare_cached("SELECT Id FROM LogoutSchedulesCurrent WHERE FleetVersion IS NOT NULL")
+            .prepare_cached(
+                "SELECT s.Id FROM LogoutSchedules s JOIN FleetMarks m ON m.ScheduleRowid = s.rowid \
+                 WHERE s.rowid IN (SELECT max(rowid) FROM LogoutSchedules GROUP BY Id) \
+                 AND s.Event <> 'deleted'",
+            )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| r.get::<_, String>(0))?
                     .collect::<Result<HashSet<_>, _>>()

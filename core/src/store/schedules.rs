@@ -1,7 +1,7 @@
 //! `LogoutSchedules`: append-only history of schedule versions, and the current set.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Row, TransactionBehavior};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::{classify, Store};
@@ -383,10 +383,6 @@ impl Store {
     }
 }
 
-fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::Result<()> {
-    insert_marked_version(conn, r, None)
-}
-
 /// Inserts a version; `fleet_version` marks one copied from the fleet with its central
 /// `Version` (local commands leave such schedules alone).
 pub(super) fn insert_marked_version(
@@ -394,10 +390,21 @@ pub(super) fn insert_marked_version(
     r: &ScheduleRecord,
     fleet_version: Option<i64>,
 ) -> rusqlite::Result<()> {
+    insert_version(conn, r)?;
+    if let Some(version) = fleet_version {
+        conn.prepare_cached(
+            "INSERT INTO FleetMarks (ScheduleRowid, FleetVersion) VALUES (?1, ?2)",
+        )?
+        .execute(params![conn.last_insert_rowid(), version])?;
+    }
+    Ok(())
+}
+
+fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::Result<()> {
     let s = &r.schedule;
     let sql = format!(
-        "INSERT INTO LogoutSchedules ({COLUMNS}, FleetVersion) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        "INSERT INTO LogoutSchedules ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     );
     conn.prepare_cached(&sql)?.execute(params![
         r.date,
@@ -416,7 +423,6 @@ pub(super) fn insert_marked_version(
         r.actor,
         s.lockout_minutes,
         r.due_at,
-        fleet_version,
     ])?;
     Ok(())
 }
@@ -430,14 +436,10 @@ fn refuse_fleet_schedule(
 ) -> Result<(), Error> {
     let marked: bool = conn
         .prepare_cached(
-            "SELECT FleetVersion IS NOT NULL FROM LogoutSchedules WHERE Id = ?1 \
-             ORDER BY rowid DESC LIMIT 1",
+            "SELECT EXISTS (SELECT 1 FROM FleetMarks WHERE ScheduleRowid = \
+             (SELECT max(rowid) FROM LogoutSchedules WHERE Id = ?1))",
         )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![id], |row| row.get(0))
-                .optional()
-                .map(|m| m.unwrap_or(false))
-        })
+        .and_then(|mut stmt| stmt.query_row(params![id], |row| row.get(0)))
         .map_err(|e| classify(path, "looking for the fleet mark", e))?;
     if marked {
         return Err(Error::invalid(

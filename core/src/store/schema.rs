@@ -130,9 +130,14 @@ CREATE TABLE SubscriberCursors (
 
 /// The fleet (SPEC §9): versions copied from the central database are marked with the central
 /// `Version` they came from (local `apply`, `schedule update|delete` leave them alone), and the
-/// fleet thread keeps its positions and link state here.
+/// fleet thread keeps its positions and link state here. The mark is a table of its own, not a
+/// column: LogoutSchedules keeps the SPEC's columns (and hand-written INSERTs keep working).
 const V4: &str = r#"
-ALTER TABLE LogoutSchedules ADD COLUMN FleetVersion INTEGER;
+-- Internal: the LogoutSchedules rows copied from the fleet, with their central Version.
+CREATE TABLE FleetMarks (
+    ScheduleRowid INTEGER PRIMARY KEY,
+    FleetVersion  INTEGER NOT NULL
+);
 
 -- Internal: one row, the fleet thread's view of the central database.
 CREATE TABLE FleetState (
