@@ -44,6 +44,44 @@ pub struct Config {
     pub session_socket: PathBuf,
     /// Show countdowns on users' desktops too (SPEC §10): a notification on the session bus.
     pub desktop_notifications: bool,
+    /// `[fleet]`: the central PostgreSQL this host follows (SPEC §9); `None`: an island.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]` of the configuration: where the central database is, and who this host is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    /// A libpq connection string or URI; no password in it (`passfile=` or a client key).
+    pub url: String,
+    /// This host's name in the fleet, and its PostgreSQL login role (default: the host name).
+    pub host: String,
+    /// Labels a schedule's `Hosts` may select with `@label`.
+    pub labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFleet {
+    url: String,
+    host: Option<String>,
+    labels: Option<Vec<String>>,
+}
+
+/// A fleet host name or label: what a `Hosts` selector can name (no `*`, `@`, blanks).
+pub fn validate_fleet_name(field: &str, name: &str) -> Result<String, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{name:?} is not a host name or label (letters, digits, '-', '_', '.')"),
+        ))
+    }
 }
 
 /// The session socket's name beside `socket` when the file does not name it.
@@ -68,6 +106,7 @@ impl Default for Config {
             socket: PathBuf::from("/run/forcelogout/socket"),
             session_socket: PathBuf::from("/run/forcelogout").join(SESSION_SOCKET_NAME),
             desktop_notifications: true,
+            fleet: None,
         }
     }
 }
@@ -92,6 +131,7 @@ struct FileConfig {
     session_socket: Option<PathBuf>,
     limit_session_runtime: Option<bool>,
     desktop_notifications: Option<bool>,
+    fleet: Option<FileFleet>,
 }
 
 impl Config {
@@ -174,6 +214,7 @@ impl Config {
             desktop_notifications: file
                 .desktop_notifications
                 .unwrap_or(defaults.desktop_notifications),
+            fleet: file.fleet.map(fleet_section).transpose()?,
         };
         Ok(config)
     }
@@ -185,6 +226,29 @@ impl Config {
             _ => PathBuf::from(DEFAULT_CONFIG_PATH),
         }
     }
+}
+
+fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
+    if file.url.trim().is_empty() {
+        return Err(Error::invalid("fleet.url", "is empty"));
+    }
+    let host = match file.host {
+        Some(host) => host,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+    };
+    Ok(FleetConfig {
+        url: file.url,
+        host: validate_fleet_name("fleet.host", &host)?,
+        labels: file
+            .labels
+            .unwrap_or_default()
+            .iter()
+            .map(|l| validate_fleet_name("fleet.labels", l))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 fn rename(error: Error, field: &str) -> Error {
@@ -298,6 +362,29 @@ mod tests {
             ("catch_up = \"99d\"", "catch_up"),
             ("retention_days = -3", "config"),
             ("not toml at all", "config"),
+        ] {
+            match Config::parse(text) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_fleet_section() {
+        let config = Config::parse(
+            "[fleet]\nurl = \"host=db.example.org dbname=forcelogout\"\nhost = \"lab1\"\nlabels = [\"lab\", \"floor2\"]\n",
+        )
+        .unwrap();
+        let fleet = config.fleet.unwrap();
+        assert_eq!(fleet.host, "lab1");
+        assert_eq!(fleet.labels, ["lab", "floor2"]);
+        assert!(Config::default().fleet.is_none());
+        for (text, key) in [
+            ("[fleet]\nurl = \"\"", "fleet.url"),
+            ("[fleet]\nurl = \"x\"\nhost = \"a b\"", "fleet.host"),
+            ("[fleet]\nurl = \"x\"\nlabels = [\"@lab\"]", "fleet.labels"),
+            ("[fleet]\nurl = \"x\"\nlabel = []", "config"),
         ] {
             match Config::parse(text) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, key, "{text}"),

@@ -197,13 +197,16 @@ fn schedule_entry(s: &Schedule) -> Entry {
     }
 }
 
-/// The current scheduled (not immediate) set as a file.
+/// The current scheduled (not immediate, not fleet) set as a file.
 pub fn export(store: &Store, format: Format) -> Result<String, Error> {
+    // Fleet schedules are the central database's (SPEC §9); a file of them applied elsewhere
+    // would make local copies that the fleet could no longer change.
+    let fleet = store.fleet_schedule_ids()?;
     let file = ScheduleFile {
         schedule: store
             .current_schedules(None)?
             .iter()
-            .filter(|r| !r.schedule.immediate)
+            .filter(|r| !r.schedule.immediate && !fleet.contains(&r.id))
             .map(to_entry)
             .collect(),
     };
@@ -233,6 +236,8 @@ pub fn apply(
     dry_run: bool,
 ) -> Result<Changes, Error> {
     let current = store.current_schedules(None)?;
+    // Fleet schedules are changed centrally (SPEC §9): apply neither claims nor deletes them.
+    let fleet = store.fleet_schedule_ids()?;
     if let Some((id, _)) = wanted.iter().find(|(id, _)| {
         id.as_ref()
             .is_some_and(|id| current.iter().any(|r| r.schedule.immediate && &r.id == id))
@@ -245,9 +250,19 @@ pub fn apply(
             ),
         ));
     }
+    if let Some(id) = wanted
+        .iter()
+        .filter_map(|(id, _)| id.as_ref())
+        .find(|id| fleet.contains(*id))
+    {
+        return Err(Error::invalid(
+            "id",
+            format!("schedule {id} came from the fleet and is changed centrally"),
+        ));
+    }
     let mut unclaimed: Vec<ScheduleRecord> = current
         .into_iter()
-        .filter(|r| !r.schedule.immediate)
+        .filter(|r| !r.schedule.immediate && !fleet.contains(&r.id))
         .collect();
     let entries = with_ids(wanted);
 

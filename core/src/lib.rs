@@ -11,6 +11,8 @@ pub mod declarative;
 pub mod enforce;
 pub mod error;
 pub mod firing;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod ids;
 pub mod login;
 pub mod policy;

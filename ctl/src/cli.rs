@@ -27,6 +27,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Work on the fleet's central PostgreSQL instead of this host's store: `--fleet URL` or
+    /// `--fleet=URL`, a libpq connection string or URI without a password (its secret in a 0600
+    /// passfile=); `--fleet` alone: [fleet] url of the configuration
+    #[arg(long, global = true, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub fleet: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +88,20 @@ pub enum Command {
         #[arg(long, value_name = "ADDRESS")]
         bus: String,
     },
+    /// The fleet's central database: set it up, list its hosts, this host's link
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create or upgrade the central schema and the roles forcelogout_admin and
+    /// forcelogout_host (as the database's owner; running it again changes nothing)
+    Init,
+    /// Each host: its labels, last contact, and how far behind it is
+    Hosts,
+    /// This host's link to the fleet: connected or not, since when, what waits to upload
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +126,10 @@ pub struct EventsArgs {
     /// Keep printing new events as they are committed
     #[arg(long)]
     pub follow: bool,
+
+    /// With --fleet: only events of this host
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +153,10 @@ pub struct LogoutArgs {
     /// Show who would be logged out, and when, without doing anything
     #[arg(long)]
     pub dry_run: bool,
+
+    /// With --fleet: which hosts: '*' (default), a host name, or @label
+    #[arg(long, value_name = "SELECTOR")]
+    pub hosts: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +234,10 @@ pub struct ScheduleFlags {
     /// Show who the schedule would log out, and when, without writing anything
     #[arg(long)]
     pub dry_run: bool,
+
+    /// With --fleet: which hosts: '*' (default on add), a host name, or @label
+    #[arg(long, value_name = "SELECTOR")]
+    pub hosts: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ use crate::cli::{Cli, Command};
 use crate::commands::Context;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(commands::fleet::join_fleet_value(std::env::args())) {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -34,13 +34,16 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err),
     };
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         forcelogout_core::store::resolve_path(cli.db.as_deref()),
         cli.json,
         config,
         real_user_name(),
     );
-    let forwardable = !matches!(cli.command, Command::Daemon);
+    ctx.fleet = cli.fleet.clone();
+    // The fleet's database checks its own roles: nothing about it goes through the daemon.
+    let forwardable =
+        !matches!(cli.command, Command::Daemon | Command::Fleet(_)) && cli.fleet.is_none();
     let is_ignore = matches!(cli.command, Command::Ignore);
     let result = execute(&ctx, cli.command);
     match result {
@@ -57,6 +60,10 @@ fn main() -> ExitCode {
 
 /// Runs one command in `ctx`: for the terminal, or for a daemon request.
 pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
+    if ctx.fleet.is_some() {
+        return commands::fleet::run_central(ctx, command);
+    }
+    commands::fleet::refuse_fleet_flags(&command)?;
     match command {
         Command::Schedule(command) => commands::schedule::run(ctx, command),
         Command::Next(args) => commands::next::run(ctx, args),
@@ -73,6 +80,7 @@ pub fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
         Command::NotifyAgent { .. } => {
             Err(Error::invalid("notify-agent", "started by the daemon only"))
         }
+        Command::Fleet(command) => commands::fleet::run(ctx, command),
     }
 }
 

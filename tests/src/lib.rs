@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod desktop;
+pub mod postgres;
 pub mod sshd;
 pub mod systemd;
 

@@ -5,12 +5,16 @@ pub mod attach;
 mod baseline;
 mod enforce;
 mod events;
+#[cfg(feature = "fleet")]
+pub mod fleet;
+mod fleet_local;
 mod schedules;
 mod schema;
 mod sessions;
 
 pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use events::{EventFilter, EventKind, EventRow, NewEvent, RemovalReason};
+pub use fleet_local::FleetState;
 pub use schedules::{ScheduleEvent, ScheduleRecord};
 pub use sessions::{Cause, Closed, Opened, SessionWrite, SessionWritten};
 

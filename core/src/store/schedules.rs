@@ -83,23 +83,23 @@ const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, 
                        Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt";
 
 /// A row as stored, before it is checked against the model.
-struct RawRow {
-    date: String,
-    id: String,
-    group: String,
-    update_time: String,
-    schedule: String,
-    schedule_date: Option<String>,
-    time: String,
-    timezone: String,
-    days: Option<i64>,
-    immediate: bool,
-    kick: bool,
-    event: String,
-    message: String,
-    actor: String,
-    lockout: i64,
-    due_at: Option<String>,
+pub(super) struct RawRow {
+    pub(super) date: String,
+    pub(super) id: String,
+    pub(super) group: String,
+    pub(super) update_time: String,
+    pub(super) schedule: String,
+    pub(super) schedule_date: Option<String>,
+    pub(super) time: String,
+    pub(super) timezone: String,
+    pub(super) days: Option<i64>,
+    pub(super) immediate: bool,
+    pub(super) kick: bool,
+    pub(super) event: String,
+    pub(super) message: String,
+    pub(super) actor: String,
+    pub(super) lockout: i64,
+    pub(super) due_at: Option<String>,
 }
 
 impl RawRow {
@@ -131,7 +131,7 @@ impl RawRow {
 
     /// A stored row goes through the same checks as typed input: a row written by hand with
     /// the sqlite3 shell is reported with its Id, never fired half-understood.
-    fn into_record(self) -> Result<ScheduleRecord, Error> {
+    pub(super) fn into_record(self) -> Result<ScheduleRecord, Error> {
         let in_row = |e: Error| match e {
             Error::Invalid { field, reason } => {
                 Error::invalid(format!("schedule {} {field}", self.id), reason)
@@ -218,6 +218,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, "starting a schedule write", e))?;
         let id = resolve_id(&tx, &path, id_or_prefix)?;
+        refuse_fleet_schedule(&tx, &path, &id)?;
         let current = current_version(&tx, &path, &id)?;
         let schedule = change(&current.schedule)?;
         let record = ScheduleRecord {
@@ -382,6 +383,23 @@ impl Store {
     }
 }
 
+/// Inserts a version; `fleet_version` marks one copied from the fleet with its central
+/// `Version` (local commands leave such schedules alone).
+pub(super) fn insert_marked_version(
+    conn: &rusqlite::Connection,
+    r: &ScheduleRecord,
+    fleet_version: Option<i64>,
+) -> rusqlite::Result<()> {
+    insert_version(conn, r)?;
+    if let Some(version) = fleet_version {
+        conn.prepare_cached(
+            "INSERT INTO FleetMarks (ScheduleRowid, FleetVersion) VALUES (?1, ?2)",
+        )?
+        .execute(params![conn.last_insert_rowid(), version])?;
+    }
+    Ok(())
+}
+
 fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::Result<()> {
     let s = &r.schedule;
     let sql = format!(
@@ -406,6 +424,32 @@ fn insert_version(conn: &rusqlite::Connection, r: &ScheduleRecord) -> rusqlite::
         s.lockout_minutes,
         r.due_at,
     ])?;
+    Ok(())
+}
+
+/// A schedule whose current version came from the fleet is changed centrally only: a local
+/// `schedule update|delete` or `apply` is refused, naming the Id.
+fn refuse_fleet_schedule(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    id: &str,
+) -> Result<(), Error> {
+    let marked: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM FleetMarks WHERE ScheduleRowid = \
+             (SELECT max(rowid) FROM LogoutSchedules WHERE Id = ?1))",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![id], |row| row.get(0)))
+        .map_err(|e| classify(path, "looking for the fleet mark", e))?;
+    if marked {
+        return Err(Error::invalid(
+            "id",
+            format!(
+                "schedule {id} came from the fleet and is changed centrally \
+                 (forcelogoutctl --fleet schedule update|delete {id})"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -487,6 +531,7 @@ impl Store {
             .map(|(id, schedule)| stamp(id.clone(), ScheduleEvent::Created, schedule.clone(), zone))
             .collect();
         for (id, schedule) in updates {
+            refuse_fleet_schedule(&tx, &path, id)?;
             let current = current_version(&tx, &path, id)?;
             records.push(stamp(
                 current.id,
@@ -496,6 +541,7 @@ impl Store {
             ));
         }
         for id in deletes {
+            refuse_fleet_schedule(&tx, &path, id)?;
             let current = current_version(&tx, &path, id)?;
             records.push(stamp(
                 current.id,

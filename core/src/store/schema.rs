@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -126,4 +126,26 @@ CREATE TABLE SubscriberCursors (
     Failures  INTEGER NOT NULL DEFAULT 0,
     LastError TEXT
 ) WITHOUT ROWID;
+"#;
+
+/// The fleet (SPEC §9): versions copied from the central database are marked with the central
+/// `Version` they came from (local `apply`, `schedule update|delete` leave them alone), and the
+/// fleet thread keeps its positions and link state here. The mark is a table of its own, not a
+/// column: LogoutSchedules keeps the SPEC's columns (and hand-written INSERTs keep working).
+const V4: &str = r#"
+-- Internal: the LogoutSchedules rows copied from the fleet, with their central Version.
+CREATE TABLE FleetMarks (
+    ScheduleRowid INTEGER PRIMARY KEY,
+    FleetVersion  INTEGER NOT NULL
+);
+
+-- Internal: one row, the fleet thread's view of the central database.
+CREATE TABLE FleetState (
+    Singleton        INTEGER PRIMARY KEY CHECK (Singleton = 1),
+    ScheduleVersion  INTEGER NOT NULL DEFAULT 0,
+    UploadedReplayId INTEGER NOT NULL DEFAULT 0,
+    Connected        INTEGER NOT NULL DEFAULT 0 CHECK (Connected IN (0, 1)),
+    Since            TEXT,
+    LastError        TEXT
+);
 "#;

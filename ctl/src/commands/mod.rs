@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod events;
+pub mod fleet;
 pub mod logout;
 pub mod next;
 pub mod preview;
@@ -31,6 +32,8 @@ pub struct Context {
     pub viewer: Option<Identity>,
     /// Whether a daemon enforces logouts (else `logout` does it itself).
     pub daemon_running: bool,
+    /// `--fleet`: the central database's URL ("" for the configuration's).
+    pub fleet: Option<String>,
     out: RefCell<Box<dyn Write>>,
     err: RefCell<Box<dyn Write>>,
     clock: SystemClock,
@@ -45,6 +48,7 @@ impl Context {
             actor,
             viewer: None,
             daemon_running: false,
+            fleet: None,
             out: RefCell::new(Box::new(std::io::stdout())),
             err: RefCell::new(Box::new(std::io::stderr())),
             clock: SystemClock,

@@ -79,7 +79,7 @@ pub fn run(ctx: &Context, args: NextArgs) -> Result<(), Error> {
     ctx.print(&table.render())
 }
 
-fn parse_count(text: &str) -> Result<usize, Error> {
+pub(crate) fn parse_count(text: &str) -> Result<usize, Error> {
     match text.parse::<usize>() {
         Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
         _ => Err(Error::invalid(
@@ -89,7 +89,7 @@ fn parse_count(text: &str) -> Result<usize, Error> {
     }
 }
 
-fn parse_after(text: &str) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn parse_after(text: &str) -> Result<DateTime<Utc>, Error> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {

@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
     }
 }
 
-fn to_input(flags: ScheduleFlags) -> ScheduleInput {
+pub(crate) fn to_input(flags: ScheduleFlags) -> ScheduleInput {
     // --dry-run is not a field of the schedule: the caller reads it before converting.
     let recurrence = match (flags.once, flags.daily, flags.weekly) {
         (Some(date), _, _) => Some(RecurrenceInput::Once(date)),

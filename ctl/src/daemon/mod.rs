@@ -4,6 +4,7 @@
 //! (schedule changes and new sessions, within a second), and the socket.
 
 mod desktop;
+mod fleet;
 pub mod socket;
 mod subscribers;
 
@@ -77,6 +78,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.config.socket.display()
     ));
     let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
+    fleet::start(ctx)?;
     // inotify fires when a writer starts writing to the WAL; its commit becomes visible a
     // little later (after its fsync). So after any write the daemon looks again every
     // SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk.
@@ -321,6 +323,12 @@ fn handle(
         || identity
             .as_ref()
             .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
+    if cli.fleet.is_some() || matches!(cli.command, Command::Fleet(_)) {
+        return refuse(
+            2,
+            "fleet: not through the socket (the fleet's database checks its own roles)",
+        );
+    }
     match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
         Command::NotifyAgent { .. } => {

@@ -1,0 +1,391 @@
+//! A real PostgreSQL 15 server for fleet tests: Debian's binaries, a cluster `initdb`'d into
+//! a temporary directory as the unprivileged `postgres` user (the server refuses root), a
+//! private socket directory, 127.0.0.1 on a free port. Dropping it stops the server (bounded,
+//! SIGKILL as the last resort). Local socket logins are `trust` (the test is the superuser);
+//! TCP logins need a password (`scram-sha-256`), which hosts read from a 0600 passfile.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::daemon::wait_until;
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The unprivileged user the server runs as.
+pub const SERVER_USER: &str = "postgres";
+/// The database the fleet tests use.
+pub const DATABASE: &str = "fleet";
+
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    data: PathBuf,
+}
+
+/// Why the fixture cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if !crate::is_root() {
+        return Some("needs root (to run the server as the postgres user)".into());
+    }
+    if !Path::new(BIN).join("initdb").exists() {
+        return Some(format!(
+            "{BIN}/initdb is missing (scripts/setup.sh installs postgresql-15)"
+        ));
+    }
+    if nix_user_missing(SERVER_USER) {
+        return Some("there is no postgres user (postgresql-15 creates it)".into());
+    }
+    None
+}
+
+fn nix_user_missing(name: &str) -> bool {
+    !Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn as_server_user(program: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", "runuser", "-u", SERVER_USER, "--"])
+        .arg(Path::new(BIN).join(program));
+    cmd
+}
+
+fn check(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Postgres {
+    /// Initialises and starts a cluster with a `fleet` database.
+    pub fn start() -> Postgres {
+        let dir = tempfile::Builder::new()
+            .prefix("fl-pg")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        for d in [&data, &socket_dir] {
+            std::fs::create_dir(d).expect("mkdir");
+            let status = Command::new("chown")
+                .arg(format!("{SERVER_USER}:"))
+                .arg(d)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        check(
+            as_server_user("initdb")
+                .args(["-D"])
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ])
+                .output()
+                .expect("initdb"),
+            "initdb",
+        );
+        let port = free_port();
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             max_connections = 400\nshared_buffers = 32MB\nfsync = on\nlog_min_messages = warning\n\
+             track_commit_timestamp = on\n",
+            socket_dir.display()
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).expect("postgresql.conf");
+        let pg = Postgres {
+            dir,
+            port,
+            socket_dir,
+            data,
+        };
+        pg.start_server();
+        pg.psql_on("postgres", &format!("CREATE DATABASE {DATABASE}"));
+        pg
+    }
+
+    fn start_server(&self) {
+        check(
+            as_server_user("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.data.join("server.log"))
+                .args(["-w", "-t", "60", "start"])
+                .output()
+                .expect("pg_ctl start"),
+            "pg_ctl start",
+        );
+    }
+
+    /// Turns TLS on with a new CA and a server certificate for the name `localhost` (not for
+    /// the address 127.0.0.1), and lets TCP logins in only over TLS (`hostssl`); returns the
+    /// CA certificate's path. Restarts the server.
+    pub fn enable_tls(&self) -> PathBuf {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir(&dir).expect("mkdir tls");
+        let openssl = |args: &[&str]| {
+            check(
+                Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl"),
+                "openssl",
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=forcelogout test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName = DNS:localhost\n").expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(file), self.data.join(file)).expect("copy");
+            let status = Command::new("chown")
+                .arg(format!("{SERVER_USER}:"))
+                .arg(self.data.join(file))
+                .status()
+                .expect("chown");
+            assert!(status.success());
+            std::fs::set_permissions(self.data.join(file), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let conf_path = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf_path, text).expect("postgresql.conf");
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        )
+        .expect("pg_hba.conf");
+        self.stop();
+        self.start_server();
+        dir.join("ca.crt")
+    }
+
+    /// Stops the server (fast: sessions are cut, as in an outage).
+    pub fn stop(&self) {
+        let _ = as_server_user("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .output();
+    }
+
+    /// Starts it again on the same port, after `stop`.
+    pub fn restart(&self) {
+        self.start_server();
+    }
+
+    /// A libpq URL for `role` over TCP with its password in `passfile`.
+    pub fn tcp_url(&self, role: &str, passfile: &Path) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={DATABASE} user={role} passfile={} sslmode=disable connect_timeout=5",
+            self.port,
+            passfile.display()
+        )
+    }
+
+    /// The superuser's URL over the private socket (trust).
+    pub fn superuser_url(&self) -> String {
+        format!(
+            "host={} port={} dbname={DATABASE} user=postgres",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
+    /// Runs `sql` as the superuser on the fleet database; panics on failure; `-At` output.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_on(DATABASE, sql)
+    }
+
+    fn psql_on(&self, database: &str, sql: &str) -> String {
+        check(
+            Command::new("timeout")
+                .args(["-s", "KILL", "60"])
+                .arg(Path::new(BIN).join("psql"))
+                .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+                .arg(&self.socket_dir)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    database,
+                    "-c",
+                    sql,
+                ])
+                .output()
+                .expect("psql"),
+            sql,
+        )
+    }
+
+    /// Runs `sql` as the login `role` over TCP (its password from `passfile`), as a host or
+    /// an administrator would; the whole output, for the caller to check success or refusal.
+    pub fn psql_as(&self, role: &str, passfile: &Path, sql: &str) -> Output {
+        Command::new("timeout")
+            .args(["-s", "KILL", "60"])
+            .arg(Path::new(BIN).join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(self.tcp_url(role, passfile))
+            .args(["-c", sql])
+            .env("PGPASSFILE", passfile)
+            .output()
+            .expect("psql")
+    }
+
+    /// A login role that is a member of `group`, with a password in a new 0600 passfile in
+    /// `dir`; returns the passfile.
+    pub fn create_login(&self, role: &str, group: &str, dir: &Path) -> PathBuf {
+        let password = format!("pw-{role}-{}", self.port);
+        self.psql(&format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' IN ROLE {group}"
+        ));
+        let passfile = dir.join(format!("{role}.pgpass"));
+        std::fs::write(
+            &passfile,
+            format!("127.0.0.1:{}:{DATABASE}:{role}:{password}\n", self.port),
+        )
+        .expect("passfile");
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod passfile");
+        passfile
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
+    /// Whether the server accepts connections.
+    pub fn is_ready(&self) -> bool {
+        Command::new(Path::new(BIN).join("pg_isready"))
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-q"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs `sql` as the superuser; `None` when it fails (the server is down, say).
+    pub fn try_psql(&self, sql: &str) -> Option<String> {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", "60"])
+            .arg(Path::new(BIN).join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                DATABASE,
+                "-c",
+                sql,
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits (bounded) until `sql` returns `expected` (trimmed).
+    pub fn wait_for(&self, limit: Duration, sql: &str, expected: &str) -> bool {
+        wait_until(limit, || {
+            self.try_psql(sql).is_some_and(|out| out.trim() == expected)
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_server_user("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .output();
+        // If pg_ctl could not stop it, the postmaster's pid is in its pid file.
+        if let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
+            if let Some(pid) = text.lines().next() {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+    }
+}

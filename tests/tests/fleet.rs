@@ -1,0 +1,655 @@
+//! The fleet (SPEC §9) against a real PostgreSQL 15 started by the test: the central schema
+//! and its two roles, schedules going down to exactly the selected hosts, logouts everywhere,
+//! events going up exactly once through an outage and a SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use forcelogout_tests::daemon::{wait_until, Daemon};
+use forcelogout_tests::postgres::{unavailable, Postgres};
+use forcelogout_tests::{ctl_path, query, PamStack};
+
+const ADMIN: &str = "flt_admin";
+
+/// A running central database with the schema, and an administrator's login.
+struct Fleet {
+    pg: Postgres,
+    admin_passfile: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// A host: its own store and PAM stack, its own daemon, configuration, name and labels.
+struct Host {
+    name: String,
+    stack: PamStack,
+    daemon: Daemon,
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text(&out)
+}
+
+/// The one line of an error, and the exit code.
+fn refused(out: &Output) -> (i32, String) {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    (out.status.code().unwrap_or(-1), err)
+}
+
+impl Fleet {
+    fn start() -> Option<Fleet> {
+        if let Some(why) = unavailable() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let pg = Postgres::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fleet = Fleet {
+            admin_passfile: PathBuf::new(),
+            pg,
+            dir,
+        };
+        ok(fleet.ctl_url(&fleet.pg.superuser_url(), &["fleet", "init"]));
+        let admin_passfile = fleet
+            .pg
+            .create_login(ADMIN, "forcelogout_admin", fleet.dir.path());
+        Some(Fleet {
+            admin_passfile,
+            ..fleet
+        })
+    }
+
+    /// `forcelogoutctl --fleet URL ARGS` with no configuration file.
+    fn ctl_url(&self, url: &str, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["-s", "KILL", "120"])
+            .arg(ctl_path())
+            .arg("--db")
+            .arg(self.dir.path().join("unused.db"))
+            .args(["--fleet", url])
+            .args(args)
+            .env("FORCELOGOUT_CONFIG", self.dir.path().join("none.toml"))
+            .output()
+            .expect("forcelogoutctl")
+    }
+
+    /// `forcelogoutctl --fleet` as the administrator's login.
+    fn admin(&self, args: &[&str]) -> Output {
+        self.ctl_url(&self.pg.tcp_url(ADMIN, &self.admin_passfile), args)
+    }
+
+    fn host(&self, name: &str, labels: &[&str]) -> Host {
+        let stack = PamStack::standard("");
+        let passfile = self
+            .pg
+            .create_login(name, "forcelogout_host", stack.dir.path());
+        let labels: Vec<String> = labels.iter().map(|l| format!("\"{l}\"")).collect();
+        let daemon = Daemon::start(
+            &stack.db,
+            &format!(
+                "immediate_warning = \"1s\"\n[fleet]\nurl = \"{}\"\nhost = \"{name}\"\nlabels = [{}]\n",
+                self.pg.tcp_url(name, &passfile),
+                labels.join(", ")
+            ),
+        );
+        Host {
+            name: name.to_string(),
+            stack,
+            daemon,
+        }
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.pg.psql(sql).trim().parse().expect("a count")
+    }
+}
+
+impl Host {
+    /// Current fleet schedules of this host's store with this Id: (Event of the last version,
+    /// whether it is current).
+    fn has_current(&self, id: &str) -> bool {
+        query(
+            &self.stack.db,
+            &format!(
+                "SELECT count(*) FROM LogoutSchedulesCurrent c WHERE Id = '{id}' AND EXISTS \
+                 (SELECT 1 FROM FleetMarks m JOIN LogoutSchedules s ON s.rowid = m.ScheduleRowid \
+                 WHERE s.Id = c.Id AND s.UpdateTime = c.UpdateTime AND s.Event = c.Event)"
+            ),
+        )[0][0]
+            == "1"
+    }
+
+    fn versions(&self, id: &str) -> Vec<String> {
+        query(
+            &self.stack.db,
+            &format!("SELECT Event FROM LogoutSchedules WHERE Id = '{id}' ORDER BY rowid"),
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
+    }
+
+    fn replay_ids(&self) -> Vec<String> {
+        query(
+            &self.stack.db,
+            "SELECT ReplayId FROM LogoutEvents ORDER BY ReplayId",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
+    }
+
+    /// One login and logout through the real PAM stack.
+    fn login_logout(&self, user: &str) {
+        let t = self.stack.run(user, &["open", "close"]);
+        assert_eq!(t.rc("open"), 0);
+    }
+}
+
+fn first_line(out: &str) -> String {
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+fn dump(pg: &Postgres) -> String {
+    let schema = Command::new("timeout")
+        .args(["-s", "KILL", "60", "runuser", "-u", "postgres", "--"])
+        .arg(Path::new(forcelogout_tests::postgres::BIN).join("pg_dump"))
+        .args(["-s", "-h"])
+        .arg(&pg.socket_dir)
+        .args(["-p", &pg.port.to_string(), "-U", "postgres", "fleet"])
+        .output()
+        .expect("pg_dump");
+    let roles = pg.psql(
+        "SELECT r.rolname, r.rolcanlogin, coalesce(string_agg(g.rolname, ',' ORDER BY g.rolname), '') \
+         FROM pg_roles r LEFT JOIN pg_auth_members m ON m.member = r.oid \
+         LEFT JOIN pg_roles g ON g.oid = m.roleid GROUP BY 1, 2 ORDER BY 1",
+    );
+    // pg_dump's \restrict lines carry a random key per run.
+    let schema: Vec<String> = ok(schema)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(str::to_string)
+        .collect();
+    format!(
+        "{}\n{roles}\n{}",
+        schema.join("\n"),
+        pg.psql("TABLE FleetSchema")
+    )
+}
+
+#[test]
+fn init_is_idempotent_and_the_roles_hold() {
+    let Some(fleet) = Fleet::start() else { return };
+    let pg = &fleet.pg;
+    let before = dump(pg);
+    let again = ok(fleet.ctl_url(&pg.superuser_url(), &["fleet", "init"]));
+    assert!(again.contains("is current"), "{again}");
+    let after = dump(pg);
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(
+        changed.is_empty() && before.len() == after.len(),
+        "a second init changed the database: {changed:?}"
+    );
+
+    let dir = fleet.dir.path();
+    let lab1 = pg.create_login("lab1", "forcelogout_host", dir);
+    pg.psql("INSERT INTO FleetHosts (Host, LastReplayId) VALUES ('lab2', 7)");
+    let refusal = |sql: &str, expected: &str| {
+        let out = pg.psql_as("lab1", &lab1, sql);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sql}: accepted");
+        assert!(err.contains(expected), "{sql}: {err}");
+    };
+    // A host can neither issue logouts nor rewrite history nor speak for another host.
+    refusal(
+        "INSERT INTO LogoutSchedules (Date, Id, GroupName, UpdateTime, Schedule, Time, Timezone, \
+         Immediate, Kick, Event, Actor) VALUES ('2026-11-23', 'x', '*', 't', 'Daily', '10:00', \
+         'UTC', true, true, 'created', 'evil')",
+        "permission denied for table logoutschedules",
+    );
+    refusal(
+        "DELETE FROM LogoutEvents",
+        "permission denied for table logoutevents",
+    );
+    refusal(
+        "UPDATE LogoutEvents SET GroupName = 'nobody'",
+        "permission denied for table logoutevents",
+    );
+    refusal(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e1', 'lab2')",
+        "violates row-level security policy",
+    );
+    refusal(
+        "INSERT INTO FleetHosts (Host) VALUES ('lab3')",
+        "violates row-level security policy",
+    );
+    // Its own row it may write; another's it cannot even see to update.
+    ok(pg.psql_as(
+        "lab1",
+        &lab1,
+        "INSERT INTO FleetHosts (Host) VALUES ('lab1')",
+    ));
+    refusal(
+        "UPDATE FleetHosts SET Host = 'lab2' WHERE Host = 'lab1'",
+        "violates row-level security policy",
+    );
+    let out = ok(pg.psql_as(
+        "lab1",
+        &lab1,
+        "UPDATE FleetHosts SET LastReplayId = 99 WHERE Host = 'lab2'",
+    ));
+    assert_eq!(out.trim(), "UPDATE 0");
+    assert_eq!(
+        pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab2'")
+            .trim(),
+        "7"
+    );
+    refusal(
+        "DELETE FROM FleetHosts",
+        "permission denied for table fleethosts",
+    );
+    // Its own events it may insert.
+    ok(pg.psql_as(
+        "lab1",
+        &lab1,
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e1', 'lab1')",
+    ));
+    // The administrator writes schedules, and cannot rewrite events either.
+    let admin = |sql: &str| pg.psql_as(ADMIN, &fleet.admin_passfile, sql);
+    assert!(!admin("DELETE FROM LogoutEvents").status.success());
+    assert!(!admin("UPDATE LogoutSchedules SET Actor = 'x'")
+        .status
+        .success());
+
+    // The commands: each failure one line, with its exit code.
+    let (code, err) =
+        refused(&fleet.ctl_url("host=127.0.0.1 password=secret", &["schedule", "list"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fleet url"), "{err}");
+    let (code, err) = refused(&fleet.ctl_url("host=127.0.0.1 sslmode=sometimes", &["next"]));
+    assert_eq!(code, 2, "{err}");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, err) = refused(&fleet.ctl_url(
+        &format!("host=127.0.0.1 port={closed_port} dbname=fleet user={ADMIN} sslmode=disable"),
+        &["schedule", "list"],
+    ));
+    assert_eq!(code, 1, "{err}");
+    let wrong = dir.join("wrong.pgpass");
+    std::fs::write(&wrong, "*:*:*:*:not-the-password\n").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
+    assert_eq!(code, 4, "{err}");
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    let (code, err) = refused(&fleet.ctl_url(
+        &pg.tcp_url("lab1", &lab1),
+        &["logout", "games", "--hosts", "*"],
+    ));
+    assert_eq!(code, 4, "the host role issued a logout: {err}");
+    let (code, err) = refused(&fleet.admin(&["logout", "games", "--hosts", "@"]));
+    assert_eq!(code, 2, "{err}");
+    // Without --fleet, --hosts means nothing.
+    let out = Command::new(ctl_path())
+        .args(["--db"])
+        .arg(dir.join("local.db"))
+        .args(["logout", "games", "--hosts", "*"])
+        .output()
+        .unwrap();
+    assert_eq!(refused(&out).0, 2);
+}
+
+#[test]
+fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab", "floor2"]);
+    let lab2 = fleet.host("lab2", &["lab"]);
+    let office = fleet.host("office1", &["office"]);
+    let limit = Duration::from_secs(30);
+    assert!(
+        fleet
+            .pg
+            .wait_for(limit, "SELECT count(*) FROM FleetHosts", "3"),
+        "{}",
+        lab1.daemon.log()
+    );
+
+    let id = first_line(&ok(fleet.admin(&[
+        "schedule",
+        "add",
+        "--group",
+        "students",
+        "--daily",
+        "--at",
+        "18:00",
+        "--tz",
+        "Europe/Berlin",
+        "--hosts",
+        "@lab",
+    ])));
+    assert!(
+        wait_until(limit, || lab1.has_current(&id) && lab2.has_current(&id)),
+        "{}",
+        lab1.daemon.log()
+    );
+    // The office host saw the version go by and took nothing.
+    assert!(fleet.pg.wait_for(
+        limit,
+        "SELECT count(*) FROM FleetHosts WHERE Host = 'office1' AND ScheduleVersion >= 1",
+        "1"
+    ));
+    assert!(office.versions(&id).is_empty());
+
+    // A local change of a fleet schedule is refused, naming the Id.
+    let out = lab1.daemon.ctl(&["schedule", "delete", &id]);
+    let (code, err) = refused(&out);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&id) && err.contains("changed centrally"),
+        "{err}"
+    );
+    // `apply` of an empty file leaves it alone.
+    let empty = lab1.stack.dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    ok(lab1.daemon.ctl(&["apply", "-f", empty.to_str().unwrap()]));
+    assert!(lab1.has_current(&id));
+
+    ok(fleet.admin(&["schedule", "update", &id[..8], "--at", "18:30"]));
+    assert!(wait_until(limit, || lab1.versions(&id).len() == 2
+        && lab2.versions(&id).len() == 2));
+    assert_eq!(
+        query(
+            &lab2.stack.db,
+            &format!("SELECT Time FROM LogoutSchedulesCurrent WHERE Id = '{id}'")
+        ),
+        vec![vec!["18:30"]]
+    );
+    ok(fleet.admin(&["schedule", "delete", &id]));
+    assert!(wait_until(limit, || !lab1.has_current(&id) && !lab2.has_current(&id)));
+    assert_eq!(lab1.versions(&id), ["created", "updated", "deleted"]);
+    assert!(office.versions(&id).is_empty());
+    // The same Id everywhere, and listed centrally.
+    let listed = ok(fleet.admin(&["schedule", "list", "--history", "--json"]));
+    assert!(listed.contains(&id), "{listed}");
+
+    // A real session on two different hosts, one logout through --fleet.
+    let mut sessions: Vec<_> = [&lab1, &office]
+        .iter()
+        .map(|h| {
+            let mut s = h.stack.spawn("games", &["open", "wait", "close"]);
+            assert_eq!(s.until("open"), 0);
+            s
+        })
+        .collect();
+    let out = ok(fleet.admin(&["logout", "games", "--hosts", "*", "--kick", "--in", "1s"]));
+    assert!(out.contains("on hosts *"), "{out}");
+    let kicked = |h: &Host| {
+        query(
+            &h.stack.db,
+            "SELECT count(*) FROM LogoutEvents WHERE Event = 'removed' AND Reason = 'kick'",
+        )[0][0]
+            == "1"
+    };
+    assert!(
+        wait_until(Duration::from_secs(40), || kicked(&lab1) && kicked(&office)),
+        "{}\n{}",
+        lab1.daemon.log(),
+        office.daemon.log()
+    );
+    for s in &mut sessions {
+        s.proceed_if_alive();
+    }
+    // The kicks reach the central log, with each host's name.
+    assert!(
+        fleet.pg.wait_for(
+            limit,
+            "SELECT string_agg(Host, ',' ORDER BY Host) FROM LogoutEvents WHERE Reason = 'kick'",
+            "lab1,office1"
+        ),
+        "{}",
+        lab1.daemon.log()
+    );
+    let events = ok(fleet.admin(&["events", "--host", "office1", "--event", "removed"]));
+    assert!(
+        events.contains("office1") && !events.contains("lab1"),
+        "{events}"
+    );
+    let hosts = ok(fleet.admin(&["fleet", "hosts", "--json"]));
+    let hosts: serde_json::Value = serde_json::from_str(&hosts).unwrap();
+    assert_eq!(hosts.as_array().unwrap().len(), 3);
+    let status = ok(lab2.daemon.ctl(&["fleet", "status"]));
+    assert!(status.contains("connected since"), "{status}");
+}
+
+#[test]
+fn an_outage_loses_nothing_and_a_host_started_meanwhile_enforces() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab"]);
+    let mut lab2 = fleet.host("lab2", &["lab"]);
+    let limit = Duration::from_secs(30);
+    for _ in 0..3 {
+        lab1.login_logout("games");
+        lab2.login_logout("news");
+    }
+    let uploaded = |h: &Host| {
+        format!(
+            "SELECT count(*) FROM LogoutEvents WHERE Host = '{}'",
+            h.name
+        )
+    };
+    assert!(fleet.pg.wait_for(
+        limit,
+        &uploaded(&lab1),
+        &lab1.replay_ids().len().to_string()
+    ));
+
+    // A logout for lab2 twenty seconds ahead; lab2 has it, then its daemon goes down.
+    let mut session = lab2.stack.spawn("games", &["open", "wait", "close"]);
+    assert_eq!(session.until("open"), 0);
+    let id = first_line(&ok(fleet.admin(&[
+        "logout", "games", "--hosts", "lab2", "--kick", "--in", "20s",
+    ])));
+    assert!(wait_until(limit, || lab2.has_current(&id)));
+    lab2.daemon.kill9();
+
+    // The database goes away; logins go on and are recorded locally.
+    fleet.pg.stop();
+    for _ in 0..5 {
+        lab1.login_logout("games");
+        lab1.login_logout("mail");
+    }
+    // lab2's daemon starts while the database is down and enforces what it has.
+    lab2.daemon.restart();
+    let kicked = || {
+        query(
+            &lab2.stack.db,
+            "SELECT count(*) FROM LogoutEvents WHERE Event = 'removed' AND Reason = 'kick'",
+        )[0][0]
+            == "1"
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), kicked),
+        "{}",
+        lab2.daemon.log()
+    );
+    session.proceed_if_alive();
+    let status = ok(lab1.daemon.ctl(&["fleet", "status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["Connected"], false, "{status}");
+    assert!(status["WaitingToUpload"].as_i64().unwrap() > 0, "{status}");
+
+    // Back: every event arrives once, each host's in its ReplayId order.
+    fleet.pg.restart();
+    for host in [&lab1, &lab2] {
+        let local = host.replay_ids();
+        assert!(
+            fleet.pg.wait_for(
+                Duration::from_secs(60),
+                &uploaded(host),
+                &local.len().to_string()
+            ),
+            "{}",
+            host.daemon.log()
+        );
+        let central = fleet.pg.psql(&format!(
+            "SELECT ReplayId FROM LogoutEvents WHERE Host = '{}' ORDER BY ReplayId",
+            host.name
+        ));
+        assert_eq!(central.lines().collect::<Vec<_>>(), local);
+        // Uploaded in order: no event arrived in a later transaction than a newer one.
+        assert_eq!(
+            fleet.count(&format!(
+                "SELECT count(*) FROM (SELECT ReplayId, UploadedAt, lag(UploadedAt) OVER (ORDER BY ReplayId) AS before \
+                 FROM LogoutEvents WHERE Host = '{}') x WHERE UploadedAt < before",
+                host.name
+            )),
+            0
+        );
+    }
+    assert_eq!(
+        fleet.count("SELECT count(*) - count(DISTINCT EventIdentifier) FROM LogoutEvents"),
+        0
+    );
+}
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_an_upload_leaves_no_duplicate_and_no_gap() {
+    let Some(fleet) = Fleet::start() else { return };
+    // A store with many events waiting, as after a long outage.
+    let stack = PamStack::standard("");
+    stack.ctl(&["prune", "--older-than", "1"]);
+    const TOTAL: i64 = 50_000;
+    {
+        let store = rusqlite::Connection::open(&stack.db).unwrap();
+        store
+            .execute_batch(&format!(
+                "PRAGMA busy_timeout = 5000; BEGIN; \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {TOTAL}) \
+                 INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, EventIdentifier, Host) \
+                 SELECT '2026-11-23', '2026-11-23T10:00:00.000000Z', 'user' || (i % 50), \
+                 CASE i % 2 WHEN 0 THEN 'online' ELSE 'offline' END, lower(hex(randomblob(16))), 'lab9' FROM n; \
+                 COMMIT;"
+            ))
+            .unwrap();
+    }
+    let passfile = fleet
+        .pg
+        .create_login("lab9", "forcelogout_host", stack.dir.path());
+    let mut daemon = Daemon::start(
+        &stack.db,
+        &format!(
+            "[fleet]\nurl = \"{}\"\nhost = \"lab9\"\n",
+            fleet.pg.tcp_url("lab9", &passfile)
+        ),
+    );
+    let count = || fleet.count("SELECT count(*) FROM LogoutEvents");
+    assert!(
+        wait_until(Duration::from_secs(60), || count() > 0),
+        "{}",
+        daemon.log()
+    );
+    daemon.kill9();
+    let at_kill = count();
+    assert!(at_kill < TOTAL, "the upload finished before the kill");
+    daemon.restart();
+    assert!(
+        wait_until(Duration::from_secs(120), || count() == TOTAL),
+        "{} of {TOTAL}\n{}",
+        count(),
+        daemon.log()
+    );
+    assert_eq!(
+        fleet.count("SELECT count(DISTINCT ReplayId) FROM LogoutEvents WHERE Host = 'lab9'"),
+        TOTAL
+    );
+    assert_eq!(
+        fleet.count("SELECT max(ReplayId) - min(ReplayId) + 1 FROM LogoutEvents"),
+        TOTAL
+    );
+    assert_eq!(
+        fleet.count("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab9'"),
+        TOTAL
+    );
+}
+
+#[test]
+fn tls_is_verified_as_libpq_users_expect() {
+    let Some(fleet) = Fleet::start() else { return };
+    let ca = fleet.pg.enable_tls();
+    let other_ca = fleet.dir.path().join("other-ca.crt");
+    // A CA that did not sign the server's certificate: replace it with a fresh self-signed one.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(fleet.dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let url = |host: &str, mode: &str, root: Option<&Path>| {
+        let mut url = format!(
+            "host={host} port={} dbname=fleet user={ADMIN} passfile={} sslmode={mode}",
+            fleet.pg.port,
+            fleet.admin_passfile.display()
+        );
+        if let Some(root) = root {
+            url.push_str(&format!(" sslrootcert={}", root.display()));
+        }
+        url
+    };
+    // The passfile names 127.0.0.1; the name `localhost` needs its own line.
+    let mut lines = std::fs::read_to_string(&fleet.admin_passfile).unwrap();
+    lines.push_str(&lines.replace("127.0.0.1:", "localhost:"));
+    std::fs::write(&fleet.admin_passfile, lines).unwrap();
+    let list = |url: String| fleet.ctl_url(&url, &["schedule", "list"]);
+    // The server takes TCP logins over TLS only, so each success below was encrypted.
+    ok(list(url("localhost", "verify-full", Some(&ca))));
+    ok(list(url("127.0.0.1", "verify-ca", Some(&ca))));
+    ok(list(url("127.0.0.1", "require", None)));
+    ok(list(url("127.0.0.1", "prefer", None)));
+    // The certificate is for `localhost`, not for the address; and another CA is not trusted.
+    let (code, err) = refused(&list(url("127.0.0.1", "verify-full", Some(&ca))));
+    assert_eq!(code, 1, "{err}");
+    let (code, err) = refused(&list(url("localhost", "verify-full", Some(&other_ca))));
+    assert_eq!(code, 1, "{err}");
+    let (code, err) = refused(&list(url("localhost", "verify-ca", Some(&other_ca))));
+    assert_eq!(code, 1, "{err}");
+    // Without TLS the server's pg_hba.conf has no line for us: a refused login.
+    let (code, err) = refused(&list(url("127.0.0.1", "disable", None)));
+    assert_eq!(code, 4, "{err}");
+}
