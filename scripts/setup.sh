@@ -13,6 +13,7 @@ packages=(
   systemd dbus libpam-systemd dbus-user-session   # a real systemd + logind, booted in namespaces by the systemd_* tests
   libdbus-1-dev                   # desktop notifications: the dbus crate links libdbus-1
   dbus xvfb dunst xdotool imagemagick python3-dbus   # the desktop test: a real bus, X, notification server
+  python3-gi                      # systemd_desktop: the notification server (python3-dbus) on a GLib main loop
 )
 
 missing=()
