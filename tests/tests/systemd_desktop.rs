@@ -198,20 +198,21 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
         sd.sh("dpkg -S /usr/lib/systemd/user/dbus.socket | cut -d: -f1"),
         "dbus-user-session"
     );
-    let user_systemctl = format!(
+    // The user, in the environment their manager's services get (no more).
+    let as_user = format!(
         "setpriv --reuid={uid} --regid={uid} --init-groups env -i XDG_RUNTIME_DIR=/run/user/{uid} \
          DBUS_SESSION_BUS_ADDRESS=unix:path={bus} PATH=/usr/bin:/bin"
     );
     assert_eq!(
         sd.sh(&format!(
-            "{user_systemctl} systemctl --user show dbus.socket -p Listen -p ActiveState"
+            "{as_user} systemctl --user show dbus.socket -p Listen -p ActiveState | sort"
         )),
-        format!("Listen={bus} (Stream)\nActiveState=active")
+        format!("ActiveState=active\nListen={bus} (Stream)")
     );
 
     // The notification server, a service of the user's manager, as desktops run theirs.
     sd.sh(&format!(
-        "{user_systemctl} systemd-run --user --unit=fl-notification-server --collect \
+        "{as_user} systemd-run --user --unit=fl-notification-server --collect \
          /usr/bin/python3 {SERVER} unix:path={bus} /home/{USER}/fl-notifications.jsonl \
          /home/{USER}/fl-click"
     ));
@@ -222,13 +223,13 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
         "the notification server did not start: {}",
         String::from_utf8_lossy(
             &sd.run(&format!(
-                "{user_systemctl} journalctl --user --no-pager -o cat -u fl-notification-server; journalctl --no-pager -o cat _UID={uid}"
+                "{as_user} journalctl --user --no-pager -o cat -u fl-notification-server; journalctl --no-pager -o cat _UID={uid}"
             ))
             .stdout
         )
     );
     let bus_daemon = sd.sh(&format!(
-        "{user_systemctl} busctl --user call org.freedesktop.DBus /org/freedesktop/DBus \
+        "{as_user} busctl --user call org.freedesktop.DBus /org/freedesktop/DBus \
          org.freedesktop.DBus GetConnectionUnixProcessID s org.freedesktop.DBus"
     ));
     let bus_daemon = bus_daemon.strip_prefix("u ").unwrap_or(&bus_daemon);
