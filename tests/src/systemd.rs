@@ -29,6 +29,11 @@ AllowIsolate=yes
 /// `/run` and `/tmp`, moves itself into the instance's cgroup, and enters the remaining
 /// namespaces, where the second part mounts `/proc`, `/sys` and a fresh cgroup2, pivots into
 /// the root and execs systemd. `$1` is the instance's directory, `$2` its cgroup.
+///
+/// The root is made shared (`--make-rshared`), as systemd itself does when the kernel starts
+/// it but leaves to a container manager: services with a mount namespace of their own
+/// (`ProtectHome=`, `PrivateTmp=`) then see mounts made after they started, such as a user's
+/// `/run/user/UID` when the user logs in, as they do on a booted host.
 const BOOT_SCRIPT: &str = r#"set -eu
 dir=$1; cgroup=$2; root=$dir/root
 mount -t tmpfs -o mode=0755 tmpfs "$dir/layers"
@@ -59,6 +64,7 @@ cd "$root"
 mkdir -p .old-root
 pivot_root . .old-root
 umount -l /.old-root
+mount --make-rshared /
 exec env -i container=unshare /lib/systemd/systemd --system --unit=logind-test.target
 ' sh "$root"
 "#;
