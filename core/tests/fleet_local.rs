@@ -103,3 +103,38 @@ fn fleet_schedules_are_marked_and_left_alone_by_local_commands() {
     assert!(store.fleet_schedule_ids().unwrap().is_empty());
     assert_eq!(store.fleet_state().unwrap().schedule_version, 10);
 }
+
+#[test]
+fn pruning_keeps_the_events_a_fleet_host_has_not_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fl.db");
+    let mut store = Store::open(&path, Access::Create, std::time::Duration::from_secs(2)).unwrap();
+    // Ten events from a year ago, written as a host that was offline would have them.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for i in 1..=10 {
+        conn.execute(
+            "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, EventIdentifier, Host) \
+             VALUES ('2025-11-01', '2025-11-01T10:00:00.000000Z', 'alice', 'online', ?1, 'lab1')",
+            [format!("event-{i}")],
+        )
+        .unwrap();
+    }
+    store.set_fleet_uploaded(4).unwrap();
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM LogoutEvents", [], |r| r.get(0))
+            .unwrap()
+    };
+    // A fleet host prunes only what the fleet already has, in batches.
+    assert_eq!(store.prune_events_before("2026-01-01", 3, true).unwrap(), 4);
+    assert_eq!(count(&conn), 6);
+    let first: i64 = conn
+        .query_row("SELECT min(ReplayId) FROM LogoutEvents", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(first, 5);
+    // A host without a fleet prunes by date alone.
+    assert_eq!(
+        store.prune_events_before("2026-01-01", 3, false).unwrap(),
+        6
+    );
+    assert_eq!(count(&conn), 0);
+}

@@ -238,7 +238,11 @@ impl Enforcer {
                     now - chrono::Duration::days(i64::from(days)),
                     self.store.host_zone(),
                 );
-                let pruned = self.store.prune_events_before(&cutoff, RETENTION_BATCH)?;
+                let pruned = self.store.prune_events_before(
+                    &cutoff,
+                    RETENTION_BATCH,
+                    self.config.fleet.is_some(),
+                )?;
                 if pruned > 0 {
                     (self.log)(&format!(
                         "retention: pruned {pruned} events dated before {cutoff}"

@@ -230,19 +230,31 @@ impl super::Store {
 
     /// Deletes events whose `Date` is before `date`, at most `batch` rows per transaction, so
     /// that the write lock is never held long enough to delay a login. Returns the total.
-    pub fn prune_events_before(&mut self, date: &str, batch: usize) -> Result<usize, Error> {
+    ///
+    /// `keep_unuploaded`: this host follows a fleet, so events not yet uploaded to it are kept
+    /// whatever their age (SPEC §9: a host keeps every event until it can upload it).
+    pub fn prune_events_before(
+        &mut self,
+        date: &str,
+        batch: usize,
+        keep_unuploaded: bool,
+    ) -> Result<usize, Error> {
         let mut total = 0;
         loop {
             let (tx, path, _) = self.begin_write("starting a prune")?;
             let deleted = tx
                 .prepare_cached(
                     "DELETE FROM LogoutEvents WHERE ReplayId IN \
-                     (SELECT ReplayId FROM LogoutEvents WHERE Date < ?1 LIMIT ?2)",
+                     (SELECT ReplayId FROM LogoutEvents WHERE Date < ?1 \
+                      AND (?3 = 0 OR ReplayId <= \
+                           (SELECT coalesce(max(UploadedReplayId), 0) FROM FleetState)) \
+                      LIMIT ?2)",
                 )
                 .and_then(|mut stmt| {
                     stmt.execute(rusqlite::params![
                         date,
-                        i64::try_from(batch).unwrap_or(5000)
+                        i64::try_from(batch).unwrap_or(5000),
+                        keep_unuploaded
                     ])
                 })
                 .map_err(|e| classify(&path, "pruning events", e))?;

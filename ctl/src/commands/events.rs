@@ -195,7 +195,7 @@ pub fn prune(ctx: &Context, older_than: &str) -> Result<(), Error> {
         host_timezone(),
     );
     let mut store = ctx.open_for_writing()?;
-    let pruned = store.prune_events_before(&cutoff, PRUNE_BATCH)?;
+    let pruned = store.prune_events_before(&cutoff, PRUNE_BATCH, ctx.config.fleet.is_some())?;
     if ctx.json {
         return ctx.print_json(&serde_json::json!({ "Pruned": pruned, "Before": cutoff }));
     }
