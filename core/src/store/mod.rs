@@ -5,6 +5,7 @@ pub mod attach;
 mod baseline;
 mod enforce;
 mod events;
+mod lockouts;
 mod schedules;
 mod schema;
 mod sessions;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::clock;
@@ -34,6 +36,12 @@ pub const DB_ENV: &str = "FORCELOGOUT_DB";
 pub const READER_GROUP: &str = "adm";
 /// How long a statement waits on another writer before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// WAL size above which a writer's connection checkpoints the WAL and truncates it when it
+/// closes: small enough that a process opening the store alone (a PAM call when the daemon is
+/// not running) re-reads little of it to rebuild the WAL index, large enough that the
+/// checkpoint's syncs are shared by several calls (one login writes about a dozen pages).
+const WAL_TRIM_BYTES: u64 = 64 * (4096 + 24);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -50,6 +58,26 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     host_zone: Tz,
+    /// Opened for writing: trims the WAL on close (see `WAL_TRIM_BYTES`).
+    writer: bool,
+}
+
+impl Drop for Store {
+    /// Checkpoints and truncates a WAL grown past `WAL_TRIM_BYTES`, without waiting: when
+    /// another connection is reading or writing, the next one to close does it.
+    fn drop(&mut self) {
+        if !self.writer {
+            return;
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRIM_BYTES);
+        if big && self.conn.busy_timeout(Duration::ZERO).is_ok() {
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
 }
 
 /// A watch on the files of the store at `path` (the database, its WAL and shared memory live
@@ -103,6 +131,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             host_zone: clock::host_timezone(),
+            writer: access != Access::ReadOnly,
         };
         store
             .conn
@@ -144,6 +173,7 @@ impl Store {
             conn,
             path,
             host_zone: clock::host_timezone(),
+            writer: false,
         };
         store.migrate()?;
         Ok(store)
@@ -201,10 +231,15 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.fail("setting synchronous=FULL", e))?;
-        // SQLite's default stays on purpose: the last connection to close checkpoints the WAL
-        // and removes it. Without that, the next process to open the store alone (every PAM
-        // call when the daemon is not running) must re-read the whole WAL to rebuild its
-        // index, which measured far slower (see the PAM benchmark in the README).
+        // The WAL stays when the last connection closes (no checkpoint, no delete): a PAM
+        // call that writes the store itself then costs its commit and the directory sync
+        // SQLite makes once per connection, not also a WAL header sync, a checkpoint's two
+        // syncs and the file's re-creation. A connection that leaves more than
+        // `WAL_TRIM_BYTES` behind empties it on close instead (`Drop`), so the WAL that the
+        // next lone opener must re-read to rebuild its index stays small.
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| self.fail("keeping the WAL on close", e))?;
         Ok(())
     }
 

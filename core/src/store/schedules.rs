@@ -79,11 +79,12 @@ impl Serialize for ScheduleRecord {
     }
 }
 
-const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
+pub(super) const COLUMNS: &str =
+    "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
                        Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt";
 
 /// A row as stored, before it is checked against the model.
-struct RawRow {
+pub(super) struct RawRow {
     date: String,
     id: String,
     group: String,
@@ -103,7 +104,7 @@ struct RawRow {
 }
 
 impl RawRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    pub(super) fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         RawRow::read_at(row, 0)
     }
 
@@ -131,7 +132,7 @@ impl RawRow {
 
     /// A stored row goes through the same checks as typed input: a row written by hand with
     /// the sqlite3 shell is reported with its Id, never fired half-understood.
-    fn into_record(self) -> Result<ScheduleRecord, Error> {
+    pub(super) fn into_record(self) -> Result<ScheduleRecord, Error> {
         let in_row = |e: Error| match e {
             Error::Invalid { field, reason } => {
                 Error::invalid(format!("schedule {} {field}", self.id), reason)
