@@ -410,6 +410,27 @@ mod tests {
     }
 
     #[test]
+    fn account_is_answered_from_the_store_without_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let mut store = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
+        let account = Request {
+            action: Action::Account {
+                user: "nobody".into(),
+            },
+            ..open_request(&db, "unused", t(1))
+        };
+        let before = events(&store).len();
+        let reply = serve_one(&mut store, account, &|| t(0));
+        assert!(
+            matches!(reply, Reply::Account(ref d) if d.refusal.is_none() && d.next_kick.is_none()),
+            "{reply:?}"
+        );
+        assert_eq!(events(&store).len(), before);
+        assert_eq!(sessions(&store), 0);
+    }
+
+    #[test]
     fn a_batch_is_one_transaction_with_a_reply_for_each_request_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");

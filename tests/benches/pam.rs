@@ -12,13 +12,20 @@
 //! The stores hold a few schedules, as a real one does: a daily warning for another group,
 //! and a weekly kick with a lockout for another group (its window closed), so `account`
 //! reads and weighs them. `FL_BENCH_ROUNDS` shortens the run while iterating.
+//! The per-step breakdown runs the module's core steps one by one in this process.
 
+use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use forcelogout_core::config::Config;
+use forcelogout_core::policy;
+use forcelogout_core::relay;
 use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
-use forcelogout_core::store::{Access, Store};
+use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
+use forcelogout_core::store::{Access, RemovalReason, Store};
+use forcelogout_core::targeting::Identity;
 use forcelogout_tests::daemon::Daemon;
 use forcelogout_tests::{is_root, Login, PamStack, Transcript, USERS};
 
@@ -140,6 +147,12 @@ fn main() {
         .stack
         .write_service(&lines.iter().map(String::as_str).collect::<Vec<_>>());
 
+    // The durable commits a login needs, on the same disk, measured in every round beside the
+    // logins (this machine's disk is shared, and its fsyncs vary from minute to minute).
+    let bare_db = stacks[0].stack.db.with_file_name("bare.db");
+    let mut bare = Store::open(&bare_db, Access::Create, Duration::from_secs(5)).expect("store");
+    bare.bare_insert_commits(20).expect("warm-up");
+    let mut commit_samples: Vec<u64> = Vec::new();
     let rounds = rounds();
     let mut samples: Vec<Vec<Login>> = vec![Vec::new(); stacks.len()];
     let mut failures = 0;
@@ -149,19 +162,13 @@ fn main() {
             failures += t.logins.iter().filter(|l| failed(l)).count()
                 + LOGINS_PER_ROUND.saturating_sub(t.logins.len());
             samples[i].extend(t.logins);
+            for _ in 0..LOGINS_PER_ROUND / 2 {
+                let one = bare.bare_insert_commits(1).expect("bare commit");
+                commit_samples.push(one.as_micros() as u64);
+            }
         }
     }
-
-    // The durable commits a login needs, on the same disk, now.
-    let bare_db = stacks[0].stack.db.with_file_name("bare.db");
-    let mut bare = Store::open(&bare_db, Access::Create, Duration::from_secs(5)).expect("store");
-    bare.bare_insert_commits(100).expect("warm-up");
-    let commits = 1000;
-    let commit_us = bare
-        .bare_insert_commits(commits)
-        .expect("bare commits")
-        .as_micros() as f64
-        / commits as f64;
+    let commit_us = median(commit_samples) as f64;
 
     println!(
         "a login through libpam (start, account, open, close, end), {} per stack in {rounds} interleaved rounds:",
@@ -182,7 +189,7 @@ fn main() {
             p99(column(i, whole))
         );
     }
-    println!("one bare durable commit on the same disk (WAL, synchronous=FULL): {commit_us:.0} µs; a login needs 2");
+    println!("one bare durable commit on the same disk, median of the rounds' (WAL, synchronous=FULL): {commit_us:.0} µs; a login needs 2");
     let base = median(column(0, whole)) as f64;
     for i in 1..stacks.len() {
         let added = median(column(i, whole)) as f64 - base;
@@ -205,8 +212,14 @@ fn main() {
         println!("  {:<26} {}", stacks[i].name, parts.join("   "));
     }
 
+    // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
+    // daemon, whose core this process does not share.
+    if std::env::var_os("FL_BENCH_NO_BREAKDOWN").is_none() {
+        breakdown(&stacks[1].stack, &down_config, &daemon);
+    }
+
     for s in &stacks {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let children: Vec<_> = USERS
             .iter()
             .map(|user| {
@@ -234,4 +247,103 @@ fn main() {
     }
     println!("failed PAM calls in the whole run: {failures}");
     drop(daemon);
+}
+
+/// Median microseconds of `f` over `n` runs.
+fn timed(n: usize, mut f: impl FnMut()) -> u64 {
+    median(
+        (0..n)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed().as_micros() as u64
+            })
+            .collect(),
+    )
+}
+
+/// Where a login's time goes, each step on its own through the same core code the module
+/// runs, in this process: what the module does itself when the daemon is down, and the
+/// round trips to the daemon (its work included) when it is up.
+fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon) {
+    const N: usize = 200;
+    let config = Config::load(down_config).expect("config");
+    let up_config = Config::load(&daemon.config).expect("config");
+    let budget = Duration::from_secs(1);
+    let login = LoginFacts {
+        user: USER.into(),
+        uid: 1,
+        service: Some("fltest".into()),
+        ..LoginFacts::default()
+    };
+    println!("where the time goes, median of {N} runs of each step alone, in µs:");
+    let facts = timed(N, || drop(ProcessFacts::of_current_process()));
+    let settings = timed(N, || drop(Config::load(down_config).expect("config")));
+    let nss = timed(N, || drop(Identity::lookup(USER).expect("nss")));
+    println!("  both paths: configuration file {settings}, process facts (/proc) {facts}, NSS user and groups {nss} (only when a schedule could apply)");
+    let open_read = timed(N, || {
+        drop(Store::open_for_reading(&down.db, budget).expect("store"));
+    });
+    let read = timed(N, || {
+        let store = Store::open_for_reading(&down.db, budget).expect("store");
+        let kicks = store.current_kick_schedules_lenient().expect("read").0;
+        policy::account_decision(&kicks, USER, &config, Utc::now()).expect("decision");
+    });
+    let open_write = timed(N, || {
+        drop(Store::open(&down.db, Access::ReadWrite, budget).expect("store"));
+    });
+    let process = ProcessFacts::of_current_process();
+    let mut keys = Vec::new();
+    let open = timed(N, || {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        let mut store = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
+        store
+            .open_session(&key, &login, &process, Utc::now())
+            .expect("open");
+        keys.push(key);
+    });
+    let mut pending = keys.clone().into_iter();
+    let close = timed(N, || {
+        let key = pending.next().expect("key");
+        let mut store = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
+        store
+            .close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
+            .expect("close");
+    });
+    println!(
+        "  daemon down: account {read} (opening the store read-only {open_read}, the rest reading the kick schedules); \
+         open {open}, close {close} (each: opening the store for writing {open_write}, the rest its one commit)"
+    );
+    let ask = |action: relay::Action| {
+        let request = relay::Request {
+            db: daemon.db.clone(),
+            deadline: Utc::now() + chrono::Duration::seconds(1),
+            now: Utc::now(),
+            process: process.clone(),
+            action,
+        };
+        relay::call(&up_config.session_socket, &request, budget).expect("daemon")
+    };
+    let account = timed(N, || {
+        drop(ask(relay::Action::Account { user: USER.into() }));
+    });
+    keys.clear();
+    let open = timed(N, || {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        drop(ask(relay::Action::Open {
+            session_key: key.clone(),
+            login: login.clone(),
+            notices: true,
+        }));
+        keys.push(key);
+    });
+    let mut pending = keys.into_iter();
+    let close = timed(N, || {
+        drop(ask(relay::Action::Close {
+            session_key: pending.next(),
+        }));
+    });
+    println!(
+        "  daemon up: round trips to the daemon, its work included: account {account}, open {open}, close {close} (each write: one commit)"
+    );
 }

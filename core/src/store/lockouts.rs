@@ -35,3 +35,65 @@ impl Store {
         Ok((good, bad))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{RecurrenceInput, ScheduleInput};
+    use crate::store::Access;
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::time::Duration;
+
+    fn kick(group: &str, kick: bool) -> crate::schedule::Schedule {
+        ScheduleInput {
+            group: Some(group.into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("UTC".into()),
+            kick: Some(kick),
+            lockout: Some("30".into()),
+            ..Default::default()
+        }
+        .into_new(chrono_tz::Tz::UTC)
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_current_versions_of_kicks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(
+            &dir.path().join("store.db"),
+            Access::Create,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        let kept = store.add_schedule(&kick("lab", true), "t", now).unwrap();
+        store
+            .add_schedule(&kick("office", false), "t", now)
+            .unwrap();
+        let softened = store.add_schedule(&kick("hall", true), "t", now).unwrap();
+        store
+            .update_schedule(&softened.id, "t", now, |_| Ok(kick("hall", false)))
+            .unwrap();
+        let hardened = store.add_schedule(&kick("yard", false), "t", now).unwrap();
+        store
+            .update_schedule(&hardened.id, "t", now, |_| Ok(kick("yard", true)))
+            .unwrap();
+        let gone = store.add_schedule(&kick("attic", true), "t", now).unwrap();
+        store.delete_schedule(&gone.id, "t", now).unwrap();
+
+        let (kicks, invalid) = store.current_kick_schedules_lenient().unwrap();
+        assert!(invalid.is_empty());
+        let ids: Vec<&str> = kicks.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [kept.id.as_str(), hardened.id.as_str()]);
+        // The same as filtering the whole current set.
+        let (all, _) = store.current_schedules_lenient().unwrap();
+        let expected: Vec<&str> = all
+            .iter()
+            .filter(|r| r.schedule.kick)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, expected);
+    }
+}

@@ -43,6 +43,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// checkpoint's syncs are shared by several calls (one login writes about a dozen pages).
 const WAL_TRIM_BYTES: u64 = 64 * (4096 + 24);
 
+/// A writer's page cache in KiB, as `PRAGMA cache_size` takes it (negative: KiB, not pages).
+const WRITER_CACHE_KIB: i64 = -256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Creates the directory, the file and the schema when missing; migrates.
@@ -240,6 +243,11 @@ impl Store {
         self.conn
             .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| self.fail("keeping the WAL on close", e))?;
+        // A writer's page cache, bounded below SQLite's 2 MiB default: the daemon holds three
+        // connections for its lifetime, and the pages it re-reads are in the kernel's cache.
+        self.conn
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .map_err(|e| self.fail("setting cache_size", e))?;
         Ok(())
     }
 
@@ -401,5 +409,49 @@ fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
             }
         }
         Err(e) => Err(denied("creating the store", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::{LoginFacts, ProcessFacts};
+
+    fn wal_len(db: &Path) -> u64 {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_writer_keeps_a_small_wal_on_close_and_empties_a_big_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        drop(Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap());
+        let login = LoginFacts {
+            user: "alice".into(),
+            uid: 1000,
+            ..LoginFacts::default()
+        };
+        let process = ProcessFacts::default();
+        let now = chrono::Utc::now();
+        // One PAM call at a time, each with its own connection, as the module without a daemon.
+        let mut kept = 0;
+        for i in 0..40 {
+            let mut store = Store::open(&db, Access::ReadWrite, Duration::from_secs(1)).unwrap();
+            store
+                .open_session(&format!("k{i}"), &login, &process, now)
+                .unwrap();
+            let before_close = wal_len(&db);
+            drop(store);
+            let after = wal_len(&db);
+            assert!(after <= WAL_TRIM_BYTES, "the WAL was left at {after} bytes");
+            if before_close > 0 && after == before_close {
+                kept += 1;
+            }
+        }
+        assert!(kept > 0, "every close emptied the WAL");
+        let reader = Store::open(&db, Access::ReadOnly, Duration::from_secs(1)).unwrap();
+        assert_eq!(reader.live_sessions().unwrap().len(), 40);
     }
 }
