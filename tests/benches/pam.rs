@@ -89,6 +89,9 @@ fn with_schedules(stack: &PamStack) {
     }
 }
 
+/// A call of a login, by name, and how to read its microseconds.
+type Step = (&'static str, fn(&Login) -> u64);
+
 struct Stack {
     name: &'static str,
     stack: PamStack,
@@ -176,7 +179,7 @@ fn main() {
     );
     let column = |i: usize, f: fn(&Login) -> u64| samples[i].iter().map(f).collect::<Vec<u64>>();
     let whole = |l: &Login| l.us;
-    let steps: [(&str, fn(&Login) -> u64); 3] = [
+    let steps: [Step; 3] = [
         ("account", |l| l.acct_us),
         ("open", |l| l.open_us),
         ("close", |l| l.close_us),
@@ -191,17 +194,17 @@ fn main() {
     }
     println!("one bare durable commit on the same disk, median of the rounds' (WAL, synchronous=FULL): {commit_us:.0} µs; a login needs 2");
     let base = median(column(0, whole)) as f64;
-    for i in 1..stacks.len() {
+    for (i, stack) in stacks.iter().enumerate().skip(1) {
         let added = median(column(i, whole)) as f64 - base;
         println!(
             "  {:<26} adds {:>6.0} µs per login = {:>5.2}x the 2 bare commits",
-            stacks[i].name,
+            stack.name,
             added,
             added / (2.0 * commit_us)
         );
     }
     println!("per call, median added to pam_permit.so's (and p99 of the call):");
-    for i in 1..stacks.len() {
+    for (i, stack) in stacks.iter().enumerate().skip(1) {
         let parts: Vec<String> = steps
             .iter()
             .map(|(name, f)| {
@@ -209,7 +212,7 @@ fn main() {
                 format!("{name} {added:>6.0} µs (p99 {:>5})", p99(column(i, *f)))
             })
             .collect();
-        println!("  {:<26} {}", stacks[i].name, parts.join("   "));
+        println!("  {:<26} {}", stack.name, parts.join("   "));
     }
 
     // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
