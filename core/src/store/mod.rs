@@ -37,14 +37,11 @@ pub const READER_GROUP: &str = "adm";
 /// How long a statement waits on another writer before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// WAL size above which a writer's connection checkpoints the WAL and truncates it when it
-/// closes: small enough that a process opening the store alone (a PAM call when the daemon is
+/// WAL size above which the last writer's connection to close checkpoints and removes the
+/// WAL: small enough that a process opening the store alone (a PAM call when the daemon is
 /// not running) re-reads little of it to rebuild the WAL index, large enough that the
 /// checkpoint's syncs are shared by several calls (one login writes about a dozen pages).
 const WAL_TRIM_BYTES: u64 = 64 * (4096 + 24);
-
-/// A writer's page cache in KiB, as `PRAGMA cache_size` takes it (negative: KiB, not pages).
-const WRITER_CACHE_KIB: i64 = -256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -66,19 +63,20 @@ pub struct Store {
 }
 
 impl Drop for Store {
-    /// Checkpoints and truncates a WAL grown past `WAL_TRIM_BYTES`, without waiting: when
-    /// another connection is reading or writing, the next one to close does it.
+    /// A WAL grown past `WAL_TRIM_BYTES` is checkpointed and removed as the connection closes,
+    /// as SQLite does by default: only when no other connection has the store open (SQLite
+    /// tries for the exclusive lock without waiting), so a closing PAM call never works off
+    /// the WAL of a daemon or a long writer, and never waits for one.
     fn drop(&mut self) {
         if !self.writer {
             return;
         }
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
-        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRIM_BYTES);
-        if big && self.conn.busy_timeout(Duration::ZERO).is_ok() {
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRIM_BYTES) {
             let _ = self
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
         }
     }
 }
@@ -237,17 +235,12 @@ impl Store {
         // The WAL stays when the last connection closes (no checkpoint, no delete): a PAM
         // call that writes the store itself then costs its commit and the directory sync
         // SQLite makes once per connection, not also a WAL header sync, a checkpoint's two
-        // syncs and the file's re-creation. A connection that leaves more than
-        // `WAL_TRIM_BYTES` behind empties it on close instead (`Drop`), so the WAL that the
-        // next lone opener must re-read to rebuild its index stays small.
+        // syncs and the file's re-creation. The last connection to leave more than
+        // `WAL_TRIM_BYTES` behind checkpoints and removes it as SQLite does by default
+        // (`Drop`), so the WAL that the next lone opener must re-read stays small.
         self.conn
             .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| self.fail("keeping the WAL on close", e))?;
-        // A writer's page cache, bounded below SQLite's 2 MiB default: the daemon holds three
-        // connections for its lifetime, and the pages it re-reads are in the kernel's cache.
-        self.conn
-            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(|e| self.fail("setting cache_size", e))?;
         Ok(())
     }
 
