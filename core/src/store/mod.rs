@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::clock;
@@ -36,12 +35,6 @@ pub const DB_ENV: &str = "FORCELOGOUT_DB";
 pub const READER_GROUP: &str = "adm";
 /// How long a statement waits on another writer before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// WAL size above which the last writer's connection to close checkpoints and removes the
-/// WAL: small enough that a process opening the store alone (a PAM call when the daemon is
-/// not running) re-reads little of it to rebuild the WAL index, large enough that the
-/// checkpoint's syncs are shared by several calls (one login writes about a dozen pages).
-const WAL_TRIM_BYTES: u64 = 64 * (4096 + 24);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -58,27 +51,6 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     host_zone: Tz,
-    /// Opened for writing: trims the WAL on close (see `WAL_TRIM_BYTES`).
-    writer: bool,
-}
-
-impl Drop for Store {
-    /// A WAL grown past `WAL_TRIM_BYTES` is checkpointed and removed as the connection closes,
-    /// as SQLite does by default: only when no other connection has the store open (SQLite
-    /// tries for the exclusive lock without waiting), so a closing PAM call never works off
-    /// the WAL of a daemon or a long writer, and never waits for one.
-    fn drop(&mut self) {
-        if !self.writer {
-            return;
-        }
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRIM_BYTES) {
-            let _ = self
-                .conn
-                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
-        }
-    }
 }
 
 /// A watch on the files of the store at `path` (the database, its WAL and shared memory live
@@ -132,7 +104,6 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             host_zone: clock::host_timezone(),
-            writer: access != Access::ReadOnly,
         };
         store
             .conn
@@ -174,7 +145,6 @@ impl Store {
             conn,
             path,
             host_zone: clock::host_timezone(),
-            writer: false,
         };
         store.migrate()?;
         Ok(store)
@@ -232,15 +202,10 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.fail("setting synchronous=FULL", e))?;
-        // The WAL stays when the last connection closes (no checkpoint, no delete): a PAM
-        // call that writes the store itself then costs its commit and the directory sync
-        // SQLite makes once per connection, not also a WAL header sync, a checkpoint's two
-        // syncs and the file's re-creation. The last connection to leave more than
-        // `WAL_TRIM_BYTES` behind checkpoints and removes it as SQLite does by default
-        // (`Drop`), so the WAL that the next lone opener must re-read stays small.
-        self.conn
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .map_err(|e| self.fail("keeping the WAL on close", e))?;
+        // SQLite's default stays on purpose: the last connection to close checkpoints the WAL
+        // and removes it. Without that, the next process to open the store alone (every PAM
+        // call when the daemon is not running) must re-read the whole WAL to rebuild its
+        // index, which measured far slower (see the PAM benchmark in the README).
         Ok(())
     }
 
@@ -402,49 +367,5 @@ fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
             }
         }
         Err(e) => Err(denied("creating the store", e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sessions::{LoginFacts, ProcessFacts};
-
-    fn wal_len(db: &Path) -> u64 {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
-    }
-
-    #[test]
-    fn a_writer_keeps_a_small_wal_on_close_and_empties_a_big_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("store.db");
-        drop(Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap());
-        let login = LoginFacts {
-            user: "alice".into(),
-            uid: 1000,
-            ..LoginFacts::default()
-        };
-        let process = ProcessFacts::default();
-        let now = chrono::Utc::now();
-        // One PAM call at a time, each with its own connection, as the module without a daemon.
-        let mut kept = 0;
-        for i in 0..40 {
-            let mut store = Store::open(&db, Access::ReadWrite, Duration::from_secs(1)).unwrap();
-            store
-                .open_session(&format!("k{i}"), &login, &process, now)
-                .unwrap();
-            let before_close = wal_len(&db);
-            drop(store);
-            let after = wal_len(&db);
-            assert!(after <= WAL_TRIM_BYTES, "the WAL was left at {after} bytes");
-            if before_close > 0 && after == before_close {
-                kept += 1;
-            }
-        }
-        assert!(kept > 0, "every close emptied the WAL");
-        let reader = Store::open(&db, Access::ReadOnly, Duration::from_secs(1)).unwrap();
-        assert_eq!(reader.live_sessions().unwrap().len(), 40);
     }
 }
