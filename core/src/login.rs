@@ -17,7 +17,6 @@ use crate::policy;
 use crate::relay;
 use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
-use crate::targeting::{Identity, Targeted};
 use crate::text::sanitize_for_terminal;
 
 /// What the PAM adapter gives the logic: the handle's items, data, conversation and syslog.
@@ -204,51 +203,43 @@ pub fn account(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
 }
 
 /// The refusal message when a lockout targets the user; otherwise `None`, after leaving
-/// logind a runtime limit where one is wanted.
+/// logind a runtime limit where one is wanted. The daemon answers when it runs (it has the
+/// store open); otherwise the module reads the kick schedules itself.
 fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<String>, Error> {
+    let started = Instant::now();
     let user = h.user()?;
-    let store = open_for_reading(&ctx.args)?;
-    let schedules = enforceable_schedules(&store, &|line| h.log(LogLevel::Error, line))?;
     let config = ctx.config(h);
-    let windows = policy::open_lockout_windows(&schedules, config.immediate_warning, ctx.now);
-    let kicks = if config.limit_session_runtime {
-        policy::kicks_after(&schedules, config.immediate_warning, ctx.now)
-    } else {
-        Vec::new()
+    let action = relay::Action::Account { user: user.clone() };
+    let (decision, recorder) = match ctx.relay(&config, ProcessFacts::default(), action) {
+        Ok(relay::Reply::Account(decision)) => (decision, "the daemon".to_string()),
+        outcome => {
+            let store = open_for_reading(&ctx.args, ctx.remaining(started))?;
+            let log = |line: &str| h.log(LogLevel::Error, line);
+            let kicks = policy::enforceable(store.current_kick_schedules_lenient()?, &log);
+            let decision = policy::account_decision(&kicks, &user, &config, ctx.now)?;
+            (
+                decision,
+                format!("this process ({})", why_not_relayed(&outcome)),
+            )
+        }
     };
-    if windows.is_empty() && kicks.is_empty() {
-        return Ok(None);
-    }
-    let Some(identity) = Identity::lookup(&user)? else {
-        return Ok(None);
-    };
-    let Some(lockout) = policy::lockout_for(&identity, windows, &config.exempt_groups) else {
-        let next_kick = kicks.into_iter().find(|(_, record)| {
-            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
-        });
-        if let Some((at, _)) = next_kick {
+    ctx.debug(h, &format!("account of {user} decided by {recorder}"));
+    let Some(refusal) = decision.refusal else {
+        if let Some(at) = decision.next_kick {
             limit_runtime(h, ctx, at);
         }
         return Ok(None);
     };
-    let s = &lockout.record.schedule;
     h.log(
         LogLevel::Notice,
         &format!(
             "refusing login of {user}: schedule {} locks out {} until {}",
-            lockout.record.id,
-            crate::text::sanitize_line(&s.group),
-            crate::clock::format_timestamp(lockout.until)
+            refusal.schedule_id,
+            crate::text::sanitize_line(&refusal.group),
+            crate::clock::format_timestamp(refusal.until)
         ),
     );
-    let mut message = format!(
-        "Logins are closed until {}.",
-        policy::local_time_label(lockout.until, s.timezone, "%H:%M")
-    );
-    if !s.message.is_empty() {
-        message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
-    }
-    Ok(Some(message))
+    Ok(Some(refusal.message))
 }
 
 /// Asks logind (through pam_systemd, which reads this PAM data at session open) to end the
@@ -280,22 +271,9 @@ fn limit_runtime(h: &mut dyn PamHandler, ctx: &HookContext, at: DateTime<Utc>) {
     }
 }
 
-/// The current schedules, each invalid row (written by hand) passed to `log` and skipped: one
-/// bad row must not refuse every login under `fail=closed`.
-pub fn enforceable_schedules(
-    store: &Store,
-    log: &dyn Fn(&str),
-) -> Result<Vec<crate::store::ScheduleRecord>, Error> {
-    let (schedules, invalid) = store.current_schedules_lenient()?;
-    for e in invalid {
-        log(&format!("ignoring an invalid schedule row: {e}"));
-    }
-    Ok(schedules)
-}
-
 /// The read path of `account`: the directory must exist (the package makes it; its absence
 /// is a fault), the file may not yet (nothing was ever scheduled).
-fn open_for_reading(args: &ModuleArgs) -> Result<Store, Error> {
+fn open_for_reading(args: &ModuleArgs, busy_timeout: Duration) -> Result<Store, Error> {
     if let Some(dir) = args.db.parent() {
         if !dir.is_dir() {
             return Err(Error::io(
@@ -304,7 +282,7 @@ fn open_for_reading(args: &ModuleArgs) -> Result<Store, Error> {
             ));
         }
     }
-    Store::open_for_reading(&args.db, args.timeout)
+    Store::open_for_reading(&args.db, busy_timeout)
 }
 
 /// `open_session`: registers the session, writes `online` if it is the user's first, and
@@ -354,9 +332,9 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
             let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
             let notices = if ctx.speaks() {
-                notices_for(&store, &config, &user, ctx.now, &|line| {
-                    h.log(LogLevel::Error, line)
-                })?
+                let log = |line: &str| h.log(LogLevel::Error, line);
+                let schedules = policy::enforceable(store.current_schedules_lenient()?, &log);
+                policy::notices_among(&schedules, &config, &user, ctx.now)?
             } else {
                 Vec::new()
             };
@@ -406,71 +384,6 @@ fn why_not_relayed(outcome: &std::io::Result<relay::Reply>) -> String {
         }
         Err(e) => format!("the daemon did not answer: {e}"),
     }
-}
-
-/// The notices shown at a login of `user`: each logout that targets the user and is due
-/// within `notice_ahead`. Invalid schedule rows are passed to `log` and skipped.
-pub fn notices_for(
-    store: &Store,
-    config: &Config,
-    user: &str,
-    now: DateTime<Utc>,
-    log: &dyn Fn(&str),
-) -> Result<Vec<String>, Error> {
-    let schedules = enforceable_schedules(store, log)?;
-    notices_among(&schedules, config, user, now)
-}
-
-/// `notices_for` over schedules already read (the daemon reads them once for many logins).
-pub fn notices_among(
-    schedules: &[crate::store::ScheduleRecord],
-    config: &Config,
-    user: &str,
-    now: DateTime<Utc>,
-) -> Result<Vec<String>, Error> {
-    let due = policy::due_within(
-        schedules,
-        config.immediate_warning,
-        config.notice_ahead,
-        now,
-    );
-    if due.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(identity) = Identity::lookup(user)? else {
-        return Ok(Vec::new());
-    };
-    Ok(due
-        .into_iter()
-        .filter(|(_, record)| {
-            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
-        })
-        .map(|(at, record)| notice_text(at, record, now))
-        .collect())
-}
-
-/// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"
-fn notice_text(
-    at: DateTime<Utc>,
-    record: &crate::store::ScheduleRecord,
-    now: DateTime<Utc>,
-) -> String {
-    let s = &record.schedule;
-    let what = if s.kick {
-        "You will be logged out"
-    } else {
-        "You will be asked to log out"
-    };
-    let mut text = format!(
-        "{what} at {}, in {}.",
-        policy::local_time_label(at, s.timezone, "%Y-%m-%d %H:%M"),
-        policy::describe_wait(now, at)
-    );
-    if !s.message.is_empty() {
-        text.push('\n');
-        text.push_str(&sanitize_for_terminal(&s.message));
-    }
-    text
 }
 
 /// `close_session`: removes the session (found by this handle's data, else by this process)

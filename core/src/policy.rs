@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::config::Config;
+use crate::error::Error;
 use crate::firing;
 use crate::schedule::Schedule;
 use crate::store::ScheduleRecord;
 use crate::targeting::{Identity, Targeted};
+use crate::text::sanitize_for_terminal;
 
 /// The instant a schedule's logout takes effect at or before `now`: an immediate logout's is
 /// its issue time plus the immediate warning; a scheduled one's is its latest firing.
@@ -198,6 +201,138 @@ pub fn describe_wait(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         s if s < 3600 => format!("{} min", (s + 59) / 60),
         s => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// What `account` decides for one user at one instant, whoever computes it (the module from
+/// the store, or the daemon for it over the session socket).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountDecision {
+    /// A kick's lockout window is open and targets the user: the login is refused.
+    pub refusal: Option<Refusal>,
+    /// With `limit_session_runtime`: the next kick that targets the user.
+    pub next_kick: Option<DateTime<Utc>>,
+}
+
+/// Why a login is refused, and the text the user sees.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Refusal {
+    pub schedule_id: String,
+    pub group: String,
+    pub until: DateTime<Utc>,
+    pub message: String,
+}
+
+/// `account` for `user` over the current kick schedules (`Store::current_kick_schedules_lenient`):
+/// NSS is asked about the user's groups only when a lockout window is open or, with
+/// `limit_session_runtime`, a kick is coming.
+pub fn account_decision(
+    kick_schedules: &[ScheduleRecord],
+    user: &str,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<AccountDecision, Error> {
+    let windows = open_lockout_windows(kick_schedules, config.immediate_warning, now);
+    let kicks = if config.limit_session_runtime {
+        kicks_after(kick_schedules, config.immediate_warning, now)
+    } else {
+        Vec::new()
+    };
+    if windows.is_empty() && kicks.is_empty() {
+        return Ok(AccountDecision::default());
+    }
+    let Some(identity) = Identity::lookup(user)? else {
+        return Ok(AccountDecision::default());
+    };
+    if let Some(lockout) = lockout_for(&identity, windows, &config.exempt_groups) {
+        let s = &lockout.record.schedule;
+        let mut message = format!(
+            "Logins are closed until {}.",
+            local_time_label(lockout.until, s.timezone, "%H:%M")
+        );
+        if !s.message.is_empty() {
+            message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
+        }
+        return Ok(AccountDecision {
+            refusal: Some(Refusal {
+                schedule_id: lockout.record.id.clone(),
+                group: s.group.clone(),
+                until: lockout.until,
+                message,
+            }),
+            next_kick: None,
+        });
+    }
+    let next_kick = kicks
+        .into_iter()
+        .find(|(_, record)| {
+            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+        })
+        .map(|(at, _)| at);
+    Ok(AccountDecision {
+        refusal: None,
+        next_kick,
+    })
+}
+
+/// The current schedules, each invalid row (written by hand) passed to `log` and skipped: one
+/// bad row must not refuse every login under `fail=closed`.
+pub fn enforceable(
+    (schedules, invalid): (Vec<ScheduleRecord>, Vec<Error>),
+    log: &dyn Fn(&str),
+) -> Vec<ScheduleRecord> {
+    for e in invalid {
+        log(&format!("ignoring an invalid schedule row: {e}"));
+    }
+    schedules
+}
+
+/// The notices shown at a login of `user`: each logout that targets the user and is due
+/// within `notice_ahead`, soonest first.
+pub fn notices_among(
+    schedules: &[ScheduleRecord],
+    config: &Config,
+    user: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, Error> {
+    let due = due_within(
+        schedules,
+        config.immediate_warning,
+        config.notice_ahead,
+        now,
+    );
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(identity) = Identity::lookup(user)? else {
+        return Ok(Vec::new());
+    };
+    Ok(due
+        .into_iter()
+        .filter(|(_, record)| {
+            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+        })
+        .map(|(at, record)| notice_text(at, record, now))
+        .collect())
+}
+
+/// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"
+fn notice_text(at: DateTime<Utc>, record: &ScheduleRecord, now: DateTime<Utc>) -> String {
+    let s = &record.schedule;
+    let what = if s.kick {
+        "You will be logged out"
+    } else {
+        "You will be asked to log out"
+    };
+    let mut text = format!(
+        "{what} at {}, in {}.",
+        local_time_label(at, s.timezone, "%Y-%m-%d %H:%M"),
+        describe_wait(now, at)
+    );
+    if !s.message.is_empty() {
+        text.push('\n');
+        text.push_str(&sanitize_for_terminal(&s.message));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::policy::{self, AccountDecision};
 use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Closed, Opened, SessionWrite, SessionWritten, Store};
 
@@ -46,6 +47,10 @@ pub enum Action {
     Close {
         session_key: Option<String>,
     },
+    /// `account` for `user`: a read, answered from the daemon's open store without a write.
+    Account {
+        user: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +60,7 @@ pub enum Reply {
         notices: Vec<String>,
     },
     Closed(Closed),
+    Account(AccountDecision),
     /// Nothing was written, for this reason: the module writes the store itself.
     Declined(String),
 }
@@ -175,6 +181,7 @@ pub fn serve(
     let too_late = || Reply::Declined("the module stopped waiting".into());
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
     let mut pending: Vec<(usize, &Request)> = Vec::new();
+    let mut writes: Vec<SessionWrite<'_>> = Vec::new();
     // Looked up once per batch; each request's store is compared with it.
     let own_store = file_id(store.path());
     for (index, request) in requests.iter().enumerate() {
@@ -188,13 +195,21 @@ pub fn serve(
                 )))
             }
             Ok(r) if clock() >= r.deadline => Some(too_late()),
-            Ok(r) => {
-                pending.push((index, r));
-                None
-            }
+            Ok(Request {
+                action: Action::Account { user },
+                now,
+                ..
+            }) => Some(account(store, config, user, *now, log)),
+            Ok(r) => match write_of(r) {
+                Some(write) => {
+                    pending.push((index, r));
+                    writes.push(write);
+                    None
+                }
+                None => Some(Reply::Declined("not a session write".into())),
+            },
         });
     }
-    let writes: Vec<SessionWrite<'_>> = pending.iter().map(|(_, r)| write_of(r)).collect();
     let in_time = |k: usize| clock() < pending[k].1.deadline;
     match store.record_session_writes(&writes, &in_time) {
         Ok(outcomes) => {
@@ -209,23 +224,19 @@ pub fn serve(
                                 ..
                             } => {
                                 let schedules = schedules.get_or_insert_with(|| {
-                                    crate::login::enforceable_schedules(store, log).unwrap_or_else(
-                                        |e| {
+                                    match store.current_schedules_lenient() {
+                                        Ok(read) => policy::enforceable(read, log),
+                                        Err(e) => {
                                             log(&format!("notices: {e}"));
                                             Vec::new()
-                                        },
-                                    )
+                                        }
+                                    }
                                 });
-                                crate::login::notices_among(
-                                    schedules,
-                                    config,
-                                    &login.user,
-                                    request.now,
-                                )
-                                .unwrap_or_else(|e| {
-                                    log(&format!("notices: {e}"));
-                                    Vec::new()
-                                })
+                                policy::notices_among(schedules, config, &login.user, request.now)
+                                    .unwrap_or_else(|e| {
+                                        log(&format!("notices: {e}"));
+                                        Vec::new()
+                                    })
                             }
                             _ => Vec::new(),
                         };
@@ -249,8 +260,26 @@ pub fn serve(
         .collect()
 }
 
-fn write_of(request: &Request) -> SessionWrite<'_> {
-    match &request.action {
+/// `account` from the daemon's store; a store it cannot read declines, and the module reads
+/// the store itself.
+fn account(
+    store: &Store,
+    config: &Config,
+    user: &str,
+    now: DateTime<Utc>,
+    log: &dyn Fn(&str),
+) -> Reply {
+    let decided = store.current_kick_schedules_lenient().and_then(|read| {
+        policy::account_decision(&policy::enforceable(read, log), user, config, now)
+    });
+    match decided {
+        Ok(decision) => Reply::Account(decision),
+        Err(e) => Reply::Declined(e.to_string()),
+    }
+}
+
+fn write_of(request: &Request) -> Option<SessionWrite<'_>> {
+    Some(match &request.action {
         Action::Open {
             session_key, login, ..
         } => SessionWrite::Open {
@@ -264,7 +293,8 @@ fn write_of(request: &Request) -> SessionWrite<'_> {
             process: &request.process,
             now: request.now,
         },
-    }
+        Action::Account { .. } => return None,
+    })
 }
 
 /// A file by device and inode, whatever path names it.
@@ -376,6 +406,27 @@ mod tests {
         let reply = serve_one(&mut store, close("k1"), &clock);
         assert!(matches!(reply, Reply::Closed(ref c) if !c.removed));
         assert_eq!(events(&store), ["online", "removed", "offline"]);
+        assert_eq!(sessions(&store), 0);
+    }
+
+    #[test]
+    fn account_is_answered_from_the_store_without_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let mut store = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
+        let account = Request {
+            action: Action::Account {
+                user: "nobody".into(),
+            },
+            ..open_request(&db, "unused", t(1))
+        };
+        let before = events(&store).len();
+        let reply = serve_one(&mut store, account, &|| t(0));
+        assert!(
+            matches!(reply, Reply::Account(ref d) if d.refusal.is_none() && d.next_kick.is_none()),
+            "{reply:?}"
+        );
+        assert_eq!(events(&store).len(), before);
         assert_eq!(sessions(&store), 0);
     }
 

@@ -1,193 +1,352 @@
-//! `cargo build --release --workspace && cargo bench -p forcelogout_tests --bench pam`
+//! `cargo build --release --workspace && cargo bench -p forcelogout_tests --bench pam` (root)
 //!
-//! open+close through the real libpam for three stacks in one run, interleaved in rounds:
-//! pam_permit.so alone (the baseline), plus pam_forcelogout.so (writing the store itself, and
-//! with the daemon running, which records the sessions for it), and plus Debian's
-//! pam_lastlog.so (a C module that writes a file per login). Then the physics: one bare
-//! durable commit (WAL, synchronous=FULL) on the same disk, and the module's cost per pair as a
-//! multiple of the two commits it makes. Last, session opens per second from 8 processes.
-//! Everything runs in a private mount namespace (pam_lastlog writes /var/log: a private copy).
+//! What a login costs, through the real libpam: each login is its own handle (start,
+//! `account`, `open_session`, `close_session`, end), as one sshd connection is. Three stacks in
+//! one run, interleaved in rounds: `pam_permit.so` alone (the baseline), plus
+//! `pam_forcelogout.so` writing the store itself (daemon down), and plus the module with the
+//! real daemon recording for it (daemon up). The module's cost is the difference to the
+//! baseline, as a multiple of the durable commits a login needs (one for open, one for close),
+//! each measured as a bare commit (WAL, synchronous=FULL) on the same disk in the same run;
+//! then the same per call, and logins per second from 8 processes at once.
+//!
+//! The stores hold a few schedules, as a real one does: a daily warning for another group,
+//! and a weekly kick with a lockout for another group (its window closed), so `account`
+//! reads and weighs them. `FL_BENCH_ROUNDS` shortens the run while iterating.
+//! The per-step breakdown runs the module's core steps one by one in this process.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
+use forcelogout_core::config::Config;
+use forcelogout_core::policy;
+use forcelogout_core::relay;
+use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
 use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
 use forcelogout_core::store::{Access, RemovalReason, Store};
+use forcelogout_core::targeting::Identity;
 use forcelogout_tests::daemon::Daemon;
-use forcelogout_tests::{is_root, PamStack, Transcript, USERS};
+use forcelogout_tests::{is_root, Login, PamStack, Transcript, USERS};
 
-const ROUNDS: usize = 5;
-const PAIRS_PER_ROUND: usize = 200;
-const PARALLEL_PAIRS: usize = 100;
+const LOGINS_PER_ROUND: usize = 100;
+const PARALLEL_LOGINS: usize = 200;
 
-struct Config {
+/// The user logging in: not root (root is exempt from group schedules), in no schedule's group.
+const USER: &str = "daemon";
+
+fn rounds() -> usize {
+    std::env::var("FL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+fn p99(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    let rank = ((values.len() as f64 - 1.0) * 0.99).round() as usize;
+    values.get(rank).copied().unwrap_or(0)
+}
+
+fn failed(login: &Login) -> bool {
+    login.rc != [0, 0, 0]
+}
+
+fn with_schedules(stack: &PamStack) {
+    let mut store = Store::open(&stack.db, Access::Create, Duration::from_secs(5)).expect("store");
+    let schedules = [
+        ("students", RecurrenceInput::Daily, false, None),
+        (
+            "lab",
+            RecurrenceInput::Weekly("Mon-Fri".into()),
+            true,
+            Some("30".to_string()),
+        ),
+    ];
+    let now = Utc::now();
+    // An hour ahead: no countdown runs, no window is open, while the benchmark runs.
+    let at = (now + chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    for (group, recurrence, kick, lockout) in schedules {
+        let schedule = ScheduleInput {
+            group: Some(group.into()),
+            recurrence: Some(recurrence),
+            at: Some(at.clone()),
+            timezone: Some("UTC".into()),
+            kick: Some(kick),
+            message: Some("The lab closes.".into()),
+            lockout,
+        }
+        .into_new(chrono_tz::Tz::UTC)
+        .expect("schedule");
+        store.add_schedule(&schedule, "bench", now).expect("add");
+    }
+}
+
+/// A call of a login, by name, and how to read its microseconds.
+type Step = (&'static str, fn(&Login) -> u64);
+
+struct Stack {
     name: &'static str,
     stack: PamStack,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn run_pairs(stack: &PamStack, setup: &str, user: &str, pairs: usize) -> Transcript {
-    stack.run_with_mounts(setup, user, &[&format!("bench:{pairs}")])
-}
-
 fn main() {
     if !is_root() {
-        eprintln!("the PAM benchmark needs root (private mount namespace)");
+        eprintln!("the PAM benchmark needs root (it logs users in through libpam)");
         return;
     }
-    let varlog = tempfile::tempdir_in("/var/tmp").expect("tempdir on disk");
-    let setup = format!("mount --bind '{}' /var/log", varlog.path().display());
-    let configs = [
-        Config {
+    let module_lines = |config: &str| -> [String; 4] {
+        [
+            format!("account [success=ok ignore=ignore default=bad] {{module}} db={{db}}{config}"),
+            "account required pam_permit.so".into(),
+            format!("session [success=ok ignore=bad default=bad] {{module}} db={{db}}{config}"),
+            "session required pam_permit.so".into(),
+        ]
+    };
+    let stacks = [
+        Stack {
             name: "pam_permit.so only",
-            stack: PamStack::new(&["session required pam_permit.so"]),
-        },
-        Config {
-            name: "+ pam_forcelogout.so",
             stack: PamStack::new(&[
-                "session [success=ok ignore=bad default=bad] {module} db={db}",
+                "account required pam_permit.so",
                 "session required pam_permit.so",
             ]),
         },
-        Config {
-            name: "+ forcelogout, daemon up",
-            stack: PamStack::new(&["session required pam_permit.so"]),
+        Stack {
+            name: "forcelogout, daemon down",
+            stack: PamStack::new(&[]),
         },
-        Config {
-            name: "+ pam_lastlog.so",
-            stack: PamStack::new(&[
-                "session required pam_lastlog.so silent",
-                "session required pam_permit.so",
-            ]),
+        Stack {
+            name: "forcelogout, daemon up",
+            stack: PamStack::new(&[]),
         },
     ];
-    // The stores live on the disk under test (/tmp is on the root filesystem here). For
-    // "daemon up", the real daemon runs on that stack's store and records its sessions.
-    let daemon = Daemon::start(&configs[2].stack.db, "");
-    configs[2].stack.write_service(&[
-        &format!(
-            "session [success=ok ignore=bad default=bad] {{module}} db={{db}} config={}",
-            daemon.config.display()
+    // The daemon-down stack gets a configuration without a daemon's socket at that path, so
+    // that a daemon running on the host for real is not asked.
+    let down_config = stacks[1].stack.dir.path().join("forcelogout.toml");
+    std::fs::write(
+        &down_config,
+        format!(
+            "socket = \"{0}/socket\"\nsession_socket = \"{0}/sessions\"\n",
+            stacks[1].stack.dir.path().display()
         ),
-        "session required pam_permit.so",
-    ]);
-    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); configs.len()];
+    )
+    .expect("config");
+    let lines = module_lines(&format!(" config={}", down_config.display()));
+    stacks[1]
+        .stack
+        .write_service(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+    with_schedules(&stacks[1].stack);
+    with_schedules(&stacks[2].stack);
+    let daemon = Daemon::start(&stacks[2].stack.db, "");
+    let lines = module_lines(&format!(" config={}", daemon.config.display()));
+    stacks[2]
+        .stack
+        .write_service(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The durable commits a login needs, on the same disk, measured in every round beside the
+    // logins (this machine's disk is shared, and its fsyncs vary from minute to minute).
+    let bare_db = stacks[0].stack.db.with_file_name("bare.db");
+    let mut bare = Store::open(&bare_db, Access::Create, Duration::from_secs(5)).expect("store");
+    bare.bare_insert_commits(20).expect("warm-up");
+    let mut commit_samples: Vec<u64> = Vec::new();
+    let rounds = rounds();
+    let mut samples: Vec<Vec<Login>> = vec![Vec::new(); stacks.len()];
     let mut failures = 0;
-    for _ in 0..ROUNDS {
-        for (i, c) in configs.iter().enumerate() {
-            let t = run_pairs(&c.stack, &setup, "daemon", PAIRS_PER_ROUND);
-            failures += t.pairs.iter().filter(|p| p.1 != 0 || p.2 != 0).count();
-            samples[i].extend(t.pairs.iter().map(|p| p.0));
+    for _ in 0..rounds {
+        for (i, s) in stacks.iter().enumerate() {
+            let t = s.stack.run(USER, &[&format!("login:{LOGINS_PER_ROUND}")]);
+            failures += t.logins.iter().filter(|l| failed(l)).count()
+                + LOGINS_PER_ROUND.saturating_sub(t.logins.len());
+            samples[i].extend(t.logins);
+            for _ in 0..LOGINS_PER_ROUND / 2 {
+                let one = bare.bare_insert_commits(1).expect("bare commit");
+                commit_samples.push(one.as_micros() as u64);
+            }
         }
     }
+    let commit_us = median(commit_samples) as f64;
+
     println!(
-        "open+close through libpam, {} pairs per stack in {ROUNDS} interleaved rounds:",
-        ROUNDS * PAIRS_PER_ROUND
+        "a login through libpam (start, account, open, close, end), {} per stack in {rounds} interleaved rounds:",
+        rounds * LOGINS_PER_ROUND
     );
-    let mut medians = Vec::new();
-    for (c, s) in configs.iter().zip(samples.iter_mut()) {
-        s.sort_unstable();
-        let (median, p99) = (percentile(s, 0.5), percentile(s, 0.99));
-        medians.push(median);
+    let column = |i: usize, f: fn(&Login) -> u64| samples[i].iter().map(f).collect::<Vec<u64>>();
+    let whole = |l: &Login| l.us;
+    let steps: [Step; 3] = [
+        ("account", |l| l.acct_us),
+        ("open", |l| l.open_us),
+        ("close", |l| l.close_us),
+    ];
+    for (i, s) in stacks.iter().enumerate() {
         println!(
-            "  {:<24} median {:>6} µs   p99 {:>6} µs",
-            c.name, median, p99
+            "  {:<26} median {:>6} µs   p99 {:>6} µs",
+            s.name,
+            median(column(i, whole)),
+            p99(column(i, whole))
         );
     }
-    let ratio = |i: usize| medians[i] as f64 / medians[0].max(1) as f64;
-    println!(
-        "  ratio to pam_permit.so   forcelogout {:.1}x, with the daemon up {:.1}x, lastlog {:.1}x",
-        ratio(1),
-        ratio(2),
-        ratio(3)
-    );
-
-    let bare_dir = configs[1]
-        .stack
-        .db
-        .parent()
-        .expect("state dir")
-        .join("bare.db");
-    let mut store =
-        Store::open(&bare_dir, Access::Create, Duration::from_secs(5)).expect("bare store");
-    store.bare_insert_commits(100).expect("warm-up");
-    let commits = 1000;
-    let bare = store.bare_insert_commits(commits).expect("bare commits");
-    let commit_us = bare.as_micros() as f64 / commits as f64;
-    println!("durability on the same disk:");
-    println!("  one bare durable commit (WAL, synchronous=FULL)   {commit_us:>7.0} µs");
-    println!(
-        "  the module's commits per open+close               {:>7}",
-        2
-    );
-    // The module's own two transactions (open: session row, `online`, notice cursor; close:
-    // delete, `removed`, `offline`) on a long-lived connection, as the daemon runs them: they
-    // touch about a dozen pages where the bare commit touches two.
-    let own_db = bare_dir.with_file_name("own.db");
-    let mut own = Store::open(&own_db, Access::Create, Duration::from_secs(5)).expect("store");
-    let process = ProcessFacts::of_current_process();
-    let login = LoginFacts {
-        user: "daemon".into(),
-        uid: 1,
-        service: Some("fltest".into()),
-        ..LoginFacts::default()
-    };
-    let now = chrono::Utc::now();
-    let started = Instant::now();
-    for _ in 0..commits {
-        let key = forcelogout_core::ids::new_id().expect("id");
-        own.open_session(&key, &login, &process, now).expect("open");
-        own.close_session(Some(&key), &process, RemovalReason::Logout, now)
-            .expect("close");
-    }
-    let own_pair_us = started.elapsed().as_micros() as f64 / commits as f64;
-    println!("  the module's own open+close transactions, held connection {own_pair_us:>7.0} µs");
-    for (label, i) in [("daemon down", 1), ("daemon up", 2)] {
-        let added = medians[i].saturating_sub(medians[0]) as f64;
+    println!("one bare durable commit on the same disk, median of the rounds' (WAL, synchronous=FULL): {commit_us:.0} µs; a login needs 2");
+    let base = median(column(0, whole)) as f64;
+    for (i, stack) in stacks.iter().enumerate().skip(1) {
+        let added = median(column(i, whole)) as f64 - base;
         println!(
-            "  added time per pair, {label:<11} {added:>7.0} µs = {:>5.2}x the 2 bare commits",
+            "  {:<26} adds {:>6.0} µs per login = {:>5.2}x the 2 bare commits",
+            stack.name,
+            added,
             added / (2.0 * commit_us)
         );
     }
-    println!(
-        "  added time per pair, daemon up = {:>5.2}x the module's own transactions",
-        medians[2].saturating_sub(medians[0]) as f64 / own_pair_us
-    );
+    println!("per call, median added to pam_permit.so's (and p99 of the call):");
+    for (i, stack) in stacks.iter().enumerate().skip(1) {
+        let parts: Vec<String> = steps
+            .iter()
+            .map(|(name, f)| {
+                let added = median(column(i, *f)) as f64 - median(column(0, *f)) as f64;
+                format!("{name} {added:>6.0} µs (p99 {:>5})", p99(column(i, *f)))
+            })
+            .collect();
+        println!("  {:<26} {}", stack.name, parts.join("   "));
+    }
 
-    for (name, c) in [
-        ("pam_permit.so only", &configs[0]),
-        ("+ pam_forcelogout.so", &configs[1]),
-        ("+ forcelogout, daemon up", &configs[2]),
-    ] {
+    // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
+    // daemon, whose core this process does not share.
+    if std::env::var_os("FL_BENCH_NO_BREAKDOWN").is_none() {
+        breakdown(&stacks[1].stack, &down_config, &daemon);
+    }
+
+    for s in &stacks {
         let started = Instant::now();
         let children: Vec<_> = USERS
             .iter()
             .map(|user| {
-                c.stack
-                    .harness(user, &[&format!("bench:{PARALLEL_PAIRS}")])
+                s.stack
+                    .harness(user, &[&format!("login:{PARALLEL_LOGINS}")])
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("spawn")
             })
             .collect();
-        let mut failed = 0;
+        let mut failed_here = 0;
         for child in children {
             let out = child.wait_with_output().expect("wait");
             let t = Transcript::parse(&String::from_utf8_lossy(&out.stdout));
-            failed += t.pairs.iter().filter(|p| p.1 != 0 || p.2 != 0).count()
-                + PARALLEL_PAIRS.saturating_sub(t.pairs.len());
+            failed_here += t.logins.iter().filter(|l| failed(l)).count()
+                + PARALLEL_LOGINS.saturating_sub(t.logins.len());
         }
         let wall = started.elapsed().as_secs_f64();
-        failures += failed;
+        failures += failed_here;
         println!(
-            "8 parallel processes, {name:<24} {:>6.0} sessions opened and closed per second ({} failed)",
-            (USERS.len() * PARALLEL_PAIRS) as f64 / wall,
-            failed
+            "8 parallel processes, {:<26} {:>6.0} logins per second ({failed_here} failed)",
+            s.name,
+            (USERS.len() * PARALLEL_LOGINS) as f64 / wall
         );
     }
     println!("failed PAM calls in the whole run: {failures}");
+    drop(daemon);
+}
+
+/// Median microseconds of `f` over `n` runs.
+fn timed(n: usize, mut f: impl FnMut()) -> u64 {
+    median(
+        (0..n)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed().as_micros() as u64
+            })
+            .collect(),
+    )
+}
+
+/// Where a login's time goes, each step on its own through the same core code the module
+/// runs, in this process: what the module does itself when the daemon is down, and the
+/// round trips to the daemon (its work included) when it is up.
+fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon) {
+    const N: usize = 200;
+    let config = Config::load(down_config).expect("config");
+    let up_config = Config::load(&daemon.config).expect("config");
+    let budget = Duration::from_secs(1);
+    let login = LoginFacts {
+        user: USER.into(),
+        uid: 1,
+        service: Some("fltest".into()),
+        ..LoginFacts::default()
+    };
+    println!("where the time goes, median of {N} runs of each step alone, in µs:");
+    let facts = timed(N, || drop(ProcessFacts::of_current_process()));
+    let settings = timed(N, || drop(Config::load(down_config).expect("config")));
+    let nss = timed(N, || drop(Identity::lookup(USER).expect("nss")));
+    println!("  both paths: configuration file {settings}, process facts (/proc) {facts}, NSS user and groups {nss} (only when a schedule could apply)");
+    let open_read = timed(N, || {
+        drop(Store::open_for_reading(&down.db, budget).expect("store"));
+    });
+    let read = timed(N, || {
+        let store = Store::open_for_reading(&down.db, budget).expect("store");
+        let kicks = store.current_kick_schedules_lenient().expect("read").0;
+        policy::account_decision(&kicks, USER, &config, Utc::now()).expect("decision");
+    });
+    let open_write = timed(N, || {
+        drop(Store::open(&down.db, Access::ReadWrite, budget).expect("store"));
+    });
+    let process = ProcessFacts::of_current_process();
+    let mut keys = Vec::new();
+    let open = timed(N, || {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        let mut store = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
+        store
+            .open_session(&key, &login, &process, Utc::now())
+            .expect("open");
+        keys.push(key);
+    });
+    let mut pending = keys.clone().into_iter();
+    let close = timed(N, || {
+        let key = pending.next().expect("key");
+        let mut store = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
+        store
+            .close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
+            .expect("close");
+    });
+    println!(
+        "  daemon down: account {read} (opening the store read-only {open_read}, the rest reading the kick schedules); \
+         open {open}, close {close} (each: opening the store for writing {open_write}, the rest its one commit)"
+    );
+    let ask = |action: relay::Action| {
+        let request = relay::Request {
+            db: daemon.db.clone(),
+            deadline: Utc::now() + chrono::Duration::seconds(1),
+            now: Utc::now(),
+            process: process.clone(),
+            action,
+        };
+        relay::call(&up_config.session_socket, &request, budget).expect("daemon")
+    };
+    let account = timed(N, || {
+        drop(ask(relay::Action::Account { user: USER.into() }));
+    });
+    keys.clear();
+    let open = timed(N, || {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        drop(ask(relay::Action::Open {
+            session_key: key.clone(),
+            login: login.clone(),
+            notices: true,
+        }));
+        keys.push(key);
+    });
+    let mut pending = keys.into_iter();
+    let close = timed(N, || {
+        drop(ask(relay::Action::Close {
+            session_key: pending.next(),
+        }));
+    });
+    println!(
+        "  daemon up: round trips to the daemon, its work included: account {account}, open {open}, close {close} (each write: one commit)"
+    );
 }

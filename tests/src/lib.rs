@@ -207,6 +207,19 @@ pub struct Transcript {
     pub messages: Vec<(String, String)>,
     /// Microseconds of each `bench:` pair, and its two return codes.
     pub pairs: Vec<(u64, i32, i32)>,
+    /// Each `login:` step's whole logins.
+    pub logins: Vec<Login>,
+}
+
+/// One whole login of a `login:` step: microseconds in all and per call, and the calls'
+/// return codes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Login {
+    pub us: u64,
+    pub acct_us: u64,
+    pub open_us: u64,
+    pub close_us: u64,
+    pub rc: [i32; 3],
 }
 
 impl Transcript {
@@ -234,6 +247,24 @@ impl Transcript {
             let rc = field(parts.next(), "rc=") as i32;
             let ms = field(parts.next(), "ms=") as u64;
             self.steps.push((step, rc, ms));
+        } else if let Some(rest) = line.strip_prefix("login ") {
+            let mut login = Login::default();
+            for (key, value) in rest.split(' ').filter_map(|f| f.split_once('=')) {
+                let n = || value.parse().unwrap_or(0);
+                match key {
+                    "us" => login.us = n(),
+                    "acct" => login.acct_us = n(),
+                    "open" => login.open_us = n(),
+                    "close" => login.close_us = n(),
+                    "rc" => {
+                        for (slot, rc) in login.rc.iter_mut().zip(value.split(',')) {
+                            *slot = rc.parse().unwrap_or(-1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.logins.push(login);
         } else if let Some(rest) = line.strip_prefix("pair ") {
             let fields: Vec<i64> = rest
                 .split(' ')

@@ -220,3 +220,70 @@ fn only_root_may_record_sessions_through_the_daemon() {
     );
     assert_eq!(stack.query("SELECT count(*) FROM LogoutSessions"), [["0"]]);
 }
+
+#[test]
+fn the_daemon_decides_account_as_the_module_would() {
+    if !is_root() {
+        eprintln!("skipped: the session socket and a private /dev/log need root");
+        return;
+    }
+    let sink = SyslogSink::new();
+    let stack = PamStack::standard("");
+    let daemon = Daemon::start(&stack.db, "syslog = false");
+    let args = format!(
+        "debug timeout={TIMEOUT_MS} config={}",
+        daemon.config.display()
+    );
+    stack.write_service(&[&format!("account required {{module}} db={{db}} {args}")]);
+    // A kick on `games` that fired a minute ago with a 30-minute lockout: the window is open.
+    let out = daemon.ctl(&[
+        "schedule",
+        "add",
+        "--group",
+        "games",
+        "--daily",
+        "--at",
+        &forcelogout_tests::utc_hhmm(-1),
+        "--tz",
+        "UTC",
+        "--kick",
+        "--lockout",
+        "30",
+        "--message",
+        "Maintenance",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account = |user: &str| {
+        let t = stack.run_with_mounts(&sink.mount_setup(), user, &["acct"]);
+        std::thread::sleep(Duration::from_millis(50));
+        let decided: Vec<String> = sink
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("decided by"))
+            .collect();
+        (t, decided)
+    };
+    let (t, decided) = account("games");
+    assert_eq!(t.rc("acct"), 6, "{t:?}"); // PAM_PERM_DENIED
+    assert!(
+        t.texts("error")[0].starts_with("Maintenance\nLogins are closed until "),
+        "{t:?}"
+    );
+    assert!(decided[0].contains("decided by the daemon"), "{decided:#?}");
+    let (t, decided) = account("daemon");
+    assert_eq!(t.rc("acct"), PAM_SUCCESS, "{t:?}");
+    assert!(decided[0].contains("decided by the daemon"), "{decided:#?}");
+
+    // Without the daemon, the module reads the store itself and decides the same.
+    drop(daemon);
+    let (t, decided) = account("games");
+    assert_eq!(t.rc("acct"), 6, "{t:?}");
+    assert!(
+        decided[0].contains("decided by this process"),
+        "{decided:#?}"
+    );
+}

@@ -8,6 +8,7 @@ mod events;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 mod fleet_local;
+mod lockouts;
 mod schedules;
 mod schema;
 mod sessions;

@@ -79,7 +79,8 @@ impl Serialize for ScheduleRecord {
     }
 }
 
-const COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
+pub(super) const COLUMNS: &str =
+    "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, Timezone, \
                        Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt";
 
 /// A row as stored, before it is checked against the model.
@@ -103,7 +104,7 @@ pub(super) struct RawRow {
 }
 
 impl RawRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    pub(super) fn read(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         RawRow::read_at(row, 0)
     }
 

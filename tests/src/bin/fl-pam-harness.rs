@@ -9,7 +9,9 @@
 //!
 //! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
 //! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `restart` (a new handle in
-//! the same process), `spawn:CMD` (start `sh -c CMD` as a child), `wait` (read a line from stdin), `sleep:MS` or `bench:N` (N open+close pairs, printing `pair us=…` each).
+//! the same process), `spawn:CMD` (start `sh -c CMD` as a child), `wait` (read a line from stdin), `sleep:MS`, `bench:N` (N open+close pairs, printing `pair us=…` each) or `login:N` (N whole
+//! logins, each its own handle: start, account, open, close, end, printing
+//! `login us=… acct=… open=… close=… rc=A,O,C` with each call's microseconds).
 //! Each process is one PAM transaction, like one sshd connection.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -231,6 +233,42 @@ fn main() {
                     let close = unsafe { pam_close_session(pamh, flags) };
                     emit(&format!(
                         "pair us={} open={open} close={close}",
+                        t.elapsed().as_micros()
+                    ));
+                }
+                PAM_SUCCESS
+            }
+            s if s.starts_with("login:") => {
+                for _ in 0..s[6..].parse::<usize>().unwrap_or(0) {
+                    let t = Instant::now();
+                    let mut handle: *mut PamHandleT = ptr::null_mut();
+                    let start = unsafe {
+                        pam_start_confdir(
+                            service.as_ptr(),
+                            user.as_ptr(),
+                            &conv,
+                            confdir.as_ptr(),
+                            &mut handle,
+                        )
+                    };
+                    if start != PAM_SUCCESS {
+                        emit(&format!(
+                            "login us=0 acct=0 open=0 close=0 rc={start},{start},{start}"
+                        ));
+                        continue;
+                    }
+                    set_items(handle);
+                    let timed = |call: &dyn Fn() -> c_int| {
+                        let t = Instant::now();
+                        let rc = call();
+                        (rc, t.elapsed().as_micros())
+                    };
+                    let (acct, acct_us) = timed(&|| unsafe { pam_acct_mgmt(handle, flags) });
+                    let (open, open_us) = timed(&|| unsafe { pam_open_session(handle, flags) });
+                    let (close, close_us) = timed(&|| unsafe { pam_close_session(handle, flags) });
+                    unsafe { pam_end(handle, close) };
+                    emit(&format!(
+                        "login us={} acct={acct_us} open={open_us} close={close_us} rc={acct},{open},{close}",
                         t.elapsed().as_micros()
                     ));
                 }

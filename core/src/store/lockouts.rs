@@ -1,0 +1,99 @@
+//! The read of `account`: only the current kick schedules, the ones that can lock a user out
+//! or end a session, found without building the whole current set.
+
+use super::schedules::{RawRow, COLUMNS};
+use super::{classify, ScheduleRecord, Store};
+use crate::error::Error;
+
+impl Store {
+    /// The current schedules with Kick = 1 (per Id the latest version, unless deleted), in
+    /// the order they were written. Rows that fail validation are returned apart, as by
+    /// `current_schedules_lenient`.
+    pub fn current_kick_schedules_lenient(
+        &self,
+    ) -> Result<(Vec<ScheduleRecord>, Vec<Error>), Error> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM LogoutSchedules s \
+             WHERE Kick = 1 AND Event <> 'deleted' \
+               AND rowid = (SELECT max(rowid) FROM LogoutSchedules v WHERE v.Id = s.Id) \
+             ORDER BY rowid"
+        );
+        let fail = |e| classify(&self.path, "reading the kick schedules", e);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let raws = stmt
+            .query_map([], RawRow::read)
+            .map_err(fail)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for raw in raws {
+            match raw.into_record() {
+                Ok(record) => good.push(record),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{RecurrenceInput, ScheduleInput};
+    use crate::store::Access;
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::time::Duration;
+
+    fn kick(group: &str, kick: bool) -> crate::schedule::Schedule {
+        ScheduleInput {
+            group: Some(group.into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("UTC".into()),
+            kick: Some(kick),
+            lockout: Some("30".into()),
+            ..Default::default()
+        }
+        .into_new(chrono_tz::Tz::UTC)
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_current_versions_of_kicks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(
+            &dir.path().join("store.db"),
+            Access::Create,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        let kept = store.add_schedule(&kick("lab", true), "t", now).unwrap();
+        store
+            .add_schedule(&kick("office", false), "t", now)
+            .unwrap();
+        let softened = store.add_schedule(&kick("hall", true), "t", now).unwrap();
+        store
+            .update_schedule(&softened.id, "t", now, |_| Ok(kick("hall", false)))
+            .unwrap();
+        let hardened = store.add_schedule(&kick("yard", false), "t", now).unwrap();
+        store
+            .update_schedule(&hardened.id, "t", now, |_| Ok(kick("yard", true)))
+            .unwrap();
+        let gone = store.add_schedule(&kick("attic", true), "t", now).unwrap();
+        store.delete_schedule(&gone.id, "t", now).unwrap();
+
+        let (kicks, invalid) = store.current_kick_schedules_lenient().unwrap();
+        assert!(invalid.is_empty());
+        let ids: Vec<&str> = kicks.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [kept.id.as_str(), hardened.id.as_str()]);
+        // The same as filtering the whole current set.
+        let (all, _) = store.current_schedules_lenient().unwrap();
+        let expected: Vec<&str> = all
+            .iter()
+            .filter(|r| r.schedule.kick)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, expected);
+    }
+}
