@@ -297,16 +297,20 @@ impl Store {
     /// A version that fails validation comes back as its error (with the Id), for the caller to
     /// report and skip.
     #[allow(clippy::type_complexity)]
+    /// At most `limit` at a time, so that a large history is read without holding it twice.
     pub fn schedule_versions_after(
         &self,
         rowid: i64,
+        limit: usize,
     ) -> Result<Vec<(i64, Result<ScheduleRecord, Error>)>, Error> {
         let fail = |e| classify(&self.path, "reading schedule changes", e);
-        let sql =
-            format!("SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid");
+        let sql = format!(
+            "SELECT rowid, {COLUMNS} FROM LogoutSchedules WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+        );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![rowid], |row| {
+            .query_map(params![rowid, limit], |row| {
                 let id: i64 = row.get(0)?;
                 Ok((id, RawRow::read_at(row, 1)?))
             })
