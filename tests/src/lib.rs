@@ -11,12 +11,20 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-/// The directory with the build's artefacts (`target/debug` or `target/release`), found from
-/// the running test binary (`target/debug/deps/…`).
+/// The directory with the build's artefacts (`target/debug` or `target/release`), found once
+/// per test process from the running test binary (`target/debug/deps/…`).
 pub fn artefact_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("target dir").to_path_buf()
+    static DIR: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe.parent().expect("deps dir");
+        deps.parent().expect("target dir").to_path_buf()
+    });
+    DIR.clone()
+}
+
+/// The workspace's top directory (packaging scripts, units, the built packages).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A built artefact; a clear failure when the workspace was not built first.

@@ -6,14 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use forcelogout_tests::is_root;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use forcelogout_tests::{is_root, workspace_dir};
 
 fn built(dir: &str, suffix: &str) -> Option<PathBuf> {
-    let dir = workspace().join(dir);
+    let dir = workspace_dir().join(dir);
     walk(&dir)
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(suffix))
@@ -47,7 +43,7 @@ fn the_deb_installs_works_and_purges_cleanly_in_a_throwaway_root() {
     let t = dir.path().display();
     std::fs::copy(deb(), dir.path().join("forcelogout.deb")).unwrap();
     std::fs::copy(
-        workspace().join("tests/scripts/install-in-overlay.sh"),
+        workspace_dir().join("tests/scripts/install-in-overlay.sh"),
         dir.path().join("inner.sh"),
     )
     .unwrap();

@@ -9,12 +9,11 @@
 //! the session past its instant; a kick's carries no action and ends the session through
 //! logind.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{ctl_path, harness_path, module_path};
+use forcelogout_tests::{ctl_path, harness_path, module_path, workspace_dir};
 use serde_json::Value;
 
 const USER: &str = "fldesk";
@@ -32,10 +31,6 @@ session required pam_permit.so
 ";
 
 const SESSION_COMMAND: &str = "#!/bin/sh\nexec sleep 7303\n";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn python_missing() -> Option<&'static str> {
     let ok = std::process::Command::new("/usr/bin/python3")
@@ -131,12 +126,12 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
     sd.install(&module_path(), MODULE, 0o644);
     sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
     sd.install(
-        &workspace().join("packaging/systemd/forcelogout.service"),
+        &workspace_dir().join("packaging/systemd/forcelogout.service"),
         "/etc/systemd/system/forcelogout.service",
         0o644,
     );
     sd.install(
-        &workspace().join("tests/scripts/notification-server.py"),
+        &workspace_dir().join("tests/scripts/notification-server.py"),
         SERVER,
         0o755,
     );

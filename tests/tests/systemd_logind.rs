@@ -4,11 +4,11 @@
 //! sessions through logind (SPEC §5.4) or, where logind no longer knows the session, through
 //! the session's scope, and the runtime limit that logind enforces while the daemon is down.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{ctl_path, harness_path, module_path};
+use forcelogout_tests::{ctl_path, harness_path, module_path, workspace_dir};
 
 const USER: &str = "flsd";
 const STORE: &str = "/var/lib/forcelogout/forcelogout.db";
@@ -31,10 +31,6 @@ sh -c 'sleep 7302 &'
 exec sleep 7303
 ";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The build's binaries at the packaged paths, the package's unit, a configuration, the PAM
 /// stack and a throwaway user; returns the user's uid.
 fn install_build(sd: &Systemd, config: &str) -> u32 {
@@ -42,7 +38,7 @@ fn install_build(sd: &Systemd, config: &str) -> u32 {
     sd.install(&module_path(), MODULE, 0o644);
     sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
     sd.install(
-        &workspace().join("packaging/systemd/forcelogout.service"),
+        &workspace_dir().join("packaging/systemd/forcelogout.service"),
         "/etc/systemd/system/forcelogout.service",
         0o644,
     );
@@ -346,7 +342,7 @@ fn logind_ends_the_session_at_its_runtime_limit_while_the_daemon_is_down() {
 
 /// The .deb built by packaging/build-deb.sh (scripts/test.sh builds it before the tests).
 fn built_deb() -> Option<PathBuf> {
-    std::fs::read_dir(workspace().join("target/deb"))
+    std::fs::read_dir(workspace_dir().join("target/deb"))
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -454,8 +450,9 @@ fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
 
 /// The package's unit with its command replaced by `probe` (a oneshot): the same sandbox.
 fn probe_unit(probe: &str) -> String {
-    let unit = std::fs::read_to_string(workspace().join("packaging/systemd/forcelogout.service"))
-        .expect("unit");
+    let unit =
+        std::fs::read_to_string(workspace_dir().join("packaging/systemd/forcelogout.service"))
+            .expect("unit");
     unit.lines()
         .filter(|l| !l.starts_with("Restart") && !l.starts_with("RuntimeDirectory"))
         .map(|l| match l {
