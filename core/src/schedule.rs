@@ -70,6 +70,57 @@ impl Schedule {
     }
 }
 
+/// What `forcelogoutctl logout` asks for, unvalidated: the local command and `--fleet` alike.
+#[derive(Clone, Debug, Default)]
+pub struct ImmediateInput<'a> {
+    pub group: &'a str,
+    /// `None`: a kick (the default).
+    pub kick: Option<bool>,
+    pub message: Option<&'a str>,
+    pub lockout: Option<&'a str>,
+}
+
+impl ImmediateInput<'_> {
+    /// The immediate logout (a Once row at `now` in `zone`, Immediate=1) and the instant it
+    /// takes effect, `delay` after `now`. A warning cannot carry a lockout: its users may keep
+    /// working.
+    pub fn into_logout(
+        self,
+        now: DateTime<Utc>,
+        delay: std::time::Duration,
+        zone: Tz,
+    ) -> Result<(Schedule, DateTime<Utc>), Error> {
+        let kick = self.kick.unwrap_or(true);
+        let lockout_minutes = match self.lockout {
+            Some(text) => parse_lockout(text)?,
+            None => 0,
+        };
+        if lockout_minutes > 0 && !kick {
+            return Err(Error::invalid(
+                "lockout",
+                "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
+            ));
+        }
+        let local = now.with_timezone(&zone);
+        let schedule = Schedule {
+            group: validate_group(self.group)?,
+            recurrence: Recurrence::Once(local.date_naive()),
+            time: local
+                .time()
+                .with_second(0)
+                .and_then(|t| t.with_nanosecond(0))
+                .unwrap_or(local.time()),
+            timezone: zone,
+            immediate: true,
+            kick,
+            message: validate_message(self.message.unwrap_or(""))?,
+            lockout_minutes,
+        };
+        let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+        Ok((schedule, due))
+    }
+}
+
 /// What a person or a file gives for a schedule, unvalidated. `None` means "not given": on
 /// add, the default; on update, keep the current value.
 #[derive(Clone, Debug, Default)]

@@ -405,8 +405,19 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
             s
         })
         .collect();
-    let out = ok(fleet.admin(&["logout", "games", "--hosts", "*", "--kick", "--in", "1s"]));
+    let out = ok(fleet.admin(&[
+        "logout",
+        "games",
+        "--hosts",
+        "*",
+        "--kick",
+        "--in",
+        "1s",
+        "--lockout",
+        "30m",
+    ]));
     assert!(out.contains("on hosts *"), "{out}");
+    assert!(out.contains("logins refused until "), "{out}");
     let kicked = |h: &Host| {
         query(
             &h.stack.db,
@@ -420,6 +431,17 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
         lab1.daemon.log(),
         office.daemon.log()
     );
+    // The lockout travelled with it: each host refuses the user's next login (PAM account).
+    for h in [&lab1, &office] {
+        assert_eq!(
+            query(
+                &h.stack.db,
+                "SELECT Lockout FROM LogoutSchedulesCurrent WHERE Immediate = 1"
+            ),
+            vec![vec!["30"]]
+        );
+        assert_eq!(h.stack.run("games", &["acct"]).rc("acct"), 6);
+    }
     for s in &mut sessions {
         s.proceed_if_alive();
     }

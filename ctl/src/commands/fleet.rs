@@ -1,15 +1,12 @@
 //! `--fleet [URL]` on `schedule …`, `next`, `logout` and `events` (the central database
 //! instead of this host's store), and `fleet init|hosts|status` (SPEC §9).
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use forcelogout_core::clock::{format_timestamp, host_timezone};
-use forcelogout_core::config::parse_duration;
 use forcelogout_core::firing::upcoming;
 use forcelogout_core::fleet::validate_selector;
-use forcelogout_core::policy::local_time_label;
-use forcelogout_core::schedule::{
-    parse_date, validate_group, validate_message, Recurrence, Schedule,
-};
+use forcelogout_core::policy::{local_time_label, lockout_end};
+use forcelogout_core::schedule::parse_date;
 use forcelogout_core::store::fleet::{CentralEventFilter, CentralSchedule, FleetDb, FleetUrl};
 use forcelogout_core::Error;
 use serde::Serialize;
@@ -428,46 +425,36 @@ fn next(ctx: &Context, args: NextArgs) -> Result<(), Error> {
 
 /// An immediate logout written centrally; each selected host's daemon enforces it.
 fn logout(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
-    let group = validate_group(&args.group)?;
-    let message = validate_message(args.action.message.as_deref().unwrap_or(""))?;
     let hosts = validate_selector(args.hosts.as_deref().unwrap_or("*"))?;
     if args.dry_run {
         return Err(Error::invalid("dry-run", "not with --fleet"));
     }
-    let delay = match &args.delay {
-        Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason))?,
-        None => ctx.config.immediate_warning,
-    };
     let now = ctx.now();
-    let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
     let zone = host_timezone();
-    let local = now.with_timezone(&zone);
-    let schedule = Schedule {
-        group,
-        recurrence: Recurrence::Once(local.date_naive()),
-        time: local
-            .time()
-            .with_second(0)
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(local.time()),
-        timezone: zone,
-        immediate: true,
-        kick: args.action.kick().unwrap_or(true),
-        message,
-        lockout_minutes: 0,
-    };
+    let (schedule, due) = super::logout::immediate_input(&args).into_logout(
+        now,
+        super::logout::delay(ctx, &args)?,
+        zone,
+    )?;
     let written = connect(ctx)?.add_schedule(&schedule, &hosts, &ctx.actor, now, Some(due))?;
     if ctx.json {
         return ctx.print_json(&written);
     }
-    ctx.print(&format!(
+    let mut text = format!(
         "{}\nlogout of {:?} ({}) on hosts {} at {}\n",
         written.record.id,
         schedule.group,
         if schedule.kick { "kick" } else { "warning" },
         hosts,
         local_time_label(due, zone, "%Y-%m-%d %H:%M:%S")
-    ))
+    );
+    if let Some(until) = lockout_end(&schedule, due) {
+        text.push_str(&format!(
+            "logins refused until {}\n",
+            local_time_label(until, zone, "%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    ctx.print(&text)
 }
 
 fn events(ctx: &Context, args: EventsArgs) -> Result<(), Error> {

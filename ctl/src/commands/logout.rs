@@ -4,55 +4,21 @@
 
 use std::time::Duration;
 
-use chrono::{Timelike, Utc};
+use chrono::Utc;
 use forcelogout_core::clock::host_timezone;
 use forcelogout_core::config::parse_duration;
 use forcelogout_core::enforce::Enforcer;
 use forcelogout_core::policy::{local_time_label, lockout_end};
-use forcelogout_core::schedule::{
-    parse_lockout, validate_group, validate_message, Recurrence, Schedule,
-};
+use forcelogout_core::schedule::ImmediateInput;
 use forcelogout_core::Error;
 
 use super::Context;
 use crate::cli::LogoutArgs;
 
 pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
-    let group = validate_group(&args.group)?;
-    let message = validate_message(args.action.message.as_deref().unwrap_or(""))?;
-    let delay = match &args.delay {
-        Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason))?,
-        None => ctx.config.immediate_warning,
-    };
-    let kick = args.action.kick().unwrap_or(true);
-    let lockout_minutes = match &args.lockout {
-        Some(text) => parse_lockout(text)?,
-        None => 0,
-    };
-    if lockout_minutes > 0 && !kick {
-        return Err(Error::invalid(
-            "lockout",
-            "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
-        ));
-    }
     let now = ctx.now();
-    let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
     let zone = host_timezone();
-    let local = now.with_timezone(&zone);
-    let schedule = Schedule {
-        group,
-        recurrence: Recurrence::Once(local.date_naive()),
-        time: local
-            .time()
-            .with_second(0)
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(local.time()),
-        timezone: zone,
-        immediate: true,
-        kick,
-        message,
-        lockout_minutes,
-    };
+    let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
     if args.dry_run {
         return super::preview::show(ctx, &schedule, Some(due));
     }
@@ -98,5 +64,23 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
                 .min(Duration::from_secs(1))
                 .max(Duration::from_millis(20)),
         );
+    }
+}
+
+/// The logout the arguments ask for, before validation (shared with `--fleet logout`).
+pub(crate) fn immediate_input(args: &LogoutArgs) -> ImmediateInput<'_> {
+    ImmediateInput {
+        group: &args.group,
+        kick: args.action.kick(),
+        message: args.action.message.as_deref(),
+        lockout: args.lockout.as_deref(),
+    }
+}
+
+/// `--in`, or the configured immediate warning.
+pub(crate) fn delay(ctx: &Context, args: &LogoutArgs) -> Result<Duration, Error> {
+    match &args.delay {
+        Some(text) => parse_duration(text).map_err(|reason| Error::invalid("in", reason)),
+        None => Ok(ctx.config.immediate_warning),
     }
 }
