@@ -337,8 +337,18 @@ impl Store {
     /// the PAM module or the daemon from enforcing the others.
     pub fn current_schedules_lenient(&self) -> Result<(Vec<ScheduleRecord>, Vec<Error>), Error> {
         let sql = format!("SELECT {COLUMNS} FROM LogoutSchedulesCurrent ORDER BY rowid");
-        let fail = |e| classify(&self.path, "reading schedules", e);
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        self.query_schedules_lenient(&sql, "reading schedules")
+    }
+
+    /// Rows of `sql` (the `COLUMNS`), those that fail validation apart with their Id.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn query_schedules_lenient(
+        &self,
+        sql: &str,
+        context: &'static str,
+    ) -> Result<(Vec<ScheduleRecord>, Vec<Error>), Error> {
+        let fail = |e| classify(&self.path, context, e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(fail)?;
         let raws = stmt
             .query_map([], RawRow::read)
             .map_err(fail)?
