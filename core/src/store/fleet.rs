@@ -559,6 +559,12 @@ fn percent_decode(text: &str) -> Result<String, String> {
 
 /// Maps the client's errors to the product's: a refused login or a missing privilege is
 /// exit 4, everything else (unreachable, closed, a server error) exit 1; one line each.
+/// `pg_error` for what was being done (`what`) on `endpoint`, as a `map_err` argument.
+fn pg_failure(endpoint: &str, what: &str) -> impl FnOnce(postgres::Error) -> Error {
+    let context = format!("{what} on {endpoint}");
+    move |e| pg_error(&context, e)
+}
+
 pub fn pg_error(context: &str, e: postgres::Error) -> Error {
     let line = |text: String| crate::text::sanitize_line(&text);
     if let Some(db) = e.as_db_error() {
@@ -655,10 +661,7 @@ impl FleetDb {
     /// advisory lock so two runs at once do not race. Running it again changes nothing.
     pub fn init(&mut self) -> Result<InitReport, Error> {
         let endpoint = self.endpoint.clone();
-        let fail = |what: &str| {
-            let context = format!("{what} on {endpoint}");
-            move |e| pg_error(&context, e)
-        };
+        let fail = |what: &str| pg_failure(&endpoint, what);
         let mut tx = self
             .client
             .transaction()
@@ -787,10 +790,7 @@ impl FleetDb {
         change: impl FnOnce(&CentralSchedule) -> Result<(Schedule, String), Error>,
     ) -> Result<CentralSchedule, Error> {
         let endpoint = self.endpoint.clone();
-        let fail = |what: &str| {
-            let context = format!("{what} on {endpoint}");
-            move |e| pg_error(&context, e)
-        };
+        let fail = |what: &str| pg_failure(&endpoint, what);
         let mut tx = self
             .client
             .transaction()
@@ -1081,10 +1081,7 @@ impl FleetDb {
             &host,
         ];
         let endpoint = self.endpoint.clone();
-        let fail = |what: &str| {
-            let context = format!("{what} on {endpoint}");
-            move |e| pg_error(&context, e)
-        };
+        let fail = |what: &str| pg_failure(&endpoint, what);
         let mut tx = self
             .client
             .transaction()
