@@ -59,6 +59,8 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             "schedule {skipped}: a logout was missed while the daemon was down"
         ));
     }
+    // Subscribers' cursors before any socket: no event committed after start-up is missed.
+    let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     // Sessions first: whoever sees the main socket may count on the session socket too.
     record_sessions(ctx)?;
     let listener = bind(&ctx.config.socket, 0o666)?;
@@ -77,7 +79,6 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.db.display(),
         ctx.config.socket.display()
     ));
-    let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     fleet::start(ctx)?;
     // inotify fires when a writer starts writing to the WAL; its commit becomes visible a
     // little later (after its fsync). So after any write the daemon looks again every

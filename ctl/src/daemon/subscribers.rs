@@ -69,7 +69,11 @@ impl Subscribers {
         if !self.started.insert(name.clone()) {
             return;
         }
-        let store = match Store::open(&self.db, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
+        // The cursor is created here, not in the thread: a hook present at start-up is given
+        // every event committed after the daemon's sockets appear.
+        let opened = Store::open(&self.db, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT)
+            .and_then(|mut store| store.subscriber_cursor(&name).map(|_| store));
+        let store = match opened {
             Ok(store) => store,
             Err(e) => {
                 super::log(&format!("{name}: {e}"));
