@@ -329,7 +329,8 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
     let (opened, notices, recorder) = match ctx.relay(&config, process.clone(), action) {
         Ok(relay::Reply::Opened { opened, notices }) => (opened, notices, "the daemon".into()),
         outcome => {
-            let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
+            let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?
+                .for_one_call();
             let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
             let notices = if ctx.speaks() {
                 let log = |line: &str| h.log(LogLevel::Error, line);
@@ -401,7 +402,8 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
             Ok(relay::Reply::Closed(closed)) => Ok((closed, "the daemon".to_string())),
             outcome => {
                 let mut store =
-                    Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?;
+                    Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?
+                        .for_one_call();
                 let closed = store.close_session(
                     session_key.as_deref(),
                     &process,

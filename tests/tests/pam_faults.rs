@@ -86,21 +86,39 @@ fn store_file_read_only() {
         return;
     }
     for fail in ["open", "closed"] {
-        let s = stack(fail);
-        s.ctl(&[
-            "schedule", "add", "--group", "games", "--daily", "--at", "10:00", "--tz", "UTC",
-        ]);
-        let state = s.db.parent().unwrap().display().to_string();
-        let setup = format!("mount --bind '{state}' '{state}'; mount -o remount,bind,ro '{state}'");
-        let t = s.run_with_mounts(&setup, "daemon", &["acct", "open", "close"]);
-        if fail == "open" {
-            assert_proceeds(&t, "read-only store");
-        } else {
-            // Reading a WAL store needs its shared-memory file, which cannot be created on a
-            // read-only mount: the policy cannot be read.
-            assert_refused(&t, "read-only store");
+        for wal_files_kept in [true, false] {
+            let s = stack(fail);
+            s.ctl(&[
+                "schedule", "add", "--group", "games", "--daily", "--at", "10:00", "--tz", "UTC",
+            ]);
+            if !wal_files_kept {
+                // SQLite's default close (an sqlite3 shell's) copies the WAL into the database
+                // and removes the WAL and shared-memory files.
+                let shell = rusqlite::Connection::open(&s.db).unwrap();
+                let _: i64 = shell
+                    .query_row("SELECT count(*) FROM LogoutSchedules", [], |r| r.get(0))
+                    .unwrap();
+                drop(shell);
+                assert!(!s.db.with_extension("db-shm").exists());
+            }
+            let state = s.db.parent().unwrap().display().to_string();
+            let setup =
+                format!("mount --bind '{state}' '{state}'; mount -o remount,bind,ro '{state}'");
+            let t = s.run_with_mounts(&setup, "daemon", &["acct", "open", "close"]);
+            let what = format!("read-only store (WAL files kept: {wal_files_kept})");
+            if fail == "open" {
+                assert_proceeds(&t, &what);
+            } else if wal_files_kept {
+                // The store's writers leave the WAL and its shared-memory file on close: the
+                // policy is read (read-only shared memory), only the writes step aside.
+                assert_proceeds(&t, &what);
+            } else {
+                // Reading a WAL store needs its shared-memory file, which cannot be created on
+                // a read-only mount: the policy cannot be read.
+                assert_refused(&t, &what);
+            }
+            assert!(s.events().is_empty());
         }
-        assert!(s.events().is_empty());
     }
 }
 

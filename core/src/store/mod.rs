@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::clock;
@@ -39,6 +40,18 @@ pub const DB_ENV: &str = "FORCELOGOUT_DB";
 pub const READER_GROUP: &str = "adm";
 /// How long a statement waits on another writer before failing.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The WAL's size bound: 64 frames of 4 KiB pages (a login writes about a dozen). The WAL
+/// stays when a connection closes, so the next process that opens the store alone (a PAM
+/// call while the daemon is down) rebuilds its index from what is in it: this bounds that
+/// re-read. Past it, the next write first copies the WAL into the database (a passive
+/// checkpoint: it never waits for, or blocks, another reader or writer), and its commit then
+/// starts the WAL again from the top, truncated back to this size.
+const WAL_LIMIT_BYTES: u64 = 32 + 64 * (4096 + 24);
+/// The largest WAL a connection opened for one PAM call copies before writing: a WAL grown
+/// far past the bound (a prune, or a reader that held its snapshot for long) is left to the
+/// next long-lived writer, so that a login never pays for copying it.
+pub const ONE_CALL_CHECKPOINT_CAP: u64 = 16 * WAL_LIMIT_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -55,6 +68,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     host_zone: Tz,
+    /// The largest WAL this connection checkpoints before a write (see `WAL_LIMIT_BYTES`).
+    checkpoint_cap: u64,
 }
 
 /// A watch on the files of the store at `path` (the database, its WAL and shared memory live
@@ -108,11 +123,17 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             host_zone: clock::host_timezone(),
+            checkpoint_cap: u64::MAX,
         };
         store
             .conn
             .busy_timeout(busy_timeout)
             .map_err(|e| store.fail("setting the busy timeout", e))?;
+        // Every connection leaves the WAL as it is on close (see `WAL_LIMIT_BYTES`).
+        store
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| store.fail("keeping the WAL on close", e))?;
         match access {
             Access::Create | Access::ReadWrite => {
                 store.set_durable_wal()?;
@@ -149,6 +170,7 @@ impl Store {
             conn,
             path,
             host_zone: clock::host_timezone(),
+            checkpoint_cap: 0,
         };
         store.migrate()?;
         Ok(store)
@@ -156,6 +178,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// For a connection that makes one call's writes (the PAM module's): it copies a WAL
+    /// into the database before writing only up to `ONE_CALL_CHECKPOINT_CAP`.
+    pub fn for_one_call(mut self) -> Store {
+        self.checkpoint_cap = ONE_CALL_CHECKPOINT_CAP;
+        self
     }
 
     /// Overrides the zone of the `Date` partition (tests; hosts are read from the system).
@@ -174,6 +203,7 @@ impl Store {
         &mut self,
         context: &'static str,
     ) -> Result<(rusqlite::Transaction<'_>, PathBuf, Tz), Error> {
+        self.bound_wal();
         let path = self.path.clone();
         let zone = self.host_zone;
         let tx = self
@@ -181,6 +211,21 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, context, e))?;
         Ok((tx, path, zone))
+    }
+
+    /// Before a write: a WAL past `WAL_LIMIT_BYTES` (and within this connection's cap) is
+    /// copied into the database, so that this write's commit starts it again from the top.
+    /// Passive: it takes no lock another connection waits for, and gives up where a reader
+    /// still needs the WAL; a failure leaves the WAL to the next writer.
+    fn bound_wal(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size > WAL_LIMIT_BYTES && size <= self.checkpoint_cap {
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
     }
 
     fn fail(&self, context: &'static str, cause: rusqlite::Error) -> Error {
@@ -206,10 +251,11 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.fail("setting synchronous=FULL", e))?;
-        // SQLite's default stays on purpose: the last connection to close checkpoints the WAL
-        // and removes it. Without that, the next process to open the store alone (every PAM
-        // call when the daemon is not running) must re-read the whole WAL to rebuild its
-        // index, which measured far slower (see the PAM benchmark in the README).
+        // A commit that starts the WAL again truncates it back to the bound; below it, the
+        // WAL is overwritten in place, so a commit's sync carries no change of its size.
+        self.conn
+            .pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES as i64)
+            .map_err(|e| self.fail("setting the WAL's size limit", e))?;
         Ok(())
     }
 

@@ -121,9 +121,18 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         }
         arm(&timer, wake)?;
         let agents_ref = agents.as_ref().map(|a| a.borrow());
+        // While settling the loop looks every SETTLE_STEP anyway: inotify is left out of the
+        // poll then, so a burst of writes (a dozen page writes each) does not wake it for
+        // every page, on a core the writers need.
+        let settling = now < settle_until;
+        let watch = if settling {
+            PollFlags::empty()
+        } else {
+            PollFlags::POLLIN
+        };
         let mut fds = vec![
             PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(inotify.as_fd(), watch),
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
         ];
         if let Some(agents) = &agents_ref {
@@ -151,12 +160,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
                 enforcer.skip_missed(Utc::now())?;
             }
         }
-        if inotify_ready {
-            while let Ok(events) = inotify.read_events() {
-                if events.is_empty() {
-                    break;
-                }
-            }
+        if (inotify_ready || settling) && drain(&inotify) {
             hooks_may_have_changed = true;
             settle_until = Utc::now() + SETTLE_FOR;
         }
@@ -166,6 +170,18 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         look =
             timer_ready || socket_ready || desktop_ready || Utc::now() >= last_look + SETTLE_STEP;
     }
+}
+
+/// Reads every pending inotify event; whether there was any.
+fn drain(inotify: &nix::sys::inotify::Inotify) -> bool {
+    let mut any = false;
+    while let Ok(events) = inotify.read_events() {
+        if events.is_empty() {
+            break;
+        }
+        any = true;
+    }
+    any
 }
 
 /// What the desktop agents reported: "Keep working" is `forcelogoutctl ignore` for that
