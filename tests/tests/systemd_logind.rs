@@ -114,6 +114,18 @@ fn registered(sd: &Systemd) -> (String, String) {
     (id.to_string(), cgroup.to_string())
 }
 
+/// After a kick: a moment for any late writer, then the rows exactly once, and the daemon's
+/// journal line naming the path that ended the session.
+fn assert_kicked_once(sd: &Systemd, path: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        events(sd),
+        ["online -", "warned -", "removed kick", "offline -"]
+    );
+    let log = journal(sd, "forcelogout");
+    assert!(log.contains(path), "{log}");
+}
+
 /// `Event Reason` of USER's events, in order.
 fn events(sd: &Systemd) -> Vec<String> {
     sd.sh(&format!(
@@ -192,16 +204,7 @@ fn a_kick_ends_a_logind_session_through_logind_from_the_daemon_the_unit_started(
         Duration::from_secs(30),
         &format!("! loginctl show-session {id}")
     ));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        events(&sd),
-        ["online -", "warned -", "removed kick", "offline -"]
-    );
-    let log = journal(&sd, "forcelogout");
-    assert!(
-        log.contains("1 sessions removed (1 through logind, 0 by cgroup)"),
-        "{log}"
-    );
+    assert_kicked_once(&sd, "1 sessions removed (1 through logind, 0 by cgroup)");
     // Written through the user's terminal by the daemon under the unit's hardening.
     let terminal = sd.sh("cat /tmp/terminal.log");
     assert!(
@@ -230,16 +233,7 @@ fn a_session_logind_cannot_end_is_ended_through_its_scope() {
         sd.run("ps -ef").stdout.escape_ascii(),
         journal(&sd, "forcelogout")
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        events(&sd),
-        ["online -", "warned -", "removed kick", "offline -"]
-    );
-    let log = journal(&sd, "forcelogout");
-    assert!(
-        log.contains("1 sessions removed (0 through logind, 1 by cgroup)"),
-        "{log}"
-    );
+    assert_kicked_once(&sd, "1 sessions removed (0 through logind, 1 by cgroup)");
 }
 
 #[test]
@@ -271,16 +265,7 @@ fn without_pam_systemd_a_kick_signals_the_process_tree_and_a_double_fork_escapes
     );
     // The documented limit without logind: what double-forked out of the tree is not found.
     assert!(sd.run("pgrep -f '^sleep 7302$'").status.success());
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        events(&sd),
-        ["online -", "warned -", "removed kick", "offline -"]
-    );
-    let log = journal(&sd, "forcelogout");
-    assert!(
-        log.contains("1 sessions removed (0 through logind, 0 by cgroup)"),
-        "{log}"
-    );
+    assert_kicked_once(&sd, "1 sessions removed (0 through logind, 0 by cgroup)");
 }
 
 #[test]
@@ -425,13 +410,7 @@ fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
         Duration::from_secs(30),
         &format!("! loginctl show-session {id}")
     ));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        events(&sd),
-        ["online -", "warned -", "removed kick", "offline -"]
-    );
-    let log = journal(&sd, "forcelogout");
-    assert!(log.contains("(1 through logind, 0 by cgroup)"), "{log}");
+    assert_kicked_once(&sd, "(1 through logind, 0 by cgroup)");
 
     let purge = sd.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q forcelogout");
     assert!(
