@@ -285,6 +285,12 @@ fn open_for_reading(args: &ModuleArgs, busy_timeout: Duration) -> Result<Store, 
     Store::open_for_reading(&args.db, busy_timeout)
 }
 
+/// The write path of `open_session` and `close_session` when the daemon does not record:
+/// the store opened for this one call (see `Store::for_one_call`).
+fn open_for_writing(args: &ModuleArgs, busy_timeout: Duration) -> Result<Store, Error> {
+    Ok(Store::open(&args.db, Access::ReadWrite, busy_timeout)?.for_one_call())
+}
+
 /// `open_session`: registers the session, writes `online` if it is the user's first, and
 /// shows the notices: the last forced logout's message, and logouts coming soon.
 pub fn open_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
@@ -329,8 +335,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
     let (opened, notices, recorder) = match ctx.relay(&config, process.clone(), action) {
         Ok(relay::Reply::Opened { opened, notices }) => (opened, notices, "the daemon".into()),
         outcome => {
-            let mut store = Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?
-                .for_one_call();
+            let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
             let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
             let notices = if ctx.speaks() {
                 let log = |line: &str| h.log(LogLevel::Error, line);
@@ -401,9 +406,7 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
         match ctx.relay(&config, process.clone(), action) {
             Ok(relay::Reply::Closed(closed)) => Ok((closed, "the daemon".to_string())),
             outcome => {
-                let mut store =
-                    Store::open(&ctx.args.db, Access::ReadWrite, ctx.remaining(started))?
-                        .for_one_call();
+                let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
                 let closed = store.close_session(
                     session_key.as_deref(),
                     &process,
