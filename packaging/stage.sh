@@ -14,9 +14,11 @@ docs=$(mktemp -d)
 target/release/forcelogoutctl-docs "$docs" >/dev/null
 
 install -D -m 0755 target/release/forcelogoutctl "$stage/usr/bin/forcelogoutctl"
+install -D -m 0755 target/release/forcelogoutd "$stage/usr/libexec/forcelogout/forcelogoutd"
 install -D -m 0644 target/release/libpam_forcelogout.so "$stage$pam_dir/pam_forcelogout.so"
 install -D -m 0644 sql_ext/target/release/libforcelogout.so "$stage/usr/lib/sqlite3/forcelogout.so"
-strip --strip-unneeded "$stage/usr/bin/forcelogoutctl" "$stage$pam_dir/pam_forcelogout.so" \
+strip --strip-unneeded "$stage/usr/bin/forcelogoutctl" "$stage/usr/libexec/forcelogout/forcelogoutd" \
+    "$stage$pam_dir/pam_forcelogout.so" \
     "$stage/usr/lib/sqlite3/forcelogout.so"
 install -D -m 0644 packaging/systemd/forcelogout.service "$stage/lib/systemd/system/forcelogout.service"
 install -D -m 0644 packaging/tmpfiles/forcelogout.conf "$stage/usr/lib/tmpfiles.d/forcelogout.conf"

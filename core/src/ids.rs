@@ -60,6 +60,28 @@ pub fn validate_full_id(text: &str) -> Result<String, Error> {
     Ok(lower)
 }
 
+/// An Id as a map key, compact: the 16 bytes of an Id in the form forcelogout writes them
+/// (a lower-case hyphenated UUID), else the text itself (a row written by hand).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdKey {
+    Uuid([u8; 16]),
+    Text(Box<str>),
+}
+
+impl IdKey {
+    pub fn of(id: &str) -> IdKey {
+        let canonical = id.len() == 36
+            && id.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        match uuid::Uuid::try_parse(id) {
+            Ok(uuid) if canonical => IdKey::Uuid(*uuid.as_bytes()),
+            _ => IdKey::Text(id.into()),
+        }
+    }
+}
+
 /// forcelogout's namespace for name-based ids (RFC 9562 version 5), itself a random UUID.
 const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6c_7f3e_2a51_4c2b_9d0e_41a7_c3d8_5b90);
 
@@ -74,6 +96,18 @@ pub fn derived_id(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_keys_are_compact_only_for_the_form_forcelogout_writes() {
+        let id = new_id().unwrap();
+        assert!(matches!(IdKey::of(&id), IdKey::Uuid(_)));
+        assert_ne!(IdKey::of(&id), IdKey::of(&new_id().unwrap()));
+        // Upper case or braces name another Id in the table: they stay apart, as text.
+        let upper = id.to_ascii_uppercase();
+        assert_eq!(IdKey::of(&upper), IdKey::Text(upper.clone().into()));
+        assert_ne!(IdKey::of(&upper), IdKey::of(&id));
+        assert_eq!(IdKey::of("nightly"), IdKey::Text("nightly".into()));
+    }
 
     #[test]
     fn ids_are_uuid_shaped_and_distinct() {

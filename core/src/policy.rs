@@ -2,29 +2,84 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::firing;
+use crate::recurrence::Recurrence;
 use crate::schedule::Schedule;
 use crate::store::ScheduleRecord;
 use crate::targeting::{Identity, Targeted};
 use crate::text::sanitize_for_terminal;
 
-/// The instant a schedule's logout takes effect at or before `now`: an immediate logout's is
-/// its issue time plus the immediate warning; a scheduled one's is its latest firing.
+/// When a schedule's logouts take effect, and nothing else of it: what the enforcer keeps
+/// per schedule, and what the look-ups below read of a row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    pub recurrence: Recurrence,
+    pub time: NaiveTime,
+    pub timezone: Tz,
+    pub immediate: bool,
+    /// When the version was written (`UpdateTime`); `None` if the row's text is not a time.
+    pub written: Option<DateTime<Utc>>,
+    /// Immediate logouts: the instant given (`DueAt`), if any.
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+impl Timing {
+    pub fn of(record: &ScheduleRecord) -> Timing {
+        let parse = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let s = &record.schedule;
+        Timing {
+            recurrence: s.recurrence,
+            time: s.time,
+            timezone: s.timezone,
+            immediate: s.immediate,
+            written: parse(&record.update_time),
+            due_at: record.due_at.as_deref().and_then(parse),
+        }
+    }
+
+    /// The instant an immediate logout takes effect: its `DueAt`, else its issue time plus
+    /// the immediate warning.
+    pub fn immediate_instant(&self, warning: Duration) -> Option<DateTime<Utc>> {
+        self.due_at
+            .or_else(|| Some(self.written? + chrono::Duration::from_std(warning).ok()?))
+    }
+
+    /// The instant the logout takes effect at or before `now`: an immediate logout's
+    /// `immediate_instant`; a scheduled one's latest firing.
+    pub fn at_or_before(&self, warning: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.immediate {
+            self.immediate_instant(warning).filter(|&t| t <= now)
+        } else {
+            firing::latest_at_or_before(self.recurrence, self.time, self.timezone, now)
+        }
+    }
+
+    /// The next instant strictly after `now` at which the logout takes effect.
+    pub fn after(&self, warning: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.immediate {
+            self.immediate_instant(warning).filter(|&t| t > now)
+        } else {
+            firing::next_after(self.recurrence, self.time, self.timezone, now)
+        }
+    }
+}
+
+/// The instant a schedule's logout takes effect at or before `now`.
 pub fn logout_at_or_before(
     record: &ScheduleRecord,
     immediate_warning: Duration,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let s = &record.schedule;
-    if s.immediate {
-        immediate_instant(record, immediate_warning).filter(|&t| t <= now)
-    } else {
-        firing::latest_at_or_before(s.recurrence, s.time, s.timezone, now)
-    }
+    Timing::of(record).at_or_before(immediate_warning, now)
 }
 
 /// The next instant strictly after `now` at which the schedule's logout takes effect.
@@ -33,26 +88,7 @@ pub fn logout_after(
     immediate_warning: Duration,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let s = &record.schedule;
-    if s.immediate {
-        immediate_instant(record, immediate_warning).filter(|&t| t > now)
-    } else {
-        s.next_after(now)
-    }
-}
-
-/// An immediate logout takes effect at its DueAt; a row without one (written by hand) at its
-/// issue time plus the configured immediate warning.
-pub fn immediate_instant(record: &ScheduleRecord, warning: Duration) -> Option<DateTime<Utc>> {
-    let parse = |t: &str| {
-        DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    if let Some(due) = record.due_at.as_deref().and_then(parse) {
-        return Some(due);
-    }
-    Some(parse(&record.update_time)? + chrono::Duration::from_std(warning).ok()?)
+    Timing::of(record).after(immediate_warning, now)
 }
 
 /// An active lockout: the schedule, and when its window ends.

@@ -88,6 +88,11 @@ pub enum Command {
         #[arg(long, value_name = "ADDRESS")]
         bus: String,
     },
+
+    /// The daemon's link to the fleet's central database (started by the daemon)
+    #[command(hide = true)]
+    FleetLink,
+
     /// The fleet's central database: set it up, list its hosts, this host's link
     #[command(subcommand)]
     Fleet(FleetCommand),

@@ -46,6 +46,11 @@ pub fn ctl_path() -> PathBuf {
     artefact("forcelogoutctl")
 }
 
+/// The daemon, which `forcelogoutctl daemon` runs (from beside itself, or the packaged path).
+pub fn daemon_path() -> PathBuf {
+    artefact("forcelogoutd")
+}
+
 pub fn harness_path() -> PathBuf {
     artefact("fl-pam-harness")
 }

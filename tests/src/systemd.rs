@@ -255,6 +255,16 @@ impl Systemd {
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
 
+    /// The build's `forcelogoutctl` and `forcelogoutd` at the paths the packages install them.
+    pub fn install_programs(&self) {
+        self.install(&crate::ctl_path(), "/usr/bin/forcelogoutctl", 0o755);
+        self.install(
+            &crate::daemon_path(),
+            "/usr/libexec/forcelogout/forcelogoutd",
+            0o755,
+        );
+    }
+
     /// Writes a file inside the instance.
     pub fn write(&self, inside: &str, text: &str) {
         let to = self.path(inside);

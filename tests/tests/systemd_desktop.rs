@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{ctl_path, harness_path, module_path, workspace_dir};
+use forcelogout_tests::{harness_path, module_path, workspace_dir};
 use serde_json::Value;
 
 const USER: &str = "fldesk";
@@ -122,7 +122,7 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
     };
 
     // The build at the packaged paths and the package's unit file as shipped.
-    sd.install(&ctl_path(), "/usr/bin/forcelogoutctl", 0o755);
+    sd.install_programs();
     sd.install(&module_path(), MODULE, 0o644);
     sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
     sd.install(
@@ -281,7 +281,7 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
     let agent = shown[1]["pid"].as_i64().expect("the caller's pid");
     assert_eq!(
         sd.sh(&format!("tr '\\0' ' ' </proc/{agent}/cmdline")),
-        format!("/proc/self/exe notify-agent --bus unix:path={bus}")
+        format!("/usr/bin/forcelogoutctl notify-agent --bus unix:path={bus}")
     );
     assert_eq!(
         sd.sh(&format!("grep ^0:: /proc/{agent}/cgroup")),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{ctl_path, harness_path, module_path, workspace_dir};
+use forcelogout_tests::{harness_path, module_path, workspace_dir};
 
 const USER: &str = "flsd";
 const STORE: &str = "/var/lib/forcelogout/forcelogout.db";
@@ -34,7 +34,7 @@ exec sleep 7303
 /// The build's binaries at the packaged paths, the package's unit, a configuration, the PAM
 /// stack and a throwaway user; returns the user's uid.
 fn install_build(sd: &Systemd, config: &str) -> u32 {
-    sd.install(&ctl_path(), "/usr/bin/forcelogoutctl", 0o755);
+    sd.install_programs();
     sd.install(&module_path(), MODULE, 0o644);
     sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
     sd.install(

@@ -187,6 +187,13 @@ impl Store {
         self
     }
 
+    /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2 MB per connection).
+    pub fn limit_page_cache(&self, kib: u32) -> Result<(), Error> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))
+            .map_err(|e| self.fail("setting the page cache's size", e))
+    }
+
     /// Overrides the zone of the `Date` partition (tests; hosts are read from the system).
     pub fn set_host_zone(&mut self, zone: Tz) {
         self.host_zone = zone;

@@ -1,7 +1,7 @@
 //! `LogoutSchedules`: append-only history of schedule versions, and the current set.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::{classify, Store};
@@ -321,6 +321,19 @@ impl Store {
             .into_iter()
             .map(|(rowid, raw)| (rowid, raw.into_record()))
             .collect())
+    }
+
+    /// The schedule version with this rowid (as `schedule_versions_after` numbers them): the
+    /// daemon keeps only when each schedule fires and reads the whole row back when it acts.
+    pub fn schedule_version(&self, rowid: i64) -> Result<Option<ScheduleRecord>, Error> {
+        let fail = |e| classify(&self.path, "reading a schedule version", e);
+        let sql = format!("SELECT {COLUMNS} FROM LogoutSchedules WHERE rowid = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let raw = stmt
+            .query_row(params![rowid], RawRow::read)
+            .optional()
+            .map_err(fail)?;
+        raw.map(RawRow::into_record).transpose()
     }
 
     /// The current set, oldest first, optionally only those naming `group`.

@@ -241,9 +241,7 @@ impl Agents {
             .ok()
             .flatten()
             .ok_or_else(|| format!("uid {uid} has no name"))?;
-        // /proc/self/exe: the very binary the daemon runs, even after a package upgrade
-        // replaced the file on disk.
-        let mut child = Command::new("/proc/self/exe")
+        let mut child = Command::new(super::ctl_program())
             .arg("notify-agent")
             .arg("--bus")
             .arg(bus_address(&bus))

@@ -1,10 +1,10 @@
-//! `forcelogoutctl daemon`: the enforcement service. It sleeps until the next thing to do: a
+//! `forcelogoutd` (`forcelogoutctl daemon`): the enforcement service. It sleeps until the next thing to do: a
 //! CLOCK_REALTIME timer armed at the next countdown step (which the kernel cancels when the
 //! wall clock is set, so a clock jump is noticed at once), inotify on the store's directory
 //! (schedule changes and new sessions, within a second), and the socket.
 
 mod desktop;
-mod fleet;
+pub mod fleet;
 pub mod socket;
 mod subscribers;
 
@@ -12,6 +12,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +30,35 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use crate::cli::{Cli, Command};
 use crate::commands::Context;
+
+/// Where the packages install the two programs; a build tree has them side by side.
+const DAEMON_PROGRAM: &str = "/usr/libexec/forcelogout/forcelogoutd";
+const CTL_PROGRAM: &str = "/usr/bin/forcelogoutctl";
+
+/// The other program of the pair: beside this one (a build tree), else where packages put it.
+fn companion(name: &str, installed: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)))
+        .filter(|beside| beside.is_file())
+        .unwrap_or_else(|| PathBuf::from(installed))
+}
+
+/// `forcelogoutctl`, for the processes the daemon starts (desktop agents, the fleet link).
+pub(crate) fn ctl_program() -> PathBuf {
+    companion("forcelogoutctl", CTL_PROGRAM)
+}
+
+/// `forcelogoutctl daemon`: becomes `forcelogoutd` with the same arguments, in the same
+/// process (the pid systemd and the tests started and signal). Returns only if that fails.
+pub fn exec_daemon() -> Error {
+    let program = companion("forcelogoutd", DAEMON_PROGRAM);
+    let failure = std::process::Command::new(&program)
+        .arg0("forcelogoutd")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Error::io(format!("starting {}", program.display()), failure)
+}
 
 const SETTLE_STEP: chrono::Duration = chrono::Duration::milliseconds(100);
 const SETTLE_FOR: chrono::Duration = chrono::Duration::seconds(1);
@@ -348,8 +379,8 @@ fn handle(
     }
     match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
-        Command::NotifyAgent { .. } => {
-            return refuse(2, "notify-agent: started by the daemon only")
+        Command::NotifyAgent { .. } | Command::FleetLink => {
+            return refuse(2, "started by the daemon only")
         }
         Command::Events(args) if args.follow => {
             return refuse(
@@ -384,7 +415,7 @@ fn handle(
     request_ctx.daemon_running = true;
     request_ctx.viewer = if admin { None } else { identity };
     request_ctx.redirect(Box::new(out.clone()), Box::new(err.clone()));
-    let code = match crate::execute(&request_ctx, cli.command) {
+    let code = match crate::execute_local(&request_ctx, cli.command) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(

@@ -1,0 +1,199 @@
+//! `forcelogoutctl`: the administration CLI, and `forcelogoutd`: the enforcement daemon it
+//! starts. Glue over `forcelogout_core`: parse, validate, call the core, print. Every error is
+//! printed once as "forcelogoutctl: field: reason" and decides the exit code (0 ok, 1 runtime,
+//! 2 invalid input, 4 permission denied). A caller the store refuses is served by the daemon's
+//! socket, which checks who asks.
+//!
+//! The daemon is its own program so that it links neither the fleet's PostgreSQL and TLS
+//! client nor libdbus (2.6 MB of its resident memory): its fleet link (`fleet-link`) and its
+//! desktop agents (`notify-agent`) are `forcelogoutctl` processes it starts.
+
+pub mod cli;
+mod commands;
+mod daemon;
+mod notify_agent;
+mod output;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::Parser;
+use forcelogout_core::config::Config;
+use forcelogout_core::users::real_user_name;
+use forcelogout_core::Error;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Context;
+
+/// `forcelogoutctl`.
+pub fn main_ctl() -> ExitCode {
+    let cli = match Cli::try_parse_from(commands::fleet::join_fleet_value(std::env::args())) {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    match &cli.command {
+        // Started by the daemon as a user, with nothing of the daemon's configuration or store.
+        Command::NotifyAgent { bus } => return notify_agent::run(bus),
+        Command::Daemon => return fail(&daemon::exec_daemon()),
+        _ => {}
+    }
+    let ctx = match context(&cli) {
+        Ok(ctx) => ctx,
+        Err(err) => return fail(&err),
+    };
+    // The fleet's database checks its own roles: nothing about it goes through the daemon.
+    let forwardable =
+        !matches!(cli.command, Command::Fleet(_) | Command::FleetLink) && cli.fleet.is_none();
+    let is_ignore = matches!(cli.command, Command::Ignore);
+    let result = match cli.command {
+        Command::FleetLink => daemon::fleet::run_link(&ctx),
+        command => execute(&ctx, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io { cause, .. }) if cause.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err @ Error::PermissionDenied { .. })
+            if forwardable && (is_ignore || !nix::unistd::geteuid().is_root()) =>
+        {
+            through_daemon(&ctx, err)
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+/// `forcelogoutd`, as `forcelogoutctl daemon` starts it (with the same arguments).
+pub fn main_daemon() -> ExitCode {
+    let cli = match Cli::try_parse_from(std::env::args()) {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    if !matches!(cli.command, Command::Daemon) || cli.fleet.is_some() {
+        return fail(&Error::invalid(
+            "command",
+            "forcelogoutd runs the daemon only (forcelogoutctl daemon starts it)",
+        ));
+    }
+    match context(&cli).and_then(|ctx| daemon::run(&ctx)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// The store, configuration and caller a command runs with.
+fn context(cli: &Cli) -> Result<Context, Error> {
+    let config = Config::load(&Config::default_path())?;
+    let mut ctx = Context::new(
+        forcelogout_core::store::resolve_path(cli.db.as_deref()),
+        cli.json,
+        config,
+        real_user_name(),
+    );
+    ctx.fleet = cli.fleet.clone();
+    Ok(ctx)
+}
+
+/// Runs one command in `ctx` for the terminal: the central database's with `--fleet`.
+fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
+    if ctx.fleet.is_some() {
+        return commands::fleet::run_central(ctx, command);
+    }
+    if let Command::Fleet(command) = command {
+        return commands::fleet::run(ctx, command);
+    }
+    execute_local(ctx, command)
+}
+
+/// Runs one command on this host's store: for the terminal, or for a daemon request (which
+/// never names the fleet).
+fn execute_local(ctx: &Context, command: Command) -> Result<(), Error> {
+    commands::fleet::refuse_fleet_flags(&command)?;
+    match command {
+        Command::Schedule(command) => commands::schedule::run(ctx, command),
+        Command::Next(args) => commands::next::run(ctx, args),
+        Command::Logout(args) => commands::logout::run(ctx, args),
+        Command::Sessions => commands::sessions::run(ctx),
+        Command::Ignore => Err(Error::PermissionDenied {
+            context: "ignoring a warning goes through the forcelogout daemon".into(),
+        }),
+        Command::Events(args) => commands::events::run(ctx, args),
+        Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
+        Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
+        Command::Export => commands::apply::export(ctx),
+        Command::Daemon | Command::NotifyAgent { .. } | Command::FleetLink | Command::Fleet(_) => {
+            Err(Error::invalid("command", "started by the daemon only"))
+        }
+    }
+}
+
+/// Asks the daemon to run this command line as the caller; without a daemon, the original
+/// refusal stands.
+fn through_daemon(ctx: &Context, refusal: Error) -> ExitCode {
+    let argv = without_db(std::env::args().skip(1).collect());
+    match daemon::socket::call(&ctx.config.socket, argv) {
+        Ok(reply) => {
+            print!("{}", reply.stdout);
+            eprint!("{}", reply.stderr);
+            ExitCode::from(u8::try_from(reply.code).unwrap_or(1))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if matches!(refusal, Error::PermissionDenied { ref context } if context.starts_with("ignoring"))
+            {
+                eprintln!(
+                    "forcelogoutctl: the forcelogout daemon is not running ({})",
+                    ctx.config.socket.display()
+                );
+                return ExitCode::from(1);
+            }
+            fail(&refusal)
+        }
+        Err(e) => fail(&Error::io(
+            format!("asking the daemon at {}", ctx.config.socket.display()),
+            e,
+        )),
+    }
+}
+
+/// The daemon serves its own store: a `--db` of the caller's does not travel.
+fn without_db(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for arg in args {
+        if skip {
+            skip = false;
+        } else if arg == "--db" {
+            skip = true;
+        } else if !arg.starts_with("--db=") {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+fn fail(err: &Error) -> ExitCode {
+    eprintln!(
+        "forcelogoutctl: {}",
+        forcelogout_core::text::sanitize_line(&err.to_string())
+    );
+    ExitCode::from(err.exit_code() as u8)
+}
+
+/// Help and version print as clap renders them; a usage error becomes one line and exit 2.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Kind;
+    if matches!(
+        err.kind(),
+        Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return if err.kind() == Kind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("forcelogoutctl: {first} (see --help)");
+    ExitCode::from(2)
+}
