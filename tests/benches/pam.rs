@@ -218,7 +218,7 @@ fn main() {
     // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
     // daemon, whose core this process does not share.
     if std::env::var_os("FL_BENCH_NO_BREAKDOWN").is_none() {
-        breakdown(&stacks[1].stack, &down_config, &daemon);
+        breakdown(&stacks[1].stack, &down_config, &daemon, &mut bare);
     }
 
     for s in &stacks {
@@ -268,7 +268,7 @@ fn timed(n: usize, mut f: impl FnMut()) -> u64 {
 /// Where a login's time goes, each step on its own through the same core code the module
 /// runs, in this process: what the module does itself when the daemon is down, and the
 /// round trips to the daemon (its work included) when it is up.
-fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon) {
+fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, bare: &mut Store) {
     const N: usize = 200;
     let config = Config::load(down_config).expect("config");
     let up_config = Config::load(&daemon.config).expect("config");
@@ -316,6 +316,27 @@ fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon) {
     println!(
         "  daemon down: account {read} (opening the store read-only {open_read}, the rest reading the kick schedules); \
          open {open}, close {close} (each: opening the store for writing {open_write}, the rest its one commit)"
+    );
+    // The floor under both paths: the rows SPEC §3 has a login write (the session row and
+    // `online`; its deletion, `removed` and `offline`), as the daemon's session thread writes
+    // them, on one open connection with its statements prepared: no PAM, no socket, no NSS.
+    let mut warm = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
+    let (mut rows, mut pairs) = (Vec::new(), Vec::new());
+    for _ in 0..N {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        let started = Instant::now();
+        warm.open_session(&key, &login, &process, Utc::now())
+            .expect("open");
+        warm.close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
+            .expect("close");
+        rows.push(started.elapsed().as_micros() as u64);
+        let two = bare.bare_insert_commits(2).expect("bare commits");
+        pairs.push(two.as_micros() as u64);
+    }
+    let (rows, pairs) = (median(rows), median(pairs));
+    println!(
+        "  a login's rows alone (open's and close's commits on one open connection): {rows} = {:.2}x the 2 bare commits beside them ({pairs})",
+        rows as f64 / pairs as f64
     );
     let ask = |action: relay::Action| {
         let request = relay::Request {
