@@ -8,7 +8,7 @@
 //! client nor libdbus (2.6 MB of its resident memory): its fleet link (`fleet-link`) and its
 //! desktop agents (`notify-agent`) are `forcelogoutctl` processes it starts.
 
-pub mod cli;
+mod cli;
 mod commands;
 mod daemon;
 mod notify_agent;
