@@ -431,6 +431,58 @@ mod tests {
     }
 
     #[test]
+    fn notices_come_with_the_opens_that_ask_for_them_and_only_their_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let mut store = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
+        // Debian's `daemon` user and group: in every NSS, never a login of anybody's.
+        let schedule = crate::schedule::ScheduleInput {
+            group: Some("daemon".into()),
+            recurrence: Some(crate::schedule::RecurrenceInput::Daily),
+            at: Some("09:30".into()),
+            timezone: Some("UTC".into()),
+            message: Some("Evening shutdown".into()),
+            ..Default::default()
+        }
+        .into_new(chrono_tz::UTC)
+        .unwrap();
+        store.add_schedule(&schedule, "test", t(-60)).unwrap();
+        let open_as = |key: &str, user: &str, notices: bool| Request {
+            action: Action::Open {
+                session_key: key.into(),
+                login: LoginFacts {
+                    user: user.into(),
+                    uid: 1,
+                    ..LoginFacts::default()
+                },
+                notices,
+            },
+            ..open_request(&db, key, t(1))
+        };
+        let batch = vec![
+            Ok(open_as("a", "daemon", true)),
+            Ok(open_as("b", "daemon", false)),
+            Ok(open_as("c", "nobody", true)),
+            Ok(open_as("d", "daemon", true)),
+        ];
+        let replies = serve(&mut store, &Config::default(), batch, &|| t(0), &|_| {});
+        let notices: Vec<Vec<String>> = replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Opened { notices, .. } => notices,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for asked in [&notices[0], &notices[3]] {
+            assert_eq!(asked.len(), 1, "{notices:?}");
+            assert!(asked[0].contains("in 30 min"), "{notices:?}");
+            assert!(asked[0].ends_with("\nEvening shutdown"), "{notices:?}");
+        }
+        assert!(notices[1].is_empty(), "{notices:?}");
+        assert!(notices[2].is_empty(), "{notices:?}");
+    }
+
+    #[test]
     fn a_batch_is_one_transaction_with_a_reply_for_each_request_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
