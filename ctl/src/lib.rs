@@ -119,9 +119,13 @@ fn execute_local(ctx: &Context, command: Command) -> Result<(), Error> {
         Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
         Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
         Command::Export => commands::apply::export(ctx),
-        Command::Daemon | Command::NotifyAgent { .. } | Command::FleetLink | Command::Fleet(_) => {
-            Err(Error::invalid("command", "started by the daemon only"))
+        // Each is dispatched before this (`main_ctl`, `execute`) or refused by the socket.
+        Command::Daemon => Err(Error::invalid("daemon", "not through the daemon's socket")),
+        Command::NotifyAgent { .. } => {
+            Err(Error::invalid("notify-agent", "started by the daemon only"))
         }
+        Command::FleetLink => Err(Error::invalid("fleet-link", "started by the daemon only")),
+        Command::Fleet(_) => Err(Error::invalid("fleet", "not through the daemon's socket")),
     }
 }
 

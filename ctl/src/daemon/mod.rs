@@ -1,7 +1,7 @@
-//! `forcelogoutd` (`forcelogoutctl daemon`): the enforcement service. It sleeps until the next thing to do: a
-//! CLOCK_REALTIME timer armed at the next countdown step (which the kernel cancels when the
-//! wall clock is set, so a clock jump is noticed at once), inotify on the store's directory
-//! (schedule changes and new sessions, within a second), and the socket.
+//! `forcelogoutd` (`forcelogoutctl daemon`): the enforcement service. It sleeps until the next
+//! thing to do: a CLOCK_REALTIME timer armed at the next countdown step (which the kernel
+//! cancels when the wall clock is set, so a clock jump is noticed at once), inotify on the
+//! store's directory (schedule changes and new sessions, within a second), and the socket.
 
 mod desktop;
 pub mod fleet;
@@ -379,9 +379,10 @@ fn handle(
     }
     match &cli.command {
         Command::Daemon => return refuse(2, "daemon: not through the socket"),
-        Command::NotifyAgent { .. } | Command::FleetLink => {
-            return refuse(2, "started by the daemon only")
+        Command::NotifyAgent { .. } => {
+            return refuse(2, "notify-agent: started by the daemon only")
         }
+        Command::FleetLink => return refuse(2, "fleet-link: started by the daemon only"),
         Command::Events(args) if args.follow => {
             return refuse(
                 4,
