@@ -255,13 +255,30 @@ impl Systemd {
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
 
-    /// The build's `forcelogoutctl` and `forcelogoutd` at the paths the packages install them.
-    pub fn install_programs(&self) {
+    /// The build inside the instance: `forcelogoutctl` and `forcelogoutd` at the paths the
+    /// packages install them, the module at `/usr/local/lib/forcelogout/pam_forcelogout.so`
+    /// (the tests' PAM stacks name it), the PAM harness, and the package's unit as shipped.
+    pub fn install_build(&self) {
         self.install(&crate::ctl_path(), "/usr/bin/forcelogoutctl", 0o755);
         self.install(
             &crate::daemon_path(),
             "/usr/libexec/forcelogout/forcelogoutd",
             0o755,
+        );
+        self.install(
+            &crate::module_path(),
+            "/usr/local/lib/forcelogout/pam_forcelogout.so",
+            0o644,
+        );
+        self.install(
+            &crate::harness_path(),
+            "/usr/local/bin/fl-pam-harness",
+            0o755,
+        );
+        self.install(
+            &crate::workspace_dir().join("packaging/systemd/forcelogout.service"),
+            "/etc/systemd/system/forcelogout.service",
+            0o644,
         );
     }
 

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{harness_path, module_path, workspace_dir};
+use forcelogout_tests::workspace_dir;
 use serde_json::Value;
 
 const USER: &str = "fldesk";
 const STORE: &str = "/var/lib/forcelogout/forcelogout.db";
-const MODULE: &str = "/usr/local/lib/forcelogout/pam_forcelogout.so";
 const SERVER: &str = "/usr/local/bin/fl-notification-server";
 
 /// A graphical login's stack: pam_systemd registers a `user` session (as a display manager's
@@ -122,14 +121,7 @@ fn the_units_daemon_notifies_the_users_systemd_bus_and_keep_working_is_recorded(
     };
 
     // The build at the packaged paths and the package's unit file as shipped.
-    sd.install_programs();
-    sd.install(&module_path(), MODULE, 0o644);
-    sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
-    sd.install(
-        &workspace_dir().join("packaging/systemd/forcelogout.service"),
-        "/etc/systemd/system/forcelogout.service",
-        0o644,
-    );
+    sd.install_build();
     sd.install(
         &workspace_dir().join("tests/scripts/notification-server.py"),
         SERVER,

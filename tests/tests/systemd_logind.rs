@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use forcelogout_tests::systemd::{boot_or_skip, Systemd};
-use forcelogout_tests::{harness_path, module_path, workspace_dir};
+use forcelogout_tests::{harness_path, workspace_dir};
 
 const USER: &str = "flsd";
 const STORE: &str = "/var/lib/forcelogout/forcelogout.db";
-const MODULE: &str = "/usr/local/lib/forcelogout/pam_forcelogout.so";
 
 /// The stack of a login program on a systemd host: pam_systemd registers the session with
 /// logind (and moves the caller into its scope) before our module records it.
@@ -34,14 +33,7 @@ exec sleep 7303
 /// The build's binaries at the packaged paths, the package's unit, a configuration, the PAM
 /// stack and a throwaway user; returns the user's uid.
 fn install_build(sd: &Systemd, config: &str) -> u32 {
-    sd.install_programs();
-    sd.install(&module_path(), MODULE, 0o644);
-    sd.install(&harness_path(), "/usr/local/bin/fl-pam-harness", 0o755);
-    sd.install(
-        &workspace_dir().join("packaging/systemd/forcelogout.service"),
-        "/etc/systemd/system/forcelogout.service",
-        0o644,
-    );
+    sd.install_build();
     sd.write("/etc/forcelogout/forcelogout.toml", config);
     sd.write("/usr/local/bin/fl-session", SESSION_COMMAND);
     sd.write("/etc/pam.d/fltest", PAM_STACK);
