@@ -557,14 +557,14 @@ fn percent_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8"))
 }
 
-/// Maps the client's errors to the product's: a refused login or a missing privilege is
-/// exit 4, everything else (unreachable, closed, a server error) exit 1; one line each.
 /// `pg_error` for what was being done (`what`) on `endpoint`, as a `map_err` argument.
 fn pg_failure(endpoint: &str, what: &str) -> impl FnOnce(postgres::Error) -> Error {
     let context = format!("{what} on {endpoint}");
     move |e| pg_error(&context, e)
 }
 
+/// Maps the client's errors to the product's: a refused login or a missing privilege is
+/// exit 4, everything else (unreachable, closed, a server error) exit 1; one line each.
 pub fn pg_error(context: &str, e: postgres::Error) -> Error {
     let line = |text: String| crate::text::sanitize_line(&text);
     if let Some(db) = e.as_db_error() {
