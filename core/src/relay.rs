@@ -1,16 +1,17 @@
 //! Session writes recorded by the daemon for the PAM module, as wtmpdb's daemon does for its
-//! module: the daemon keeps one connection to the store, so a login costs at most one durable
-//! commit (logins that arrive together share one) instead of opening the store, parsing its
-//! schema and checkpointing the WAL on close. The
-//! module writes the store itself when the daemon is absent, declines or is slow; the session
-//! key it chooses makes a late second attempt harmless, and the daemon writes nothing after
-//! the deadline the module gives, after which the module no longer waits for it.
+//! module: the daemon keeps its connections to the store open, so a write costs at most one
+//! durable commit (writes that arrive together share one) instead of opening the store and
+//! parsing its schema. The module writes the store itself when the daemon is absent, declines
+//! or is slow; the session key it chooses makes a late second attempt harmless, and the daemon
+//! writes nothing after the deadline the module gives, after which the module no longer waits
+//! for it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvError, SyncSender, TrySendError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -101,20 +102,45 @@ fn connect_without_waiting(socket: &Path) -> std::io::Result<UnixStream> {
 
 /// Most requests recorded in one transaction.
 const MAX_BATCH: usize = 256;
+/// Most session writes read and waiting for their commit; past it the daemon declines at once
+/// and the module writes the store itself (each waiting write holds a connection open).
+pub const QUEUE_BOUND: usize = MAX_BATCH;
 /// How long the daemon waits for a connected module to send its request (which it writes
 /// right after connecting): short, because the rest of the batch waits too.
 const REQUEST_WAIT: Duration = Duration::from_millis(250);
 
-/// The daemon's side: waits for a connection, takes every other one already waiting as well,
-/// and records all their writes in one transaction (group commit), then answers each. Only
-/// root may record sessions (the socket's mode says so too; the kernel's word on each peer
-/// is checked again here).
-pub fn answer_waiting(
+/// An open or a close to record, and the notices its reply carries (worked out before the
+/// write is queued).
+struct WriteRequest {
+    request: Box<Request>,
+    notices: Vec<String>,
+}
+
+/// A session write read from the socket, waiting for its commit, and the connection to answer.
+pub struct QueuedWrite {
+    stream: UnixStream,
+    write: WriteRequest,
+}
+
+/// What the reading side made of a request: an answer now, or a write for the writing side.
+enum Triaged {
+    Answer(Reply),
+    Write(WriteRequest),
+}
+
+/// The daemon's reading side: waits for a connection and takes every other one already
+/// waiting; answers `account` and each refusal at once from `reader`; works out the notices of
+/// each open; and queues the writes for [`record_queued`], which commits them on its own
+/// connection meanwhile (so a login's NSS look-ups and socket work overlap the previous
+/// commit's fsync, and `account` never waits behind a commit). Only root may record sessions
+/// (the socket's mode says so too; the kernel's word on each peer is checked again here).
+pub fn take_requests(
     listener: &UnixListener,
-    store: &mut Store,
+    reader: &Store,
     config: &Config,
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
+    queue: &SyncSender<QueuedWrite>,
 ) -> std::io::Result<()> {
     let (first, _) = listener.accept()?;
     let mut streams = vec![first];
@@ -123,16 +149,59 @@ pub fn answer_waiting(
     listener.set_nonblocking(false)?;
     more?;
     let requests: Vec<Result<Request, Reply>> = streams.iter().map(read_request).collect();
-    let replies = serve(store, config, requests, clock, log);
-    for (stream, reply) in streams.iter().zip(replies) {
-        let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
-        text.push('\n');
-        if let Err(e) = (&*stream).write_all(text.as_bytes()) {
-            // The module stopped waiting and wrote the store itself.
-            log(&format!("a session reply was not delivered: {e}"));
+    let triaged = triage(reader, config, requests, clock, log);
+    for (stream, triaged) in streams.into_iter().zip(triaged) {
+        match triaged {
+            Triaged::Answer(reply) => send_reply(&stream, &reply, log),
+            Triaged::Write(write) => {
+                let queued = QueuedWrite { stream, write };
+                if let Err(refused) = queue.try_send(queued) {
+                    let (TrySendError::Full(queued) | TrySendError::Disconnected(queued)) = refused;
+                    let busy = Reply::Declined("too many session writes are waiting".into());
+                    send_reply(&queued.stream, &busy, log);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The daemon's writing side: waits for a queued write, takes every other one queued by then,
+/// records them all in one transaction (group commit) and answers each. Ends when the
+/// reading side is gone.
+pub fn record_queued(
+    queue: &Receiver<QueuedWrite>,
+    store: &mut Store,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    log: &dyn Fn(&str),
+) -> Result<(), RecvError> {
+    let mut batch = vec![queue.recv()?];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(queued) => batch.push(queued),
+            Err(_) => break,
+        }
+    }
+    let (streams, writes): (Vec<UnixStream>, Vec<WriteRequest>) =
+        batch.into_iter().map(|q| (q.stream, q.write)).unzip();
+    let replies = record(store, writes, clock);
+    for (stream, reply) in streams.iter().zip(replies) {
+        send_reply(stream, &reply, log);
+    }
+    Ok(())
+}
+
+fn send_reply(stream: &UnixStream, reply: &Reply, log: &dyn Fn(&str)) {
+    let sent = serde_json::to_string(reply)
+        .map_err(std::io::Error::other)
+        .and_then(|mut text| {
+            text.push('\n');
+            (&*stream).write_all(text.as_bytes())
+        });
+    if let Err(e) = sent {
+        // The module stopped waiting and wrote the store itself.
+        log(&format!("a session reply was not delivered: {e}"));
+    }
 }
 
 fn take_waiting(listener: &UnixListener, streams: &mut Vec<UnixStream>) -> std::io::Result<()> {
@@ -169,79 +238,111 @@ fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
     serde_json::from_str(&line).map_err(|e| refuse(format!("not a session request: {e}")))
 }
 
-/// Carries out requests on the daemon's store, exactly as the module would itself, in one
-/// transaction; a reply for each, in order.
-pub fn serve(
-    store: &mut Store,
+fn too_late() -> Reply {
+    Reply::Declined("the module stopped waiting".into())
+}
+
+/// Sorts requests read together: refusals and `account` are answered from `reader`; opens
+/// and closes become writes, each open with the notices its reply will carry (the current
+/// schedules are read once for all of them).
+fn triage(
+    reader: &Store,
     config: &Config,
     requests: Vec<Result<Request, Reply>>,
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
-) -> Vec<Reply> {
-    let too_late = || Reply::Declined("the module stopped waiting".into());
-    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
-    let mut pending: Vec<(usize, &Request)> = Vec::new();
-    let mut writes: Vec<SessionWrite<'_>> = Vec::new();
+) -> Vec<Triaged> {
     // Looked up once per batch; each request's store is compared with it.
-    let own_store = file_id(store.path());
-    for (index, request) in requests.iter().enumerate() {
-        replies.push(match request {
-            Err(refusal) => Some(refusal.clone()),
-            Ok(r) if own_store.is_none() || file_id(&r.db) != own_store => {
-                Some(Reply::Declined(format!(
-                    "this daemon records into {}, not {}",
-                    store.path().display(),
-                    r.db.display()
-                )))
+    let own_store = file_id(reader.path());
+    let mut schedules = None;
+    let mut triaged = Vec::with_capacity(requests.len());
+    for request in requests {
+        let request = match request {
+            Err(refusal) => {
+                triaged.push(Triaged::Answer(refusal));
+                continue;
             }
-            Ok(r) if clock() >= r.deadline => Some(too_late()),
-            Ok(Request {
-                action: Action::Account { user },
-                now,
-                ..
-            }) => Some(account(store, config, user, *now, log)),
-            Ok(r) => match write_of(r) {
-                Some(write) => {
-                    pending.push((index, r));
-                    writes.push(write);
-                    None
+            Ok(request) => request,
+        };
+        let answer = if own_store.is_none() || file_id(&request.db) != own_store {
+            Reply::Declined(format!(
+                "this daemon records into {}, not {}",
+                reader.path().display(),
+                request.db.display()
+            ))
+        } else if clock() >= request.deadline {
+            too_late()
+        } else {
+            match &request.action {
+                Action::Account { user } => account(reader, config, user, request.now, log),
+                Action::Open {
+                    login,
+                    notices: true,
+                    ..
+                } => {
+                    let schedules =
+                        schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
+                            Ok(read) => policy::enforceable(read, log),
+                            Err(e) => {
+                                log(&format!("notices: {e}"));
+                                Vec::new()
+                            }
+                        });
+                    let notices =
+                        policy::notices_among(schedules, config, &login.user, request.now)
+                            .unwrap_or_else(|e| {
+                                log(&format!("notices: {e}"));
+                                Vec::new()
+                            });
+                    triaged.push(Triaged::Write(WriteRequest {
+                        request: Box::new(request),
+                        notices,
+                    }));
+                    continue;
                 }
-                None => Some(Reply::Declined("not a session write".into())),
-            },
+                Action::Open { .. } | Action::Close { .. } => {
+                    triaged.push(Triaged::Write(WriteRequest {
+                        request: Box::new(request),
+                        notices: Vec::new(),
+                    }));
+                    continue;
+                }
+            }
+        };
+        triaged.push(Triaged::Answer(answer));
+    }
+    triaged
+}
+
+/// Records session writes in one transaction, exactly as the module would itself; a reply
+/// for each, in order. A write whose module has stopped waiting is not made.
+fn record(
+    store: &mut Store,
+    writes: Vec<WriteRequest>,
+    clock: &dyn Fn() -> DateTime<Utc>,
+) -> Vec<Reply> {
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(writes.len());
+    let mut made: Vec<usize> = Vec::new();
+    let mut session_writes: Vec<SessionWrite<'_>> = Vec::new();
+    for (index, WriteRequest { request, .. }) in writes.iter().enumerate() {
+        replies.push(match write_of(request) {
+            Some(write) => {
+                made.push(index);
+                session_writes.push(write);
+                None
+            }
+            None => Some(Reply::Declined("not a session write".into())),
         });
     }
-    let in_time = |k: usize| clock() < pending[k].1.deadline;
-    match store.record_session_writes(&writes, &in_time) {
+    let in_time = |k: usize| clock() < writes[made[k]].request.deadline;
+    match store.record_session_writes(&session_writes, &in_time) {
         Ok(outcomes) => {
-            let mut schedules = None;
-            for ((index, request), outcome) in pending.iter().zip(outcomes) {
-                replies[*index] = Some(match outcome {
-                    Ok(SessionWritten::Opened(opened)) => {
-                        let notices = match &request.action {
-                            Action::Open {
-                                login,
-                                notices: true,
-                                ..
-                            } => {
-                                let schedules = schedules.get_or_insert_with(|| {
-                                    match store.current_schedules_lenient() {
-                                        Ok(read) => policy::enforceable(read, log),
-                                        Err(e) => {
-                                            log(&format!("notices: {e}"));
-                                            Vec::new()
-                                        }
-                                    }
-                                });
-                                policy::notices_among(schedules, config, &login.user, request.now)
-                                    .unwrap_or_else(|e| {
-                                        log(&format!("notices: {e}"));
-                                        Vec::new()
-                                    })
-                            }
-                            _ => Vec::new(),
-                        };
-                        Reply::Opened { opened, notices }
-                    }
+            for (&index, outcome) in made.iter().zip(outcomes) {
+                replies[index] = Some(match outcome {
+                    Ok(SessionWritten::Opened(opened)) => Reply::Opened {
+                        opened,
+                        notices: writes[index].notices.clone(),
+                    },
                     Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
                     Ok(SessionWritten::TooLate) => too_late(),
                     Err(e) => Reply::Declined(e.to_string()),
@@ -249,8 +350,8 @@ pub fn serve(
             }
         }
         Err(e) => {
-            for (index, _) in &pending {
-                replies[*index] = Some(Reply::Declined(e.to_string()));
+            for &index in &made {
+                replies[index] = Some(Reply::Declined(e.to_string()));
             }
         }
     }
@@ -333,6 +434,36 @@ mod tests {
                 notices: true,
             },
         }
+    }
+
+    /// Both sides on one store, as the daemon's two threads do on two connections: a reply
+    /// for each request, in order.
+    fn serve(
+        store: &mut Store,
+        config: &Config,
+        requests: Vec<Result<Request, Reply>>,
+        clock: &dyn Fn() -> DateTime<Utc>,
+        log: &dyn Fn(&str),
+    ) -> Vec<Reply> {
+        let mut replies: Vec<Option<Reply>> = Vec::new();
+        let (mut written, mut writes) = (Vec::new(), Vec::new());
+        for (index, triaged) in triage(store, config, requests, clock, log)
+            .into_iter()
+            .enumerate()
+        {
+            replies.push(match triaged {
+                Triaged::Answer(reply) => Some(reply),
+                Triaged::Write(write) => {
+                    written.push(index);
+                    writes.push(write);
+                    None
+                }
+            });
+        }
+        for (index, reply) in written.into_iter().zip(record(store, writes, clock)) {
+            replies[index] = Some(reply);
+        }
+        replies.into_iter().map(Option::unwrap).collect()
     }
 
     fn serve_one(store: &mut Store, request: Request, clock: &dyn Fn() -> DateTime<Utc>) -> Reply {
@@ -480,6 +611,60 @@ mod tests {
         }
         assert!(notices[1].is_empty(), "{notices:?}");
         assert!(notices[2].is_empty(), "{notices:?}");
+    }
+
+    #[test]
+    fn account_is_answered_while_writes_wait_for_their_commit_and_a_full_queue_declines() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: only root may record sessions through the socket (the daemon checks the peer's uid)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let mut writer = Store::open(&db, Access::Create, Duration::from_secs(1)).unwrap();
+        let reader = Store::open(&db, Access::ReadOnly, Duration::from_secs(1)).unwrap();
+        let socket = dir.path().join("sessions");
+        let listener = UnixListener::bind(&socket).unwrap();
+        // Room for one waiting write.
+        let (queue, queued) = std::sync::mpsc::sync_channel(1);
+        let config = Config::default();
+        let ask = |request: Request| {
+            let socket = socket.clone();
+            std::thread::spawn(move || call(&socket, &request, Duration::from_secs(5)))
+        };
+        let take = || take_requests(&listener, &reader, &config, &Utc::now, &|_| {}, &queue);
+        let deadline = Utc::now() + chrono::Duration::seconds(30);
+
+        let first_open = ask(open_request(&db, "a", deadline));
+        take().unwrap();
+        let account = ask(Request {
+            action: Action::Account {
+                user: "nobody".into(),
+            },
+            ..open_request(&db, "unused", deadline)
+        });
+        take().unwrap();
+        let reply = account.join().unwrap().unwrap();
+        assert!(matches!(reply, Reply::Account(_)), "{reply:?}");
+        // The open is read and queued, not yet written.
+        assert!(events(&writer).is_empty());
+
+        let second_open = ask(open_request(&db, "b", deadline));
+        take().unwrap();
+        let reply = second_open.join().unwrap().unwrap();
+        assert!(
+            matches!(reply, Reply::Declined(ref why) if why.contains("too many")),
+            "{reply:?}"
+        );
+
+        record_queued(&queued, &mut writer, &Utc::now, &|_| {}).unwrap();
+        let reply = first_open.join().unwrap().unwrap();
+        assert!(
+            matches!(reply, Reply::Opened { ref opened, .. } if opened.session_key == "a" && opened.online),
+            "{reply:?}"
+        );
+        assert_eq!(events(&writer), ["online"]);
+        assert_eq!(sessions(&writer), 1);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! real daemon recording for it (daemon up). The module's cost is the difference to the
 //! baseline, as a multiple of the durable commits a login needs (one for open, one for close),
 //! each measured as a bare commit (WAL, synchronous=FULL) on the same disk in the same run;
-//! then the same per call, and logins per second from 8 processes at once.
+//! then the same per call, and logins per second from 8 processes at once with the CPU each
+//! login took there (the 8 processes' and the daemon's), which bounds what the machine's cores
+//! could carry.
 //!
 //! The stores hold a few schedules, as a real one does: a daily warning for another group,
 //! and a weekly kick with a lockout for another group (its window closed), so `account`
@@ -221,7 +223,11 @@ fn main() {
         breakdown(&stacks[1].stack, &down_config, &daemon, &mut bare);
     }
 
-    for s in &stacks {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (i, s) in stacks.iter().enumerate() {
+        // The daemon works only for the last stack; its CPU is counted there.
+        let daemon_pid = (i == 2).then(|| daemon.pid()).flatten();
+        let cpu_before = (children_cpu_us(), daemon_pid.map_or(0, process_cpu_us));
         let started = Instant::now();
         let children: Vec<_> = USERS
             .iter()
@@ -242,14 +248,57 @@ fn main() {
         }
         let wall = started.elapsed().as_secs_f64();
         failures += failed_here;
+        let logins = (USERS.len() * PARALLEL_LOGINS) as f64;
+        let clients = (children_cpu_us() - cpu_before.0) as f64 / logins;
+        let served = daemon_pid.map_or(0, process_cpu_us) - cpu_before.1;
+        let served = served as f64 / logins;
         println!(
             "8 parallel processes, {:<26} {:>6.0} logins per second ({failed_here} failed)",
             s.name,
-            (USERS.len() * PARALLEL_LOGINS) as f64 / wall
+            logins / wall
+        );
+        // What the machine could carry at most: its cores kept busy with nothing but logins.
+        println!(
+            "  CPU per login: the 8 processes {clients:.0} µs + the daemon {served:.0} µs; {cores} cores at that cost: at most {:.0} per second",
+            cores as f64 * 1e6 / (clients + served)
         );
     }
     println!("failed PAM calls in the whole run: {failures}");
     drop(daemon);
+}
+
+/// CPU time (user and system) of this process's waited-for children so far, in µs: /proc's
+/// cutime and cstime, in USER_HZ ticks (100 a second on Linux).
+fn children_cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command's closing parenthesis begin with field 3 (man 5 proc).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..]
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| fields[field - 3].parse::<u64>().expect("ticks");
+    (ticks(16) + ticks(17)) * 10_000
+}
+
+/// CPU time of every thread of process `pid` so far, in µs (each task's schedstat, in ns).
+fn process_cpu_us(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    let nanoseconds: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanoseconds / 1000
+}
+
+/// CPU time of the calling thread so far, in µs.
+fn thread_cpu_us() -> u64 {
+    let line = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let nanoseconds: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("schedstat");
+    nanoseconds / 1000
 }
 
 /// Median microseconds of `f` over `n` runs.
@@ -321,21 +370,23 @@ fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, bare: &mut St
     // `online`; its deletion, `removed` and `offline`), as the daemon's session thread writes
     // them, on one open connection with its statements prepared: no PAM, no socket, no NSS.
     let mut warm = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
-    let (mut rows, mut pairs) = (Vec::new(), Vec::new());
+    let (mut rows, mut rows_cpu, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..N {
         let key = forcelogout_core::ids::new_id().expect("id");
+        let cpu = thread_cpu_us();
         let started = Instant::now();
         warm.open_session(&key, &login, &process, Utc::now())
             .expect("open");
         warm.close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
             .expect("close");
         rows.push(started.elapsed().as_micros() as u64);
+        rows_cpu.push(thread_cpu_us() - cpu);
         let two = bare.bare_insert_commits(2).expect("bare commits");
         pairs.push(two.as_micros() as u64);
     }
-    let (rows, pairs) = (median(rows), median(pairs));
+    let (rows, rows_cpu, pairs) = (median(rows), median(rows_cpu), median(pairs));
     println!(
-        "  a login's rows alone (open's and close's commits on one open connection): {rows} = {:.2}x the 2 bare commits beside them ({pairs})",
+        "  a login's rows alone (open's and close's commits on one open connection): {rows} = {:.2}x the 2 bare commits beside them ({pairs}); CPU {rows_cpu}",
         rows as f64 / pairs as f64
     );
     let ask = |action: relay::Action| {

@@ -65,6 +65,9 @@ const SETTLE_FOR: chrono::Duration = chrono::Duration::seconds(1);
 /// The module waits at most half its timeout for a session write; waiting on another writer
 /// longer than that is waiting for nobody.
 const SESSION_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The session reader's connection reads a few schedules per login: a small cache keeps the
+/// idle daemon small.
+const READER_PAGE_CACHE_KIB: u32 = 256;
 
 pub(crate) fn log(line: &str) {
     eprintln!(
@@ -250,25 +253,32 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
         .map_err(|e| Error::io("arming the timer", e.into()))
 }
 
-/// Records the PAM module's session writes on the root-only session socket, in a thread of
-/// its own with its own connection, so that a login never waits behind enforcement; the
-/// requests that arrive together are committed together.
+/// Records the PAM module's session writes on the root-only session socket, in threads of
+/// their own with their own connections, so that a login never waits behind enforcement: one
+/// reads requests, answers `account` and works out the notices; the other commits the writes
+/// that arrive together in one transaction while the next ones are read.
 fn record_sessions(ctx: &Context) -> Result<(), Error> {
     let listener = bind(&ctx.config.session_socket, 0o600)?;
-    let mut store = Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?;
+    let mut writer = Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?;
+    let reader = Store::open(&ctx.db, Access::ReadOnly, SESSION_BUSY_TIMEOUT)?;
+    reader.limit_page_cache(READER_PAGE_CACHE_KIB)?;
     let config = ctx.config.clone();
+    let (queue, queued) = std::sync::mpsc::sync_channel(relay::QUEUE_BOUND);
+    std::thread::Builder::new()
+        .name("session-writes".into())
+        .spawn(move || while relay::record_queued(&queued, &mut writer, &Utc::now, &log).is_ok() {})
+        .map_err(|e| Error::io("starting the session recorder", e))?;
     std::thread::Builder::new()
         .name("sessions".into())
         .spawn(move || loop {
-            let answered =
-                relay::answer_waiting(&listener, &mut store, &config, &Utc::now, &|line| log(line));
-            if let Err(e) = answered {
+            let taken = relay::take_requests(&listener, &reader, &config, &Utc::now, &log, &queue);
+            if let Err(e) = taken {
                 log(&format!("session requests failed: {e}"));
                 // Out of descriptors, say: meanwhile the modules write the store themselves.
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
-        .map_err(|e| Error::io("starting the session recorder", e))?;
+        .map_err(|e| Error::io("starting the session reader", e))?;
     Ok(())
 }
 
