@@ -255,63 +255,53 @@ fn triage(
     // Looked up once per batch; each request's store is compared with it.
     let own_store = file_id(reader.path());
     let mut schedules = None;
-    let mut triaged = Vec::with_capacity(requests.len());
-    for request in requests {
-        let request = match request {
-            Err(refusal) => {
-                triaged.push(Triaged::Answer(refusal));
-                continue;
+    let mut notices_of = |login: &LoginFacts, now: DateTime<Utc>| {
+        let schedules = schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
+            Ok(read) => policy::enforceable(read, log),
+            Err(e) => {
+                log(&format!("notices: {e}"));
+                Vec::new()
             }
-            Ok(request) => request,
-        };
-        let answer = if own_store.is_none() || file_id(&request.db) != own_store {
-            Reply::Declined(format!(
-                "this daemon records into {}, not {}",
-                reader.path().display(),
-                request.db.display()
-            ))
-        } else if clock() >= request.deadline {
-            too_late()
-        } else {
-            match &request.action {
-                Action::Account { user } => account(reader, config, user, request.now, log),
+        });
+        policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
+            log(&format!("notices: {e}"));
+            Vec::new()
+        })
+    };
+    let write = |request: Request, notices: Vec<String>| {
+        Triaged::Write(WriteRequest {
+            request: Box::new(request),
+            notices,
+        })
+    };
+    requests
+        .into_iter()
+        .map(|request| match request {
+            Err(refusal) => Triaged::Answer(refusal),
+            Ok(r) if own_store.is_none() || file_id(&r.db) != own_store => {
+                Triaged::Answer(Reply::Declined(format!(
+                    "this daemon records into {}, not {}",
+                    reader.path().display(),
+                    r.db.display()
+                )))
+            }
+            Ok(r) if clock() >= r.deadline => Triaged::Answer(too_late()),
+            Ok(r) => match &r.action {
+                Action::Account { user } => {
+                    Triaged::Answer(account(reader, config, user, r.now, log))
+                }
                 Action::Open {
                     login,
                     notices: true,
                     ..
                 } => {
-                    let schedules =
-                        schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
-                            Ok(read) => policy::enforceable(read, log),
-                            Err(e) => {
-                                log(&format!("notices: {e}"));
-                                Vec::new()
-                            }
-                        });
-                    let notices =
-                        policy::notices_among(schedules, config, &login.user, request.now)
-                            .unwrap_or_else(|e| {
-                                log(&format!("notices: {e}"));
-                                Vec::new()
-                            });
-                    triaged.push(Triaged::Write(WriteRequest {
-                        request: Box::new(request),
-                        notices,
-                    }));
-                    continue;
+                    let notices = notices_of(login, r.now);
+                    write(r, notices)
                 }
-                Action::Open { .. } | Action::Close { .. } => {
-                    triaged.push(Triaged::Write(WriteRequest {
-                        request: Box::new(request),
-                        notices: Vec::new(),
-                    }));
-                    continue;
-                }
-            }
-        };
-        triaged.push(Triaged::Answer(answer));
-    }
-    triaged
+                Action::Open { .. } | Action::Close { .. } => write(r, Vec::new()),
+            },
+        })
+        .collect()
 }
 
 /// Records session writes in one transaction, exactly as the module would itself; a reply
