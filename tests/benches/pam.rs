@@ -389,6 +389,34 @@ fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, bare: &mut St
         "  a login's rows alone (open's and close's commits on one open connection): {rows} = {:.2}x the 2 bare commits beside them ({pairs}); CPU {rows_cpu}",
         rows as f64 / pairs as f64
     );
+    // Daemon down, the least a login could cost if one connection served all three calls
+    // (which the module does not do: see the README): the store opened for writing once,
+    // `account`'s read, then the login's rows.
+    let (mut one, mut one_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..N {
+        let key = forcelogout_core::ids::new_id().expect("id");
+        let cpu = thread_cpu_us();
+        let started = Instant::now();
+        let mut store = Store::open(&down.db, Access::ReadWrite, budget)
+            .expect("store")
+            .for_one_call();
+        let kicks = store.current_kick_schedules_lenient().expect("read").0;
+        policy::account_decision(&kicks, USER, &config, Utc::now()).expect("decision");
+        store
+            .open_session(&key, &login, &process, Utc::now())
+            .expect("open");
+        store
+            .close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
+            .expect("close");
+        drop(store);
+        one.push(started.elapsed().as_micros() as u64);
+        one_cpu.push(thread_cpu_us() - cpu);
+    }
+    println!(
+        "  daemon down, one connection for the whole login (not how the module works): {}, CPU {}",
+        median(one),
+        median(one_cpu)
+    );
     let ask = |action: relay::Action| {
         let request = relay::Request {
             db: daemon.db.clone(),
