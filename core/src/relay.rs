@@ -155,11 +155,12 @@ pub fn take_requests(
             Triaged::Answer(reply) => send_reply(&stream, &reply, log),
             Triaged::Write(write) => {
                 let queued = QueuedWrite { stream, write };
-                if let Err(refused) = queue.try_send(queued) {
-                    let (TrySendError::Full(queued) | TrySendError::Disconnected(queued)) = refused;
-                    let busy = Reply::Declined("too many session writes are waiting".into());
-                    send_reply(&queued.stream, &busy, log);
-                }
+                let (queued, why) = match queue.try_send(queued) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(q)) => (q, "too many session writes are waiting"),
+                    Err(TrySendError::Disconnected(q)) => (q, "the session writer has stopped"),
+                };
+                send_reply(&queued.stream, &Reply::Declined(why.into()), log);
             }
         }
     }
