@@ -367,7 +367,7 @@ fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, bare: &mut St
          open {open}, close {close} (each: opening the store for writing {open_write}, the rest its one commit)"
     );
     // The floor under both paths: the rows SPEC §3 has a login write (the session row and
-    // `online`; its deletion, `removed` and `offline`), as the daemon's session thread writes
+    // `online`; its deletion, `removed` and `offline`), as the daemon's session writer writes
     // them, on one open connection with its statements prepared: no PAM, no socket, no NSS.
     let mut warm = Store::open(&down.db, Access::ReadWrite, budget).expect("store");
     let (mut rows, mut rows_cpu, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
