@@ -309,7 +309,7 @@ fn triage(
 /// for each, in order. A write whose module has stopped waiting is not made.
 fn record(
     store: &mut Store,
-    writes: Vec<WriteRequest>,
+    mut writes: Vec<WriteRequest>,
     clock: &dyn Fn() -> DateTime<Utc>,
 ) -> Vec<Reply> {
     let mut replies: Vec<Option<Reply>> = Vec::with_capacity(writes.len());
@@ -332,7 +332,7 @@ fn record(
                 replies[index] = Some(match outcome {
                     Ok(SessionWritten::Opened(opened)) => Reply::Opened {
                         opened,
-                        notices: writes[index].notices.clone(),
+                        notices: std::mem::take(&mut writes[index].notices),
                     },
                     Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
                     Ok(SessionWritten::TooLate) => too_late(),
