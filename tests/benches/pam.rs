@@ -279,26 +279,26 @@ fn children_cpu_us() -> u64 {
     (ticks(16) + ticks(17)) * 10_000
 }
 
-/// CPU time of every thread of process `pid` so far, in µs (each task's schedstat, in ns).
+/// CPU time of every thread of process `pid` so far, in µs.
 fn process_cpu_us(pid: u32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
-    let nanoseconds: u64 = tasks
+    tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    nanoseconds / 1000
+        .filter_map(|task| schedstat_us(&task.path().join("schedstat")))
+        .sum()
 }
 
 /// CPU time of the calling thread so far, in µs.
 fn thread_cpu_us() -> u64 {
-    let line = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
-    let nanoseconds: u64 = line
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("schedstat");
-    nanoseconds / 1000
+    schedstat_us(Path::new("/proc/thread-self/schedstat")).expect("schedstat")
+}
+
+/// A task's time on the CPU from its schedstat (the first field, in ns), in µs; `None` for a
+/// task that has ended.
+fn schedstat_us(path: &Path) -> Option<u64> {
+    let line = std::fs::read_to_string(path).ok()?;
+    let nanoseconds: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(nanoseconds / 1000)
 }
 
 /// Median microseconds of `f` over `n` runs.
