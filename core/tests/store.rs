@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
-use forcelogout_core::store::{Access, ScheduleEvent, Store};
+use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
+use forcelogout_core::store::{
+    Access, RemovalReason, ScheduleEvent, Store, SESSION_WRITER_WAL_LIMIT_BYTES, WAL_LIMIT_BYTES,
+};
 use forcelogout_core::Error;
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -272,4 +275,78 @@ fn a_missing_store_is_not_created_by_readers() {
     let path = dir.path().join("absent.db");
     assert!(Store::open(&path, Access::ReadOnly, Duration::from_secs(1)).is_err());
     assert!(!path.exists());
+}
+
+#[test]
+fn each_writer_keeps_the_wal_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    let path = dir.path().join("state/fl.db");
+    let wal_size = || std::fs::metadata(dir.path().join("state/fl.db-wal")).map_or(0, |m| m.len());
+    // A bound is checked before each write, so one write's frames may go past it.
+    let one_write = 32 * (4096 + 24);
+    let login = LoginFacts {
+        user: "alice".into(),
+        uid: 1000,
+        ..LoginFacts::default()
+    };
+    let process = ProcessFacts::of_current_process();
+    let now = utc("2026-11-23T10:00:00Z");
+    let one_call = || {
+        Store::open(&path, Access::ReadWrite, Duration::from_secs(2))
+            .unwrap()
+            .for_one_call()
+    };
+    // `count` logins, each write on `writer`, else on a connection of its own as the module
+    // makes them; the largest WAL seen.
+    let logins = |prefix: &str, count: usize, mut writer: Option<&mut Store>| {
+        let mut largest = 0;
+        for i in 0..count {
+            let key = format!("{prefix}{i}");
+            for open in [true, false] {
+                let mut own;
+                let store = match writer.as_deref_mut() {
+                    Some(store) => store,
+                    None => {
+                        own = one_call();
+                        &mut own
+                    }
+                };
+                if open {
+                    store.open_session(&key, &login, &process, now).unwrap();
+                } else {
+                    let closed =
+                        store.close_session(Some(&key), &process, RemovalReason::Logout, now);
+                    assert!(closed.unwrap().removed);
+                }
+                largest = largest.max(wal_size());
+            }
+        }
+        largest
+    };
+
+    // The module's connections: the WAL stays small for the next process that opens it alone.
+    let largest = logins("module-", 60, None);
+    assert!(
+        largest > 0 && largest <= WAL_LIMIT_BYTES + one_write,
+        "{largest}"
+    );
+
+    // The daemon's session writer lets it grow further, within its own bound.
+    let mut writer = Store::open(&path, Access::ReadWrite, Duration::from_secs(2))
+        .unwrap()
+        .for_session_writer()
+        .unwrap();
+    let largest = logins("daemon-", 150, Some(&mut writer));
+    assert!(largest > WAL_LIMIT_BYTES + one_write, "{largest}");
+    assert!(
+        largest <= SESSION_WRITER_WAL_LIMIT_BYTES + one_write,
+        "{largest}"
+    );
+
+    // The daemon stops: the module's first write copies that WAL and starts it again, cut
+    // back to the module's bound.
+    drop(writer);
+    logins("after-", 1, None);
+    assert!(wal_size() <= WAL_LIMIT_BYTES, "{}", wal_size());
 }

@@ -47,7 +47,11 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// re-read. Past it, the next write first copies the WAL into the database (a passive
 /// checkpoint: it never waits for, or blocks, another reader or writer), and its commit then
 /// starts the WAL again from the top, truncated back to this size.
-const WAL_LIMIT_BYTES: u64 = 32 + 64 * (4096 + 24);
+pub const WAL_LIMIT_BYTES: u64 = 32 + 64 * (4096 + 24);
+/// The bound for the daemon's session writer instead (see `Store::for_session_writer`): 256
+/// frames. While the daemon runs, no process opens the store alone, so nothing re-reads the
+/// WAL; fewer copies into the database mean fewer fsyncs per login recorded.
+pub const SESSION_WRITER_WAL_LIMIT_BYTES: u64 = 32 + 256 * (4096 + 24);
 /// The largest WAL a connection opened for one PAM call copies before writing: a WAL grown
 /// far past the bound (a prune, or a reader that held its snapshot for long) is left to the
 /// next long-lived writer, so that a login never pays for copying it.
@@ -68,6 +72,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     host_zone: Tz,
+    /// The WAL size past which this connection copies the WAL before a write.
+    wal_limit: u64,
     /// The largest WAL this connection checkpoints before a write (see `WAL_LIMIT_BYTES`).
     checkpoint_cap: u64,
 }
@@ -123,6 +129,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             host_zone: clock::host_timezone(),
+            wal_limit: WAL_LIMIT_BYTES,
             checkpoint_cap: u64::MAX,
         };
         store
@@ -170,6 +177,7 @@ impl Store {
             conn,
             path,
             host_zone: clock::host_timezone(),
+            wal_limit: WAL_LIMIT_BYTES,
             checkpoint_cap: 0,
         };
         store.migrate()?;
@@ -185,6 +193,18 @@ impl Store {
     pub fn for_one_call(mut self) -> Store {
         self.checkpoint_cap = ONE_CALL_CHECKPOINT_CAP;
         self
+    }
+
+    /// For the daemon's session writer, which commits the logins of the whole host: its WAL
+    /// bound is `SESSION_WRITER_WAL_LIMIT_BYTES`. Left by a daemon that stopped, such a WAL
+    /// is re-read by the processes that open the store alone until the first write of the
+    /// module copies it (it is well within `ONE_CALL_CHECKPOINT_CAP`).
+    pub fn for_session_writer(mut self) -> Result<Store, Error> {
+        self.wal_limit = SESSION_WRITER_WAL_LIMIT_BYTES;
+        self.conn
+            .pragma_update(None, "journal_size_limit", self.wal_limit as i64)
+            .map_err(|e| self.fail("setting the WAL's size limit", e))?;
+        Ok(self)
     }
 
     /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2 MB per connection).
@@ -220,7 +240,7 @@ impl Store {
         Ok((tx, path, zone))
     }
 
-    /// Before a write: a WAL past `WAL_LIMIT_BYTES` (and within this connection's cap) is
+    /// Before a write: a WAL past this connection's bound (and within this connection's cap) is
     /// copied into the database, so that this write's commit starts it again from the top.
     /// Passive: it takes no lock another connection waits for, and gives up where a reader
     /// still needs the WAL; a failure leaves the WAL to the next writer.
@@ -228,7 +248,7 @@ impl Store {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-        if size > WAL_LIMIT_BYTES && size <= self.checkpoint_cap {
+        if size > self.wal_limit && size <= self.checkpoint_cap {
             let _ = self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));

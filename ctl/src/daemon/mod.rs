@@ -259,7 +259,8 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
 /// that arrive together in one transaction while the next ones are read.
 fn record_sessions(ctx: &Context) -> Result<(), Error> {
     let listener = bind(&ctx.config.session_socket, 0o600)?;
-    let mut writer = Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?;
+    let mut writer =
+        Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?.for_session_writer()?;
     let reader = Store::open(&ctx.db, Access::ReadOnly, SESSION_BUSY_TIMEOUT)?;
     reader.limit_page_cache(READER_PAGE_CACHE_KIB)?;
     let config = ctx.config.clone();
