@@ -16,8 +16,12 @@
 //! reads and weighs them. `FL_BENCH_ROUNDS` shortens the run while iterating.
 //! The per-step breakdown runs the module's core steps one by one in this process.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -161,9 +165,15 @@ fn main() {
     let rounds = rounds();
     let mut samples: Vec<Vec<Login>> = vec![Vec::new(); stacks.len()];
     let mut failures = 0;
+    // How long one process alone, with the daemon down, holds the store's write lock.
+    let mut held_alone = Duration::ZERO;
     for _ in 0..rounds {
         for (i, s) in stacks.iter().enumerate() {
+            let probe = (i == 1).then(|| (WriteLockProbe::start(&s.stack.db), Instant::now()));
             let t = s.stack.run(USER, &[&format!("login:{LOGINS_PER_ROUND}")]);
+            if let Some((probe, started)) = probe {
+                held_alone += started.elapsed().mul_f64(probe.held_fraction());
+            }
             failures += t.logins.iter().filter(|l| failed(l)).count()
                 + LOGINS_PER_ROUND.saturating_sub(t.logins.len());
             samples[i].extend(t.logins);
@@ -217,6 +227,14 @@ fn main() {
         println!("  {:<26} {}", stack.name, parts.join("   "));
     }
 
+    // SQLite admits one writer at a time: what one process holds the lock for bounds what
+    // any number of them can do without the daemon's group commit.
+    let held_per_login = held_alone.as_micros() as f64 / (rounds * LOGINS_PER_ROUND) as f64;
+    println!(
+        "  forcelogout, daemon down   holds the store's write lock {held_per_login:.0} µs per login, one process alone: at most {:.0} logins per second however many processes (one writer at a time)",
+        1e6 / held_per_login
+    );
+
     // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
     // daemon, whose core this process does not share.
     if std::env::var_os("FL_BENCH_NO_BREAKDOWN").is_none() {
@@ -228,6 +246,7 @@ fn main() {
         // The daemon works only for the last stack; its CPU is counted there.
         let daemon_pid = (i == 2).then(|| daemon.pid()).flatten();
         let cpu_before = (children_cpu_us(), daemon_pid.map_or(0, process_cpu_us));
+        let probe = (i > 0).then(|| WriteLockProbe::start(&s.stack.db));
         let started = Instant::now();
         let children: Vec<_> = USERS
             .iter()
@@ -247,6 +266,7 @@ fn main() {
                 + PARALLEL_LOGINS.saturating_sub(t.logins.len());
         }
         let wall = started.elapsed().as_secs_f64();
+        let held = probe.map(WriteLockProbe::held_fraction);
         failures += failed_here;
         let logins = (USERS.len() * PARALLEL_LOGINS) as f64;
         let clients = (children_cpu_us() - cpu_before.0) as f64 / logins;
@@ -262,9 +282,66 @@ fn main() {
             "  CPU per login: the 8 processes {clients:.0} µs + the daemon {served:.0} µs; {cores} cores at that cost: at most {:.0} per second",
             cores as f64 * 1e6 / (clients + served)
         );
+        // SQLite admits one writer at a time: the time the lock is held per login bounds
+        // logins per second from any number of processes.
+        if let Some(held) = held {
+            let per_login = held * wall * 1e6 / logins;
+            println!(
+                "  the store's write lock (one writer at a time) held {:.0}% of the phase: {per_login:.0} µs per login, so at most {:.0} per second at that hold",
+                held * 100.0,
+                1e6 / per_login
+            );
+        }
     }
     println!("failed PAM calls in the whole run: {failures}");
     drop(daemon);
+}
+
+/// Samples, on a thread of its own, whether another process holds the store's write lock. In
+/// WAL mode SQLite's one writer holds a POSIX lock on byte 120 of the `-shm` file (the unix
+/// VFS's WAL_WRITE_LOCK); F_GETLK only asks, it takes nothing, so the writers never wait on it.
+struct WriteLockProbe {
+    stop: Arc<AtomicBool>,
+    sampler: JoinHandle<(u64, u64)>,
+}
+
+impl WriteLockProbe {
+    const WRITE_LOCK_BYTE: i64 = 120;
+    const EVERY: Duration = Duration::from_micros(250);
+
+    fn start(db: &Path) -> WriteLockProbe {
+        let mut shm = db.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = std::fs::File::open(&shm).expect("the store's -shm file");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let sampler = std::thread::spawn(move || {
+            let (mut held, mut samples) = (0, 0);
+            while !stopped.load(Ordering::Relaxed) {
+                let mut lock = nix::libc::flock {
+                    l_type: nix::libc::F_WRLCK as i16,
+                    l_whence: nix::libc::SEEK_SET as i16,
+                    l_start: Self::WRITE_LOCK_BYTE,
+                    l_len: 1,
+                    l_pid: 0,
+                };
+                nix::fcntl::fcntl(shm.as_raw_fd(), nix::fcntl::FcntlArg::F_GETLK(&mut lock))
+                    .expect("F_GETLK");
+                held += u64::from(lock.l_type != nix::libc::F_UNLCK as i16);
+                samples += 1;
+                std::thread::sleep(Self::EVERY);
+            }
+            (held, samples)
+        });
+        WriteLockProbe { stop, sampler }
+    }
+
+    /// The share of the samples that found the lock held.
+    fn held_fraction(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let (held, samples) = self.sampler.join().expect("probe");
+        held as f64 / samples.max(1) as f64
+    }
 }
 
 /// CPU time (user and system) of this process's waited-for children so far, in µs: /proc's
