@@ -227,11 +227,11 @@ fn main() {
         println!("  {:<26} {}", stack.name, parts.join("   "));
     }
 
-    // SQLite admits one writer at a time: what one process holds the lock for bounds what
-    // any number of them can do without the daemon's group commit.
+    // SQLite admits one writer at a time: the time a login holds the lock bounds logins per
+    // second at that hold, however many processes make them.
     let held_per_login = held_alone.as_micros() as f64 / (rounds * LOGINS_PER_ROUND) as f64;
     println!(
-        "  forcelogout, daemon down   holds the store's write lock {held_per_login:.0} µs per login, one process alone: at most {:.0} logins per second however many processes (one writer at a time)",
+        "  forcelogout, daemon down   one process alone holds the store's write lock {held_per_login:.0} µs per login: at most {:.0} logins per second at that hold (one writer at a time)",
         1e6 / held_per_login
     );
 
@@ -300,6 +300,8 @@ fn main() {
 /// Samples, on a thread of its own, whether another process holds the store's write lock. In
 /// WAL mode SQLite's one writer holds a POSIX lock on byte 120 of the `-shm` file (the unix
 /// VFS's WAL_WRITE_LOCK); F_GETLK only asks, it takes nothing, so the writers never wait on it.
+/// This process must have no connection to that store open meanwhile: closing the probe's
+/// descriptor drops every POSIX lock the process holds on the file.
 struct WriteLockProbe {
     stop: Arc<AtomicBool>,
     sampler: JoinHandle<(u64, u64)>,
