@@ -200,11 +200,19 @@ impl Store {
     /// is re-read by the processes that open the store alone until the first write of the
     /// module copies it (it is well within `ONE_CALL_CHECKPOINT_CAP`).
     pub fn for_session_writer(mut self) -> Result<Store, Error> {
-        self.wal_limit = SESSION_WRITER_WAL_LIMIT_BYTES;
-        self.conn
-            .pragma_update(None, "journal_size_limit", self.wal_limit as i64)
-            .map_err(|e| self.fail("setting the WAL's size limit", e))?;
+        self.bound_wal_at(SESSION_WRITER_WAL_LIMIT_BYTES)?;
         Ok(self)
+    }
+
+    /// This connection's WAL bound: where it copies the WAL before a write (`bound_wal`), and
+    /// the size a commit that starts the WAL again truncates it back to. Below the bound the
+    /// WAL is overwritten in place, so a commit's sync carries no change of its size.
+    fn bound_wal_at(&mut self, bytes: u64) -> Result<(), Error> {
+        self.conn
+            .pragma_update(None, "journal_size_limit", bytes as i64)
+            .map_err(|e| self.fail("setting the WAL's size limit", e))?;
+        self.wal_limit = bytes;
+        Ok(())
     }
 
     /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2 MB per connection).
@@ -261,7 +269,7 @@ impl Store {
 
     /// WAL so that readers never block the PAM module; FULL so that a committed event
     /// survives a power cut (an audit log that loses its tail is worse than a slow one).
-    fn set_durable_wal(&self) -> Result<(), Error> {
+    fn set_durable_wal(&mut self) -> Result<(), Error> {
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -278,12 +286,7 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.fail("setting synchronous=FULL", e))?;
-        // A commit that starts the WAL again truncates it back to the bound; below it, the
-        // WAL is overwritten in place, so a commit's sync carries no change of its size.
-        self.conn
-            .pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES as i64)
-            .map_err(|e| self.fail("setting the WAL's size limit", e))?;
-        Ok(())
+        self.bound_wal_at(WAL_LIMIT_BYTES)
     }
 
     fn schema_version(&self) -> Result<usize, Error> {
