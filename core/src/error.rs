@@ -46,6 +46,18 @@ impl Error {
         }
     }
 
+    /// The store was locked by another connection for longer than the busy timeout allowed
+    /// (or SQLite refused at once to wait, to break a lock cycle): worth trying again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Error::Store { cause, .. } if matches!(
+                cause.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+
     /// The documented exit code of `forcelogoutctl` (SPEC §6.2).
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -249,24 +249,27 @@ fn a_store_from_a_newer_build_is_refused_not_misread() {
 
 #[test]
 fn concurrent_first_opens_migrate_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fl.db");
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                let mut store =
-                    Store::open(&path, Access::ReadWrite, Duration::from_secs(10)).unwrap();
-                let s = daily("g", "10:00");
-                store.add_schedule(&s, "root", Utc::now()).unwrap();
+    // A race that failed about one run in 25: several rounds make a regression visible.
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fl.db");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut store =
+                        Store::open(&path, Access::ReadWrite, Duration::from_secs(10)).unwrap();
+                    let s = daily("g", "10:00");
+                    store.add_schedule(&s, "root", Utc::now()).unwrap();
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let store = Store::open(&path, Access::ReadOnly, Duration::from_secs(1)).unwrap();
+        assert_eq!(store.current_schedules(None).unwrap().len(), 8);
     }
-    let store = Store::open(&path, Access::ReadOnly, Duration::from_secs(1)).unwrap();
-    assert_eq!(store.current_schedules(None).unwrap().len(), 8);
 }
 
 #[test]

@@ -143,8 +143,12 @@ impl Store {
             .map_err(|e| store.fail("keeping the WAL on close", e))?;
         match access {
             Access::Create | Access::ReadWrite => {
-                store.set_durable_wal()?;
-                store.migrate()?;
+                // Several processes may create the store at once (the first logins of a new
+                // host): a switch to WAL or a migration that SQLite refuses at once, without
+                // its busy handler, to break a lock cycle is tried again until the timeout.
+                let deadline = std::time::Instant::now() + busy_timeout;
+                retry_while_busy(deadline, || store.set_durable_wal())?;
+                retry_while_busy(deadline, || store.migrate())?;
             }
             Access::ReadOnly => store.check_version()?,
         }
@@ -338,6 +342,24 @@ impl Store {
         }
         tx.commit()
             .map_err(|e| classify(&self.path, "committing the schema migration", e))
+    }
+}
+
+/// Runs `attempt` again while it fails only because the store is busy, until `deadline`,
+/// with a growing pause (1 ms to 50 ms) between attempts.
+fn retry_while_busy<T>(
+    deadline: std::time::Instant,
+    mut attempt: impl FnMut() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match attempt() {
+            Err(e) if e.is_busy() && std::time::Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            outcome => return outcome,
+        }
     }
 }
 
