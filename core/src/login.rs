@@ -334,6 +334,19 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
     };
     let (opened, notices, recorder) = match ctx.relay(&config, process.clone(), action) {
         Ok(relay::Reply::Opened { opened, notices }) => (opened, notices, "the daemon".into()),
+        Ok(relay::Reply::Queued { notices }) => {
+            // The store is busy: the daemon keeps this write and makes it once it can.
+            h.log(
+                LogLevel::Notice,
+                &format!("the store is busy: the daemon records the session of {user} when it can"),
+            );
+            let opened = crate::store::Opened {
+                session_key: session_key.clone(),
+                online: false,
+                last_logout_message: None,
+            };
+            (opened, notices, "the daemon, later".into())
+        }
         outcome => {
             let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
             let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
@@ -405,6 +418,14 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
         };
         match ctx.relay(&config, process.clone(), action) {
             Ok(relay::Reply::Closed(closed)) => Ok((closed, "the daemon".to_string())),
+            Ok(relay::Reply::Queued { .. }) => {
+                let later = crate::store::Closed {
+                    session_key: session_key.clone(),
+                    removed: false,
+                    offline: false,
+                };
+                Ok((later, "the daemon, later (the store is busy)".to_string()))
+            }
             outcome => {
                 let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
                 let closed = store.close_session(

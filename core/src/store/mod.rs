@@ -219,6 +219,13 @@ impl Store {
         Ok(())
     }
 
+    /// How long this connection's statements wait on another writer from now on.
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|e| self.fail("setting the busy timeout", e))
+    }
+
     /// Caps this connection's page cache at `kib` KiB (SQLite's default is 2 MB per connection).
     pub fn limit_page_cache(&self, kib: u32) -> Result<(), Error> {
         self.conn

@@ -259,15 +259,16 @@ fn arm(timer: &TimerFd, wake: DateTime<Utc>) -> Result<(), Error> {
 /// that arrive together in one transaction while the next ones are read.
 fn record_sessions(ctx: &Context) -> Result<(), Error> {
     let listener = bind(&ctx.config.session_socket, 0o600)?;
-    let mut writer =
-        Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?.for_session_writer()?;
+    let mut writer = relay::SessionWriter::new(
+        Store::open(&ctx.db, Access::ReadWrite, SESSION_BUSY_TIMEOUT)?.for_session_writer()?,
+    );
     let reader = Store::open(&ctx.db, Access::ReadOnly, SESSION_BUSY_TIMEOUT)?;
     reader.limit_page_cache(READER_PAGE_CACHE_KIB)?;
     let config = ctx.config.clone();
     let (queue, queued) = std::sync::mpsc::sync_channel(relay::QUEUE_BOUND);
     std::thread::Builder::new()
         .name("session-writes".into())
-        .spawn(move || while relay::record_queued(&queued, &mut writer, &Utc::now, &log).is_ok() {})
+        .spawn(move || while writer.record_queued(&queued, &Utc::now, &log).is_ok() {})
         .map_err(|e| Error::io("starting the session recorder", e))?;
     std::thread::Builder::new()
         .name("sessions".into())

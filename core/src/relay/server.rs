@@ -1,0 +1,204 @@
+//! The daemon's reading side of the session socket: who may record, `account`, the notices
+//! of each open, and the queue to the writing side.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH, MAX_LINE};
+use crate::config::Config;
+use crate::policy;
+use crate::sessions::LoginFacts;
+use crate::store::Store;
+
+/// How long the daemon waits for a connected module to send its request (which it writes
+/// right after connecting): short, because the rest of the batch waits too.
+const REQUEST_WAIT: Duration = Duration::from_millis(250);
+
+/// A session write read from the socket, waiting for its commit, and the connection to answer.
+pub struct QueuedWrite {
+    pub(super) stream: UnixStream,
+    pub(super) write: WriteRequest,
+}
+
+/// What the reading side made of a request: an answer now, or a write for the writing side.
+pub(super) enum Triaged {
+    Answer(Reply),
+    Write(WriteRequest),
+}
+
+/// The daemon's reading side: waits for a connection and takes every other one already
+/// waiting; answers `account` and each refusal at once from `reader`; works out the notices of
+/// each open; and queues the writes for [`record_queued`], which commits them on its own
+/// connection meanwhile (so a login's NSS look-ups and socket work overlap the previous
+/// commit's fsync, and `account` never waits behind a commit). Only root may record sessions
+/// (the socket's mode says so too; the kernel's word on each peer is checked again here).
+pub fn take_requests(
+    listener: &UnixListener,
+    reader: &Store,
+    config: &Config,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    log: &dyn Fn(&str),
+    queue: &SyncSender<QueuedWrite>,
+) -> std::io::Result<()> {
+    let (first, _) = listener.accept()?;
+    let mut streams = vec![first];
+    listener.set_nonblocking(true)?;
+    let more = take_waiting(listener, &mut streams);
+    listener.set_nonblocking(false)?;
+    more?;
+    let requests: Vec<Result<Request, Reply>> = streams.iter().map(read_request).collect();
+    let triaged = triage(reader, config, requests, clock, log);
+    for (stream, triaged) in streams.into_iter().zip(triaged) {
+        match triaged {
+            Triaged::Answer(reply) => send_reply(&stream, &reply, log),
+            Triaged::Write(write) => {
+                let queued = QueuedWrite { stream, write };
+                let (queued, why) = match queue.try_send(queued) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(q)) => (q, "too many session writes are waiting"),
+                    Err(TrySendError::Disconnected(q)) => (q, "the session writer has stopped"),
+                };
+                send_reply(&queued.stream, &Reply::Declined(why.into()), log);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn send_reply(stream: &UnixStream, reply: &Reply, log: &dyn Fn(&str)) {
+    let sent = serde_json::to_string(reply)
+        .map_err(std::io::Error::other)
+        .and_then(|mut text| {
+            text.push('\n');
+            (&*stream).write_all(text.as_bytes())
+        });
+    if let Err(e) = sent {
+        // The module stopped waiting and wrote the store itself.
+        log(&format!("a session reply was not delivered: {e}"));
+    }
+}
+
+fn take_waiting(listener: &UnixListener, streams: &mut Vec<UnixStream>) -> std::io::Result<()> {
+    while streams.len() < MAX_BATCH {
+        match listener.accept() {
+            Ok((stream, _)) => streams.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One connection's request, or the reply that refuses it.
+fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
+    let refuse = |why: String| Reply::Declined(why);
+    // Before anything else: the reply to every connection is written with this bound too.
+    let timeouts = stream
+        .set_read_timeout(Some(REQUEST_WAIT))
+        .and_then(|()| stream.set_write_timeout(Some(REQUEST_WAIT)));
+    timeouts.map_err(|e| refuse(e.to_string()))?;
+    let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| refuse(format!("who is asking: {e}")))?;
+    if peer.uid() != 0 {
+        return Err(refuse(format!(
+            "uid {} may not record sessions",
+            peer.uid()
+        )));
+    }
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_LINE))
+        .read_line(&mut line)
+        .map_err(|e| refuse(format!("reading the request: {e}")))?;
+    serde_json::from_str(&line).map_err(|e| refuse(format!("not a session request: {e}")))
+}
+
+/// Sorts requests read together: refusals and `account` are answered from `reader`; opens
+/// and closes become writes, each open with the notices its reply will carry (the current
+/// schedules are read once for all of them).
+pub(super) fn triage(
+    reader: &Store,
+    config: &Config,
+    requests: Vec<Result<Request, Reply>>,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    log: &dyn Fn(&str),
+) -> Vec<Triaged> {
+    // Looked up once per batch; each request's store is compared with it.
+    let own_store = file_id(reader.path());
+    let mut schedules = None;
+    let mut notices_of = |login: &LoginFacts, now: DateTime<Utc>| {
+        let schedules = schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
+            Ok(read) => policy::enforceable(read, log),
+            Err(e) => {
+                log(&format!("notices: {e}"));
+                Vec::new()
+            }
+        });
+        policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
+            log(&format!("notices: {e}"));
+            Vec::new()
+        })
+    };
+    let write = |request: Request, notices: Vec<String>| {
+        Triaged::Write(WriteRequest {
+            request: Box::new(request),
+            notices,
+        })
+    };
+    requests
+        .into_iter()
+        .map(|request| match request {
+            Err(refusal) => Triaged::Answer(refusal),
+            Ok(r) if own_store.is_none() || file_id(&r.db) != own_store => {
+                Triaged::Answer(Reply::Declined(format!(
+                    "this daemon records into {}, not {}",
+                    reader.path().display(),
+                    r.db.display()
+                )))
+            }
+            Ok(r) if clock() >= r.deadline => Triaged::Answer(too_late()),
+            Ok(r) => match &r.action {
+                Action::Account { user } => {
+                    Triaged::Answer(account(reader, config, user, r.now, log))
+                }
+                Action::Open {
+                    login,
+                    notices: true,
+                    ..
+                } => {
+                    let notices = notices_of(login, r.now);
+                    write(r, notices)
+                }
+                Action::Open { .. } | Action::Close { .. } => write(r, Vec::new()),
+            },
+        })
+        .collect()
+}
+
+/// `account` from the daemon's store; a store it cannot read declines, and the module reads
+/// the store itself.
+fn account(
+    store: &Store,
+    config: &Config,
+    user: &str,
+    now: DateTime<Utc>,
+    log: &dyn Fn(&str),
+) -> Reply {
+    let decided = store.current_kick_schedules_lenient().and_then(|read| {
+        policy::account_decision(&policy::enforceable(read, log), user, config, now)
+    });
+    match decided {
+        Ok(decision) => Reply::Account(decision),
+        Err(e) => Reply::Declined(e.to_string()),
+    }
+}
+
+/// A file by device and inode, whatever path names it.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
