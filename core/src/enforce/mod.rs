@@ -6,6 +6,7 @@
 pub mod desktop;
 pub mod processes;
 pub mod terminal;
+mod unrecorded;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::store::{
     CountdownState, IgnoreOutcome, LiveSession, RemovalReason, ScheduleEvent, ScheduleRecord, Store,
 };
 use crate::targeting::{Identity, Targeted};
+use unrecorded::{record_fired, FiredLogout, PendingIgnore, Unrecorded};
 
 /// Countdown messages go out when it starts and at these times before the logout.
 const WARNING_STEPS: [Duration; 4] = [
@@ -44,6 +46,13 @@ const PAGE_CACHE_KIB: u32 = 256;
 const PRUNE_PAGE_CACHE_KIB: u32 = 2000;
 /// How often the stale-session sweep runs.
 const STALE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// The longest the enforcer waits on another process's write lock before it acts without
+/// recording (and records later): a kick is never held back by someone else's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How soon the enforcer looks again after a write failed, and after a failed sweep or prune.
+const RETRY_WRITE: chrono::Duration = chrono::Duration::seconds(1);
+const RETRY_SWEEP: chrono::Duration = chrono::Duration::seconds(5);
+const RETRY_PRUNE: chrono::Duration = chrono::Duration::minutes(1);
 
 /// One occurrence of a logout: a schedule and the instant it takes effect.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +95,12 @@ pub struct Enforcer {
     /// schedule) countdowns shown there during the current step.
     desktop: Option<Box<dyn desktop::Desktop>>,
     desktop_running: HashSet<(String, String)>,
+    /// What was done and not yet recorded: the store could not be written.
+    unrecorded: Unrecorded,
+    /// A write failed in this step: the rest of the step acts without trying to write, and
+    /// the failure is logged once until a write succeeds again.
+    write_failed: bool,
+    stalled: bool,
 }
 
 /// What the enforcer keeps of a current schedule: when its logouts fall. The whole row (group,
@@ -104,6 +119,7 @@ fn chrono(d: Duration) -> chrono::Duration {
 impl Enforcer {
     pub fn new(store: Store, config: Config, log: Box<dyn FnMut(&str)>) -> Result<Enforcer, Error> {
         store.limit_page_cache(PAGE_CACHE_KIB)?;
+        store.set_busy_timeout(BUSY_TIMEOUT)?;
         let mut enforcer = Enforcer {
             store,
             config,
@@ -119,6 +135,9 @@ impl Enforcer {
             log,
             desktop: None,
             desktop_running: HashSet::new(),
+            unrecorded: Unrecorded::default(),
+            write_failed: false,
+            stalled: false,
         };
         enforcer.refresh()?;
         Ok(enforcer)
@@ -271,41 +290,18 @@ impl Enforcer {
     }
 
     /// Does everything due at `now`; returns the report and when to call again at the latest.
+    /// A store that cannot be written (another process holds its write lock) does not stop
+    /// it: what it does meanwhile is recorded once the store can be written.
     pub fn step(&mut self, now: DateTime<Utc>) -> Result<(StepReport, DateTime<Utc>), Error> {
         let mut report = StepReport::default();
-        let mut wake = now + chrono::Duration::hours(1);
-        if now >= self.next_sweep {
-            report.stale = self.sweep_stale(now)?;
-            self.next_sweep = now + chrono(STALE_SWEEP_EVERY);
-        }
-        wake = wake.min(self.next_sweep);
-        if let Some(days) = self.config.retention_days.filter(|_| self.only.is_none()) {
-            if now >= self.next_prune {
-                let cutoff = crate::clock::partition_date(
-                    now - chrono::Duration::days(i64::from(days)),
-                    self.store.host_zone(),
-                );
-                self.store.limit_page_cache(PRUNE_PAGE_CACHE_KIB)?;
-                let pruned = self.store.prune_events_before(
-                    &cutoff,
-                    RETENTION_BATCH,
-                    self.config.fleet.is_some(),
-                );
-                self.store.limit_page_cache(PAGE_CACHE_KIB)?;
-                let pruned = pruned?;
-                if pruned > 0 {
-                    (self.log)(&format!(
-                        "retention: pruned {pruned} events dated before {cutoff}"
-                    ));
-                }
-                self.next_prune = now + chrono::Duration::hours(1);
-            }
-            wake = wake.min(self.next_prune);
-        }
+        self.write_failed = false;
+        let mut wake = self.write_unrecorded(now);
+        wake = wake.min(self.housekeeping(now, &mut report));
         let mut identities: HashMap<String, Option<Identity>> = HashMap::new();
         if self.only.is_none() {
-            if let Some(next) = self.check_idle(now, &mut identities, &mut report)? {
-                wake = wake.min(next);
+            match self.check_idle(now, &mut identities, &mut report) {
+                Ok(next) => wake = next.map_or(wake, |next| wake.min(next)),
+                Err(e) => wake = wake.min(self.write_failure(now, &e)),
             }
         }
         self.desktop_running.clear();
@@ -320,42 +316,138 @@ impl Enforcer {
             }
         }
         for version in active {
-            let Some(record) = self.store.schedule_version(version)? else {
-                continue;
-            };
-            let mut at = now;
-            // At most a few instances per schedule: each done one moves past its due time.
-            for _ in 0..4 {
-                let Some(instance) = self.instance_at(&record, at) else {
-                    break;
-                };
-                if instance.warn_from > now {
-                    wake = wake.min(instance.warn_from);
-                    break;
-                }
-                match self.store.countdown_state(&record.id, instance.due)? {
-                    Some(CountdownState::Done) | Some(CountdownState::Skipped) => {
-                        at = instance.due;
-                        continue;
-                    }
-                    _ => {}
-                }
-                if instance.due <= now {
-                    report.removed += self.fire(&instance, now, &mut identities, &mut report)?;
-                    at = instance.due;
-                    continue;
-                }
-                self.count_down(&instance, now, &mut identities, &mut report)?;
-                wake = wake
-                    .min(self.next_announcement(&instance, now))
-                    .min(instance.due);
-                break;
+            if let Some(record) = self.store.schedule_version(version)? {
+                let next = self.run_countdowns(&record, now, &mut identities, &mut report)?;
+                wake = wake.min(next);
             }
+        }
+        if self.write_failed {
+            wake = wake.min(now + RETRY_WRITE);
+        } else if self.stalled {
+            self.stalled = false;
+            (self.log)("the store can be written again");
         }
         if let Some(desktop) = self.desktop.as_mut() {
             desktop.retain(&self.desktop_running);
         }
         Ok((report, wake.max(now)))
+    }
+
+    /// What was done while the store could not be written, written now if it can be; when to
+    /// try again if not.
+    fn write_unrecorded(&mut self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let never = now + chrono::Duration::hours(1);
+        if self.unrecorded.is_empty() {
+            return never;
+        }
+        match self.unrecorded.write(&mut self.store, &self.host) {
+            Ok(()) => never,
+            Err(e) => self.write_failure(now, &e),
+        }
+    }
+
+    /// Notes a failed write (logged once until writes succeed again); when to try again.
+    fn write_failure(&mut self, now: DateTime<Utc>, e: &Error) -> DateTime<Utc> {
+        self.write_failed = true;
+        if !self.stalled {
+            self.stalled = true;
+            (self.log)(&format!(
+                "the store cannot be written now ({e}): enforcement goes on and records what it does when it can"
+            ));
+        }
+        now + RETRY_WRITE
+    }
+
+    /// The stale-session sweep and the retention prune, when due; when either is due next.
+    fn housekeeping(&mut self, now: DateTime<Utc>, report: &mut StepReport) -> DateTime<Utc> {
+        if now >= self.next_sweep {
+            match self.sweep_stale(now) {
+                Ok(stale) => {
+                    report.stale = stale;
+                    self.next_sweep = now + chrono(STALE_SWEEP_EVERY);
+                }
+                Err(e) => {
+                    self.write_failure(now, &e);
+                    self.next_sweep = now + RETRY_SWEEP;
+                }
+            }
+        }
+        let mut wake = self.next_sweep;
+        if let Some(days) = self.config.retention_days.filter(|_| self.only.is_none()) {
+            if now >= self.next_prune {
+                self.next_prune = match self.prune(now, days) {
+                    Ok(()) => now + chrono::Duration::hours(1),
+                    Err(e) => {
+                        self.write_failure(now, &e);
+                        now + RETRY_PRUNE
+                    }
+                };
+            }
+            wake = wake.min(self.next_prune);
+        }
+        wake
+    }
+
+    /// Retention: events dated more than `days` before `now` are pruned.
+    fn prune(&mut self, now: DateTime<Utc>, days: u32) -> Result<(), Error> {
+        let cutoff = crate::clock::partition_date(
+            now - chrono::Duration::days(i64::from(days)),
+            self.store.host_zone(),
+        );
+        self.store.limit_page_cache(PRUNE_PAGE_CACHE_KIB)?;
+        let pruned =
+            self.store
+                .prune_events_before(&cutoff, RETENTION_BATCH, self.config.fleet.is_some());
+        self.store.limit_page_cache(PAGE_CACHE_KIB)?;
+        let pruned = pruned?;
+        if pruned > 0 {
+            (self.log)(&format!(
+                "retention: pruned {pruned} events dated before {cutoff}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The instances of `record` whose countdown has begun: each due one fired, the current
+    /// one counted down. Returns when to look again.
+    fn run_countdowns(
+        &mut self,
+        record: &ScheduleRecord,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<DateTime<Utc>, Error> {
+        let mut wake = now + chrono::Duration::hours(1);
+        let mut at = now;
+        // At most a few instances per schedule: each done one moves past its due time.
+        for _ in 0..4 {
+            let Some(instance) = self.instance_at(record, at) else {
+                break;
+            };
+            if instance.warn_from > now {
+                wake = wake.min(instance.warn_from);
+                break;
+            }
+            let done = matches!(
+                self.store.countdown_state(&record.id, instance.due)?,
+                Some(CountdownState::Done) | Some(CountdownState::Skipped)
+            );
+            if done || self.unrecorded.has_fired(&record.id, instance.due) {
+                at = instance.due;
+                continue;
+            }
+            if instance.due <= now {
+                report.removed += self.fire(&instance, now, identities, report)?;
+                at = instance.due;
+                continue;
+            }
+            self.count_down(&instance, now, identities, report)?;
+            wake = wake
+                .min(self.next_announcement(&instance, now))
+                .min(instance.due);
+            break;
+        }
+        Ok(wake)
     }
 
     /// The live sessions of users `record` targets, each with the user's NSS identity.
@@ -422,17 +514,13 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<(), Error> {
-        let (sessions, newly_warned) = self.open_countdown(instance, now, identities, report)?;
+        let (sessions, newly_warned) =
+            self.countdown_sessions(instance, now, identities, report)?;
         let key = (instance.record.id.clone(), instance.due);
         let step = self.current_step(instance, now);
         let announce_all = self.announced.get(&key) != Some(&step);
-        let ignored: HashSet<String> = self
-            .store
-            .countdown_users(&instance.record.id, instance.due)?
-            .into_iter()
-            .filter(|u| u.ignored.is_some())
-            .map(|u| u.user)
-            .collect();
+        let users: Vec<String> = sessions.iter().map(|s| s.user.clone()).collect();
+        let ignored = self.ignoring_users(instance, &users)?;
         let all = processes::scan();
         for session in &sessions {
             if ignored.contains(&session.user) {
@@ -478,6 +566,50 @@ impl Enforcer {
             .unwrap_or(instance.due)
     }
 
+    /// `open_countdown`; where the store cannot be written, the sessions the countdown targets,
+    /// found without writing (their warnings are recorded later).
+    fn countdown_sessions(
+        &mut self,
+        instance: &Instance,
+        now: DateTime<Utc>,
+        identities: &mut HashMap<String, Option<Identity>>,
+        report: &mut StepReport,
+    ) -> Result<(Vec<LiveSession>, HashSet<String>), Error> {
+        if !self.write_failed {
+            match self.open_countdown(instance, now, identities, report) {
+                Ok(opened) => return Ok(opened),
+                Err(e) => {
+                    self.write_failure(now, &e);
+                }
+            }
+        }
+        let sessions = self.targeted_sessions(&instance.record, identities)?;
+        Ok((sessions, HashSet::new()))
+    }
+
+    /// The users who chose to keep working during the countdown of `instance`: recorded, or
+    /// waiting to be.
+    fn ignoring_users(
+        &self,
+        instance: &Instance,
+        users: &[String],
+    ) -> Result<HashSet<String>, Error> {
+        let mut ignoring: HashSet<String> = self
+            .store
+            .countdown_users(&instance.record.id, instance.due)?
+            .into_iter()
+            .filter(|u| u.ignored.is_some())
+            .map(|u| u.user)
+            .collect();
+        ignoring.extend(
+            users
+                .iter()
+                .filter(|u| self.unrecorded.ignored(u, instance))
+                .cloned(),
+        );
+        Ok(ignoring)
+    }
+
     /// The end of a countdown: warns whoever was not warned yet (a logout that fires at once
     /// still leaves its `warned` row), tells the terminals, records the removals, and ends the
     /// sessions' processes. Returns how many sessions were removed.
@@ -488,33 +620,14 @@ impl Enforcer {
         identities: &mut HashMap<String, Option<Identity>>,
         report: &mut StepReport,
     ) -> Result<usize, Error> {
-        let (sessions, _) = self.open_countdown(instance, now, identities, report)?;
-        let users: HashMap<String, (String, bool)> = self
-            .store
-            .countdown_users(&instance.record.id, instance.due)?
-            .into_iter()
-            .map(|u| (u.user, (u.warned, u.ignored.is_some())))
-            .collect();
+        let (sessions, _) = self.countdown_sessions(instance, now, identities, report)?;
         let kick = instance.record.schedule.kick;
-        let mut removals = Vec::new();
-        let mut ending = Vec::new();
-        for session in sessions {
-            let (warned, ignored) = users.get(&session.user).cloned().unwrap_or_default();
-            if !kick && ignored {
-                continue;
-            }
-            let reason = if kick {
-                RemovalReason::Kick
-            } else {
-                RemovalReason::WarningExpired
-            };
-            removals.push((
-                session.key.clone(),
-                reason,
-                Some(warned).filter(|w| !w.is_empty()),
-            ));
-            ending.push(session);
-        }
+        let users: Vec<String> = sessions.iter().map(|s| s.user.clone()).collect();
+        let ignoring = self.ignoring_users(instance, &users)?;
+        let ending: Vec<LiveSession> = sessions
+            .into_iter()
+            .filter(|s| kick || !ignoring.contains(&s.user))
+            .collect();
         let all = processes::scan();
         for session in &ending {
             notify(session, &all, &logout_text(&instance.record));
@@ -529,22 +642,40 @@ impl Enforcer {
                 }
             }
         }
-        // Recorded first: the PAM close that the hang-up triggers then finds nothing to do,
-        // so the session's `removed` carries this logout's reason, not `logout`.
-        let removed = self.store.finish_countdown(
-            &instance.record,
-            instance.due,
-            &removals,
-            &self.host,
-            now,
-        )?;
-        let outcome = end_sessions(&ending);
+        let fired = FiredLogout {
+            instance: instance.clone(),
+            ended: ending,
+            reason: if kick {
+                RemovalReason::Kick
+            } else {
+                RemovalReason::WarningExpired
+            },
+            at: now,
+        };
+        // Recorded first where the store can be written: the PAM close that the hang-up
+        // triggers then finds nothing to do, so the session's `removed` carries this logout's
+        // reason, not `logout`. Where it cannot, the sessions end all the same, on time, and
+        // the record waits for the store.
+        let recorded = if self.write_failed {
+            None
+        } else {
+            match record_fired(&mut self.store, &fired, &self.host) {
+                Ok(removed) => Some(removed),
+                Err(e) => {
+                    self.write_failure(now, &e);
+                    None
+                }
+            }
+        };
+        let outcome = end_sessions(&fired.ended);
+        let removed = recorded.unwrap_or(fired.ended.len());
         (self.log)(&format!(
-            "logout of {} (schedule {}, {}): {} sessions removed ({} through logind, {} by cgroup); {} processes hung up, {} terminated, {} killed, {} left",
+            "logout of {} (schedule {}, {}): {} sessions removed{} ({} through logind, {} by cgroup); {} processes hung up, {} terminated, {} killed, {} left",
             instance.record.schedule.group,
             instance.record.id,
             if kick { "kick" } else { "warning" },
             removed,
+            if recorded.is_some() { "" } else { ", recorded later" },
             outcome.through_logind,
             outcome.through_cgroup,
             outcome.hangup,
@@ -552,6 +683,9 @@ impl Enforcer {
             outcome.killed,
             outcome.survivors
         ));
+        if recorded.is_none() {
+            self.unrecorded.keep_fired(fired);
+        }
         self.announced
             .remove(&(instance.record.id.clone(), instance.due));
         Ok(removed)
@@ -677,7 +811,23 @@ impl Enforcer {
         uid: u32,
         now: DateTime<Utc>,
     ) -> Result<IgnoreOutcome, Error> {
-        let outcome = self.store.ignore_warnings(user, uid, &self.host, now)?;
+        let outcome = match self.store.ignore_warnings(user, uid, &self.host, now) {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_busy() => {
+                // Honoured at once (by `fire`), recorded when the store can be written.
+                self.write_failure(now, &e);
+                self.unrecorded.keep_ignore(PendingIgnore {
+                    user: user.to_string(),
+                    uid,
+                    at: now,
+                });
+                (self.log)(&format!(
+                    "{user} chose to keep working; recorded when the store can be written"
+                ));
+                return Ok(IgnoreOutcome::Deferred);
+            }
+            Err(e) => return Err(e),
+        };
         if let IgnoreOutcome::Ignored(ids) = &outcome {
             (self.log)(&format!(
                 "{user} ignored the warning of schedule(s) {}",

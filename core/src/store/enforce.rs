@@ -52,6 +52,9 @@ pub enum IgnoreOutcome {
     KickOnly,
     /// No countdown is running for this user.
     NothingToIgnore,
+    /// The store could not be written (another process holds its write lock): the daemon
+    /// keeps the choice, honours it at once, and records it when the store can be written.
+    Deferred,
 }
 
 impl Store {

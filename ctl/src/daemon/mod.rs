@@ -469,6 +469,10 @@ fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
             4,
             "permission denied: this logout cannot be ignored (the administrator chose a kick)",
         ),
+        Ok(IgnoreOutcome::Deferred) => socket::Reply {
+            stdout: "You chose to keep working: your sessions stay (recorded as soon as the store can be written).\n".into(),
+            ..Default::default()
+        },
         Ok(IgnoreOutcome::NothingToIgnore) => {
             refuse(1, &format!("no logout warning is running for {user}"))
         }
