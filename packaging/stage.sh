@@ -36,6 +36,13 @@ rm -rf "$docs"
 doc="$stage/usr/share/doc/forcelogout"
 install -D -m 0644 README.md "$doc/README.md"
 gzip -9n "$doc/README.md"
+# The reference, design and security documents the README links to, and the upstream changelog.
+for page in docs/*.md; do
+  install -D -m 0644 "$page" "$doc/$page"
+  gzip -9n "$doc/$page"
+done
+install -D -m 0644 CHANGELOG.md "$doc/changelog"
+gzip -9n "$doc/changelog"
 cat > "$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: forcelogout
