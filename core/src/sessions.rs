@@ -30,7 +30,7 @@ pub struct ProcessFacts {
 }
 
 /// The audit session id the kernel uses for "not set".
-const UNSET_AUDIT_SESSION: &str = "4294967295";
+const UNSET_AUDIT_SESSION: u32 = u32::MAX;
 
 impl ProcessFacts {
     pub fn of_current_process() -> ProcessFacts {
@@ -41,12 +41,30 @@ impl ProcessFacts {
                 .ok()
                 .and_then(|sid| known_session_id(sid.as_raw())),
             cgroup: read_trimmed("/proc/self/cgroup").map(|text| unified_cgroup(&text)),
-            login_key: read_trimmed("/proc/self/sessionid").filter(|s| s != UNSET_AUDIT_SESSION),
+            login_key: read_trimmed("/proc/self/sessionid")
+                .and_then(|text| parse_login_key(&text))
+                .map(|key| key.to_string()),
             boot_id: current_boot_id(),
             pid_start_time: start_time_of(pid),
             host: host_name(),
         }
     }
+}
+
+/// An audit session id as `/proc/PID/sessionid` (and the store's `LoginKey`) give it, when
+/// set: pam_loginuid starts one per login and every process of that login inherits it,
+/// through su, sudo, setsid and double forks alike; no process can change its own.
+pub fn parse_login_key(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|&key| key != UNSET_AUDIT_SESSION)
+}
+
+/// The audit session id of process `pid`, when set.
+pub fn login_key_of(pid: u32) -> Option<u32> {
+    parse_login_key(&std::fs::read_to_string(format!("/proc/{pid}/sessionid")).ok()?)
 }
 
 /// `getsid` gives 0 when the session leader lives outside our pid namespace (a container
@@ -106,6 +124,20 @@ mod tests {
         assert_eq!(known_session_id(0), None);
         assert_eq!(known_session_id(-1), None);
         assert_eq!(known_session_id(4242), Some(4242));
+    }
+
+    #[test]
+    fn audit_session_ids() {
+        assert_eq!(parse_login_key("42\n"), Some(42));
+        assert_eq!(parse_login_key("4294967295"), None, "unset");
+        for bad in ["", "-1", "+3", "3x", "99999999999"] {
+            assert_eq!(parse_login_key(bad), None, "{bad:?}");
+        }
+        let own = std::fs::read_to_string("/proc/self/sessionid").ok();
+        assert_eq!(
+            login_key_of(std::process::id()),
+            own.and_then(|t| parse_login_key(&t))
+        );
     }
 
     #[test]

@@ -861,8 +861,11 @@ fn end_sessions(sessions: &[LiveSession]) -> processes::Termination {
     let handles: Vec<processes::SessionHandle> = sessions
         .iter()
         .map(|s| processes::SessionHandle {
+            uid: s.uid,
             leader: s.pid,
             leader_start: s.pid_start_time,
+            process_session: s.process_session,
+            login_key: s.login_key.as_deref(),
             logind_session: s.logind_session.as_deref(),
             cgroup: s.cgroup.as_deref(),
         })

@@ -23,6 +23,8 @@ pub struct LiveSession {
     pub process_session: Option<u32>,
     pub cgroup: Option<String>,
     pub logind_session: Option<String>,
+    /// The audit session id of the PAM caller (`/proc/PID/sessionid`), when it had one.
+    pub login_key: Option<String>,
     pub boot_id: String,
     pub opened_at: String,
     pub pid_start_time: Option<u64>,
@@ -64,7 +66,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT SessionKey, GroupName, UserId, Service, Tty, RemoteHost, Pid, ProcessSession, Cgroup, \
-                 LogindSession, BootId, OpenedAt, PidStartTime FROM LogoutSessions ORDER BY OpenedAt",
+                 LogindSession, BootId, OpenedAt, PidStartTime, LoginKey FROM LogoutSessions ORDER BY OpenedAt",
             )
             .map_err(fail)?;
         let rows = stmt
@@ -83,6 +85,7 @@ impl Store {
                     boot_id: row.get(10)?,
                     opened_at: row.get(11)?,
                     pid_start_time: row.get::<_, Option<i64>>(12)?.map(|t| t as u64),
+                    login_key: row.get(13)?,
                 })
             })
             .map_err(fail)?
