@@ -2,17 +2,24 @@
 //! every new event as JSON on its standard input, and syslog, given one structured line per
 //! event. Each keeps its own cursor (the last ReplayId given) in the store: delivery is in
 //! ReplayId order and at least once; a failure is retried with back-off and holds back only
-//! that subscriber.
+//! that subscriber. Which hooks exist, and so which cursors, is the roster's (see `roster`);
+//! each run of a hook is checked through the descriptor it is executed from (`hook_file`).
+
+mod hook_file;
+mod roster;
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::store::{EventFilter, EventRow, Store};
+
+use hook_file::{HookFile, Unfit};
+pub use roster::{hook_name, Roster};
 
 const BATCH: usize = 200;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -31,7 +38,7 @@ impl Target {
     /// The cursor's name in the store.
     pub fn name(&self) -> String {
         match self {
-            Target::Hook { path, .. } => format!("hook:{}", path.display()),
+            Target::Hook { path, .. } => hook_name(path),
             Target::Syslog { .. } => "syslog".to_string(),
         }
     }
@@ -41,6 +48,8 @@ pub struct Subscriber {
     target: Target,
     store: Store,
     backoff: Duration,
+    /// Why the hook was last refused, while it is: logged once per change, not per event.
+    refusal: Option<String>,
 }
 
 /// What one round of delivery achieved.
@@ -50,8 +59,19 @@ pub enum Round {
     CaughtUp,
     /// A delivery failed: try again after this long.
     RetryAfter(Duration),
-    /// The hook is gone from the directory: stop.
+    /// The hook is not in the directory (it has no cursor, or its file is gone): nothing to
+    /// do until it is.
     Gone,
+    /// The hook fails the checks (logged): not run until it passes them.
+    Refused,
+}
+
+/// Why an event was not delivered.
+enum Failure {
+    /// The hook was not run at all.
+    Unfit(Unfit),
+    /// It was run, or sent, and that failed.
+    Failed(String),
 }
 
 impl Subscriber {
@@ -60,6 +80,7 @@ impl Subscriber {
             target,
             store,
             backoff: FIRST_BACKOFF,
+            refusal: None,
         }
     }
 
@@ -69,13 +90,41 @@ impl Subscriber {
 
     /// Delivers the pending events, in order, until caught up or one fails.
     pub fn deliver(&mut self, log: &mut dyn FnMut(&str)) -> Result<Round, Error> {
-        if let Target::Hook { path, .. } = &self.target {
-            if !path.exists() {
+        loop {
+            let Some(cursor) = self.cursor()? else {
                 return Ok(Round::Gone);
+            };
+            // Checked here too, not only before each run: a refusal is logged when it happens,
+            // and a fixed hook says so, even with no event pending.
+            if let Target::Hook { path, .. } = &self.target {
+                match HookFile::open(path) {
+                    Err(unfit) => return self.unfit(unfit, log),
+                    Ok(_) => self.passes_checks(log),
+                }
             }
+            if let Some(round) = self.deliver_after(cursor, log)? {
+                return Ok(round);
+            }
+            // The roster moved the cursor meanwhile (the hook was removed, or put back).
         }
+    }
+
+    /// A hook's cursor exists only while the roster sees the hook; syslog's always does.
+    fn cursor(&mut self) -> Result<Option<i64>, Error> {
         let name = self.target.name();
-        let mut cursor = self.store.subscriber_cursor(&name)?;
+        match self.target {
+            Target::Hook { .. } => self.store.existing_subscriber_cursor(&name),
+            Target::Syslog { .. } => self.store.subscriber_cursor(&name).map(Some),
+        }
+    }
+
+    /// Delivers the events after `cursor`; None when the cursor was moved by someone else.
+    fn deliver_after(
+        &mut self,
+        mut cursor: i64,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Option<Round>, Error> {
+        let name = self.target.name();
         loop {
             let filter = EventFilter {
                 after_replay_id: Some(cursor),
@@ -83,54 +132,98 @@ impl Subscriber {
             };
             let events = self.store.events(&filter, BATCH)?;
             for event in &events {
-                if let Err(reason) = send(&self.target, event) {
-                    let retry = self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    self.store.subscriber_failed(&name, &reason)?;
-                    log(&format!(
-                        "{name}: event {} not delivered ({reason}); retrying in {} s",
-                        event.replay_id,
-                        retry.as_secs()
-                    ));
-                    return Ok(Round::RetryAfter(retry));
+                match send(&self.target, event) {
+                    Ok(()) => {}
+                    Err(Failure::Unfit(unfit)) => return self.unfit(unfit, log).map(Some),
+                    Err(Failure::Failed(reason)) => {
+                        return self.failed(event.replay_id, &reason, log).map(Some)
+                    }
                 }
-                self.store.advance_subscriber(&name, event.replay_id)?;
+                if !self
+                    .store
+                    .advance_subscriber(&name, cursor, event.replay_id)?
+                {
+                    return Ok(None);
+                }
                 cursor = event.replay_id;
                 self.backoff = FIRST_BACKOFF;
             }
             if events.len() < BATCH {
-                return Ok(Round::CaughtUp);
+                return Ok(Some(Round::CaughtUp));
             }
+        }
+    }
+
+    fn failed(
+        &mut self,
+        replay_id: i64,
+        reason: &str,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Round, Error> {
+        let name = self.target.name();
+        let retry = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.store.subscriber_failed(&name, reason)?;
+        log(&format!(
+            "{name}: event {replay_id} not delivered ({reason}); retrying in {} s",
+            retry.as_secs()
+        ));
+        Ok(Round::RetryAfter(retry))
+    }
+
+    /// A hook not run: gone (the roster forgets it), or refused, logged and recorded once
+    /// per reason; its cursor stays, so it is given what it missed once fixed.
+    fn unfit(&mut self, unfit: Unfit, log: &mut dyn FnMut(&str)) -> Result<Round, Error> {
+        let Unfit::Refused(reason) = unfit else {
+            return Ok(Round::Gone);
+        };
+        if self.refusal.as_ref() != Some(&reason) {
+            log(&format!(
+                "{reason} (checked again before each run; its events wait)"
+            ));
+            self.store.subscriber_failed(&self.target.name(), &reason)?;
+            self.refusal = Some(reason);
+        }
+        Ok(Round::Refused)
+    }
+
+    fn passes_checks(&mut self, log: &mut dyn FnMut(&str)) {
+        if self.refusal.take().is_some() {
+            log(&format!("{}: passes the checks again", self.target.name()));
         }
     }
 }
 
-fn send(target: &Target, event: &EventRow) -> Result<(), String> {
+fn send(target: &Target, event: &EventRow) -> Result<(), Failure> {
     match target {
         Target::Hook { path, time_limit } => run_hook(path, event, *time_limit),
         Target::Syslog { socket } => {
             let line = syslog_line(event, std::process::id());
-            let sender = UnixDatagram::unbound().map_err(|e| e.to_string())?;
-            sender
-                .send_to(line.as_bytes(), socket)
+            UnixDatagram::unbound()
+                .and_then(|sender| sender.send_to(line.as_bytes(), socket))
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| Failure::Failed(e.to_string()))
         }
     }
 }
 
-/// Runs `path` with the event as a JSON line on stdin; success is exit status 0 within
-/// `limit`. A hook past its limit is killed.
-fn run_hook(path: &Path, event: &EventRow, limit: Duration) -> Result<(), String> {
-    let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
-    let mut child = Command::new(path)
+/// Runs the hook at `path`, checked through the descriptor it is executed from, with the
+/// event as a JSON line on stdin; success is exit status 0 within `limit`. A hook past its
+/// limit is killed.
+fn run_hook(path: &Path, event: &EventRow, limit: Duration) -> Result<(), Failure> {
+    let hook = HookFile::open(path).map_err(Failure::Unfit)?;
+    let failed = |e: String| Failure::Failed(e);
+    let json = serde_json::to_string(event).map_err(|e| failed(e.to_string()))?;
+    let mut child = Command::new(hook.exec_path())
+        .arg0(path)
+        .env("FORCELOGOUT_HOOK", path)
         .env("FORCELOGOUT_REPLAY_ID", event.replay_id.to_string())
         .env("FORCELOGOUT_EVENT", &event.event)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run: {e}"))?;
+        .map_err(|e| failed(format!("cannot run: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its input is still run; a closed pipe is not an error.
         let _ = stdin
@@ -138,19 +231,22 @@ fn run_hook(path: &Path, event: &EventRow, limit: Duration) -> Result<(), String
             .and_then(|()| stdin.write_all(b"\n"));
     }
     let deadline = Instant::now() + limit;
-    loop {
+    // `hook` stays open until the child has ended: its interpreter opens it by that path.
+    let outcome = loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("exited with {status}")),
+            Ok(Some(status)) if status.success() => break Ok(()),
+            Ok(Some(status)) => break Err(failed(format!("exited with {status}"))),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("killed after {} s", limit.as_secs_f64()));
+                break Err(failed(format!("killed after {} s", limit.as_secs_f64())));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => break Err(failed(e.to_string())),
         }
-    }
+    };
+    drop(hook);
+    outcome
 }
 
 /// One syslog line (authpriv.info, as pam modules log) with the event as key=value pairs, so
@@ -197,41 +293,6 @@ fn quote(value: &str) -> String {
     } else {
         format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
     }
-}
-
-/// The hooks in `dir`, as run-parts(8) would pick them: regular executable files whose names
-/// are letters, digits, `_` and `-`; and, since the daemon runs them as root, only files owned
-/// by root and not writable by group or others. Sorted by name.
-pub fn discover_hooks(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
-    let mut hooks = Vec::new();
-    let mut refused = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (hooks, refused);
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let proper_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !proper_name || !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-            continue;
-        }
-        if meta.uid() != 0 || meta.permissions().mode() & 0o022 != 0 {
-            refused.push(format!(
-                "{}: not owned by root, or writable by group or others: not run",
-                path.display()
-            ));
-            continue;
-        }
-        hooks.push(path);
-    }
-    hooks.sort();
-    (hooks, refused)
 }
 
 #[cfg(test)]

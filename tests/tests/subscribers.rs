@@ -1,12 +1,15 @@
 //! Subscribers: hooks run by the daemon for each event (in order, at least once, a failing or
-//! hanging one holding back only itself, nothing lost across a restart), and syslog lines.
+//! hanging one holding back only itself, nothing lost across a restart), each hook's cursor
+//! living only while the hook is there, each run checked (owner, mode, no symbolic link), and
+//! syslog lines.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
-use forcelogout_tests::{PamStack, SyslogSink};
+use forcelogout_tests::systemd::boot_or_skip;
+use forcelogout_tests::{workspace_dir, PamStack, SyslogSink};
 
 fn hook(dir: &Path, name: &str, body: &str) {
     let path = dir.join(name);
@@ -175,4 +178,322 @@ fn each_event_goes_to_syslog_as_one_structured_line() {
         "{}",
         lines[2]
     );
+}
+
+/// One login and logout by `user`: three events (online, removed, offline).
+fn three_events(stack: &PamStack, user: &str) {
+    stack.run(user, &["open", "close"]);
+}
+
+/// Waits until the daemon's log has `line` at least `times` times.
+fn wait_for_log(daemon: &Daemon, line: &str, times: usize) {
+    assert!(
+        wait_until(Duration::from_secs(20), || daemon
+            .log()
+            .matches(line)
+            .count()
+            >= times),
+        "waiting for {times} x {line:?}:\n{}",
+        daemon.log()
+    );
+}
+
+fn wait_for_events(log: &Path, expected: &[i64], daemon: &Daemon) {
+    assert!(
+        wait_until(Duration::from_secs(20), || delivered(log) == expected),
+        "{}: {:?}, expected {expected:?}\n{}",
+        log.display(),
+        delivered(log),
+        daemon.log()
+    );
+}
+
+/// Waits until every hook's cursor is at `replay_id`, so that a crash now duplicates nothing
+/// (a hook run but not yet recorded is run again after a restart: at least once).
+fn wait_for_hook_cursors(stack: &PamStack, replay_id: i64) {
+    let behind = format!(
+        "SELECT count(*) FROM SubscriberCursors WHERE Name LIKE 'hook:%' AND ReplayId <> {replay_id}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || stack.query(&behind)
+            == vec![vec!["0"]]),
+        "{:?}",
+        stack.query("SELECT * FROM SubscriberCursors")
+    );
+}
+
+fn range(from: i64, to: i64) -> Vec<i64> {
+    (from..=to).collect()
+}
+
+#[test]
+#[ignore = "needs root: hooks are run only when owned by root"]
+fn a_hook_removed_and_put_back_starts_with_new_events_and_never_gets_old_ones_again() {
+    let stack = PamStack::standard("");
+    let out = tempfile::tempdir().unwrap();
+    let hooks = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    hook(hooks.path(), "10-steady", &format!("cat >> {o}/steady.log"));
+    hook(hooks.path(), "20-back", &format!("cat >> {o}/back.log"));
+    let config = format!("hooks_dir = \"{}\"\nsyslog = false", hooks.path().display());
+    let mut daemon = Daemon::start(&stack.db, &config);
+    let back_name = format!("hook:{}/20-back", hooks.path().display());
+    let (steady, back) = (out.path().join("steady.log"), out.path().join("back.log"));
+    let delivering = format!("delivering events to {back_name} ");
+    let gone = format!("{back_name}: gone from the hooks directory");
+
+    three_events(&stack, "daemon");
+    wait_for_events(&back, &range(1, 3), &daemon);
+    // Removed: events 4-6 happen while it is away.
+    std::fs::remove_file(hooks.path().join("20-back")).unwrap();
+    wait_for_log(&daemon, &gone, 1);
+    three_events(&stack, "bin");
+    wait_for_events(&steady, &range(1, 6), &daemon);
+    // Put back: it starts at the end of the log (6); 1-3 are not given again, 4-6 not kept.
+    hook(hooks.path(), "20-back", &format!("cat >> {o}/back.log"));
+    wait_for_log(&daemon, &format!("{delivering}(those after ReplayId 6)"), 1);
+    three_events(&stack, "sys");
+    wait_for_events(&back, &[1, 2, 3, 7, 8, 9], &daemon);
+    // A restart resumes where it is: nothing again.
+    wait_for_hook_cursors(&stack, 9);
+    daemon.kill9();
+    daemon.restart();
+    three_events(&stack, "games");
+    wait_for_events(&back, &[1, 2, 3, 7, 8, 9, 10, 11, 12], &daemon);
+
+    // A different program dropped under the removed hook's name gets no history either.
+    std::fs::remove_file(hooks.path().join("20-back")).unwrap();
+    wait_for_log(&daemon, &gone, 2);
+    three_events(&stack, "man");
+    wait_for_events(&steady, &range(1, 15), &daemon);
+    hook(hooks.path(), "20-back", &format!("cat >> {o}/other.log"));
+    wait_for_log(
+        &daemon,
+        &format!("{delivering}(those after ReplayId 15)"),
+        1,
+    );
+    three_events(&stack, "lp");
+    let other = out.path().join("other.log");
+    wait_for_events(&other, &range(16, 18), &daemon);
+
+    // Removed while the daemon is down: forgotten at start-up; put back later, it starts then.
+    wait_for_hook_cursors(&stack, 18);
+    daemon.kill9();
+    std::fs::remove_file(hooks.path().join("20-back")).unwrap();
+    three_events(&stack, "mail");
+    daemon.restart();
+    wait_for_log(
+        &daemon,
+        &format!("{back_name}: removed while the daemon was down"),
+        1,
+    );
+    hook(hooks.path(), "20-back", &format!("cat >> {o}/other.log"));
+    wait_for_log(
+        &daemon,
+        &format!("{delivering}(those after ReplayId 21)"),
+        1,
+    );
+    three_events(&stack, "news");
+    wait_for_events(&other, &[16, 17, 18, 22, 23, 24], &daemon);
+    wait_for_events(&steady, &range(1, 24), &daemon);
+    assert_eq!(
+        delivered(&back),
+        [1, 2, 3, 7, 8, 9, 10, 11, 12],
+        "the first program was never run again"
+    );
+}
+
+#[test]
+#[ignore = "needs root: hooks are run only when owned by root; one is given to another user"]
+fn each_run_checks_the_hooks_owner_and_mode_and_the_others_lose_nothing() {
+    let stack = PamStack::standard("");
+    let out = tempfile::tempdir().unwrap();
+    let hooks = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    hook(hooks.path(), "10-steady", &format!("cat >> {o}/steady.log"));
+    hook(hooks.path(), "20-mode", &format!("cat >> {o}/mode.log"));
+    hook(hooks.path(), "30-owner", &format!("cat >> {o}/owner.log"));
+    // A symbolic link to a root-owned program elsewhere: refused, never followed.
+    hook(out.path(), "elsewhere", &format!("cat >> {o}/link.log"));
+    std::os::unix::fs::symlink(out.path().join("elsewhere"), hooks.path().join("40-link")).unwrap();
+    let config = format!("hooks_dir = \"{}\"\nsyslog = false", hooks.path().display());
+    let daemon = Daemon::start(&stack.db, &config);
+    let h = hooks.path().display();
+    let log_of = |name: &str| out.path().join(format!("{name}.log"));
+    wait_for_log(
+        &daemon,
+        &format!("{h}/40-link is a symbolic link: not run"),
+        1,
+    );
+
+    three_events(&stack, "daemon");
+    for name in ["steady", "mode", "owner"] {
+        wait_for_events(&log_of(name), &range(1, 3), &daemon);
+    }
+    // After the daemon has scanned them: one made group-writable, one given to another user.
+    let mode = hooks.path().join("20-mode");
+    std::fs::set_permissions(&mode, std::fs::Permissions::from_mode(0o775)).unwrap();
+    std::os::unix::fs::chown(hooks.path().join("30-owner"), Some(1), None).unwrap();
+    let writable = format!("{h}/20-mode is writable by group or others (mode 775): not run");
+    let not_root = format!("{h}/30-owner is owned by uid 1, not root: not run");
+    wait_for_log(&daemon, &writable, 1);
+    wait_for_log(&daemon, &not_root, 1);
+    three_events(&stack, "bin");
+    three_events(&stack, "sys");
+    wait_for_events(&log_of("steady"), &range(1, 9), &daemon);
+    // The refused ones had their chance (they are woken with the steady one) and did not run.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered(&log_of("mode")), range(1, 3));
+    assert_eq!(delivered(&log_of("owner")), range(1, 3));
+    assert!(
+        !log_of("link").exists(),
+        "a symbolic link hook must not run"
+    );
+    // Logged once per change, not per event.
+    let log = daemon.log();
+    assert_eq!(log.matches(&writable).count(), 1, "{log}");
+    assert_eq!(log.matches(&not_root).count(), 1, "{log}");
+    assert_eq!(log.matches("is a symbolic link").count(), 1, "{log}");
+
+    // Fixed: it runs again, first with the events it missed, in order.
+    std::fs::set_permissions(&mode, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_for_log(
+        &daemon,
+        &format!("hook:{h}/20-mode: passes the checks again"),
+        1,
+    );
+    wait_for_events(&log_of("mode"), &range(1, 9), &daemon);
+    three_events(&stack, "games");
+    wait_for_events(&log_of("mode"), &range(1, 12), &daemon);
+    wait_for_events(&log_of("steady"), &range(1, 12), &daemon);
+    assert_eq!(delivered(&log_of("owner")), range(1, 3));
+    assert!(!log_of("link").exists());
+}
+
+#[test]
+#[ignore = "needs root: hooks are run only when owned by root"]
+fn a_hooks_directory_writable_by_others_stops_every_hook_until_fixed() {
+    let stack = PamStack::standard("");
+    let out = tempfile::tempdir().unwrap();
+    let hooks = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    hook(hooks.path(), "10-a", &format!("cat >> {o}/a.log"));
+    hook(hooks.path(), "20-b", &format!("cat >> {o}/b.log"));
+    let config = format!("hooks_dir = \"{}\"\nsyslog = false", hooks.path().display());
+    let daemon = Daemon::start(&stack.db, &config);
+    let (a, b) = (out.path().join("a.log"), out.path().join("b.log"));
+    three_events(&stack, "daemon");
+    wait_for_events(&a, &range(1, 3), &daemon);
+    wait_for_events(&b, &range(1, 3), &daemon);
+
+    let dir_mode = |mode| {
+        std::fs::set_permissions(hooks.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    dir_mode(0o777);
+    let refused = format!(
+        "the hooks directory {} is writable by group or others (mode 777): not run",
+        hooks.path().display()
+    );
+    wait_for_log(&daemon, &refused, 2);
+    three_events(&stack, "bin");
+    assert!(wait_until(Duration::from_secs(20), || stack
+        .query("SELECT max(ReplayId) FROM LogoutEvents")
+        == vec![vec!["6"]]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        delivered(&a),
+        range(1, 3),
+        "not run from a directory others can write"
+    );
+    assert_eq!(delivered(&b), range(1, 3));
+
+    dir_mode(0o755);
+    wait_for_events(&a, &range(1, 6), &daemon);
+    wait_for_events(&b, &range(1, 6), &daemon);
+    assert_eq!(daemon.log().matches(&refused).count(), 2, "once per hook");
+}
+
+/// The drop-in in the README's Hooks section, as an administrator pastes it.
+fn readme_hooks_drop_in() -> String {
+    let readme = std::fs::read_to_string(workspace_dir().join("README.md")).expect("README");
+    let section = &readme[readme.find("### Hooks\n").expect("Hooks section")..];
+    let section = &section[..section[1..].find("\n### ").expect("next section")];
+    let start = section.find("```ini\n").expect("the drop-in") + "```ini\n".len();
+    let end = start + section[start..].find("```").expect("end of the drop-in");
+    section[start..end]
+        .lines()
+        .map(|line| line.trim().to_string() + "\n")
+        .collect()
+}
+
+/// A hook that records, per event, whether a server on the host's loopback answered it.
+const NETWORK_HOOK: &str = "#!/bin/sh
+if curl -fsS -o /dev/null -m 5 http://127.0.0.1:8765/ 2>/dev/null; then net=yes; else net=no; fi
+echo \"$FORCELOGOUT_REPLAY_ID $net\" >> /var/lib/forcelogout/hook-net.log
+";
+
+#[test]
+#[ignore = "needs root: boots systemd in private namespaces"]
+fn under_the_packaged_unit_hooks_run_without_network_unless_the_readme_drop_in_is_added() {
+    let Some(sd) = boot_or_skip("hooks under the packaged unit") else {
+        return;
+    };
+    sd.install_build();
+    sd.write("/etc/forcelogout/forcelogout.toml", "");
+    sd.write(
+        "/etc/pam.d/fltest",
+        "account required /usr/local/lib/forcelogout/pam_forcelogout.so
+account required pam_permit.so
+session required /usr/local/lib/forcelogout/pam_forcelogout.so
+session required pam_permit.so
+",
+    );
+    sd.write("/etc/forcelogout/hooks.d/50-net", NETWORK_HOOK);
+    sd.sh(
+        "chmod 0755 /etc/forcelogout/hooks.d /etc/forcelogout/hooks.d/50-net && ip link set lo up",
+    );
+    sd.spawn(
+        "exec python3 -m http.server 8765 --bind 127.0.0.1",
+        "/run/http-server.log",
+    );
+    assert!(sd.wait_for(
+        Duration::from_secs(30),
+        "curl -fsS -o /dev/null http://127.0.0.1:8765/"
+    ));
+    let start = |what: &str| {
+        sd.sh(&format!(
+            "systemctl daemon-reload && systemctl {what} forcelogout"
+        ));
+        assert!(
+            sd.wait_for(Duration::from_secs(30), "test -S /run/forcelogout/socket"),
+            "{}",
+            sd.sh("journalctl --no-pager -o cat -u forcelogout")
+        );
+    };
+    let three_events = || {
+        sd.sh("fl-pam-harness --confdir /etc/pam.d --service fltest --user daemon open close >/dev/null")
+    };
+    let hook_saw = |lines: usize| {
+        let have = format!("test $(cat /var/lib/forcelogout/hook-net.log | wc -l) -ge {lines}");
+        assert!(
+            sd.wait_for(Duration::from_secs(30), &have),
+            "{}",
+            sd.sh("cat /var/lib/forcelogout/hook-net.log; journalctl --no-pager -o cat -u forcelogout")
+        );
+        sd.sh("cat /var/lib/forcelogout/hook-net.log")
+    };
+
+    // As packaged: the hook runs (checked and executed through its descriptor inside the
+    // sandbox), and has no network.
+    start("start");
+    three_events();
+    assert_eq!(hook_saw(3), "1 no\n2 no\n3 no");
+    // With the README's drop-in: it reaches the network.
+    sd.write(
+        "/etc/systemd/system/forcelogout.service.d/hooks-network.conf",
+        &readme_hooks_drop_in(),
+    );
+    start("restart");
+    three_events();
+    assert_eq!(hook_saw(6), "1 no\n2 no\n3 no\n4 yes\n5 yes\n6 yes");
 }

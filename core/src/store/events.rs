@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::classify;
 
@@ -292,13 +292,70 @@ impl super::Store {
         Ok(cursor)
     }
 
-    /// Records that subscriber `name` has been given every event up to `replay_id`.
-    pub fn advance_subscriber(&mut self, name: &str, replay_id: i64) -> Result<(), Error> {
+    /// Subscriber `name`'s cursor, if it has one: a hook's is forgotten when the hook is
+    /// removed, and a hook without one is not delivered to.
+    pub fn existing_subscriber_cursor(&self, name: &str) -> Result<Option<i64>, Error> {
         self.conn
-            .prepare_cached("UPDATE SubscriberCursors SET ReplayId = ?2, Failures = 0, LastError = NULL WHERE Name = ?1")
-            .and_then(|mut stmt| stmt.execute(rusqlite::params![name, replay_id]))
-            .map_err(|e| classify(&self.path, "advancing a subscriber cursor", e))?;
-        Ok(())
+            .prepare_cached("SELECT ReplayId FROM SubscriberCursors WHERE Name = ?1")
+            .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
+            .map_err(|e| classify(&self.path, "reading a subscriber cursor", e))
+    }
+
+    /// Starts subscriber `name` afresh at the newest event, whatever cursor it had (a hook that
+    /// appeared, or came back, in the hooks directory); its new cursor.
+    pub fn restart_subscriber(&mut self, name: &str) -> Result<i64, Error> {
+        let (tx, path, _) = self.begin_write("restarting a subscriber")?;
+        tx.prepare_cached(
+            "INSERT INTO SubscriberCursors (Name, ReplayId) \
+             SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true \
+             ON CONFLICT (Name) DO UPDATE SET ReplayId = excluded.ReplayId, Failures = 0, LastError = NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(rusqlite::params![name]))
+        .map_err(|e| classify(&path, "restarting a subscriber cursor", e))?;
+        let cursor = tx
+            .query_row(
+                "SELECT ReplayId FROM SubscriberCursors WHERE Name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify(&path, "reading a subscriber cursor", e))?;
+        tx.commit()
+            .map_err(|e| classify(&path, "committing a subscriber cursor", e))?;
+        Ok(cursor)
+    }
+
+    /// Forgets subscriber `name`'s cursor (its hook was removed); whether it had one.
+    pub fn forget_subscriber(&mut self, name: &str) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached("DELETE FROM SubscriberCursors WHERE Name = ?1")
+            .and_then(|mut stmt| stmt.execute([name]))
+            .map(|deleted| deleted > 0)
+            .map_err(|e| classify(&self.path, "forgetting a subscriber cursor", e))
+    }
+
+    /// The names of the subscribers that have a cursor.
+    pub fn subscriber_names(&self) -> Result<Vec<String>, Error> {
+        self.conn
+            .prepare_cached("SELECT Name FROM SubscriberCursors ORDER BY Name")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()
+            })
+            .map_err(|e| classify(&self.path, "listing subscriber cursors", e))
+    }
+
+    /// Records that subscriber `name` has been given every event up to `to`, if its cursor
+    /// still stands at `from`. False when it was forgotten or restarted meanwhile (its hook
+    /// removed, or put back): the cursor then stays as that left it.
+    pub fn advance_subscriber(&mut self, name: &str, from: i64, to: i64) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE SubscriberCursors SET ReplayId = ?3, Failures = 0, LastError = NULL \
+                 WHERE Name = ?1 AND ReplayId = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![name, from, to]))
+            .map(|updated| updated > 0)
+            .map_err(|e| classify(&self.path, "advancing a subscriber cursor", e))
     }
 
     /// Records a failed delivery (kept for `sqlite3` and the log; the cursor stays).
