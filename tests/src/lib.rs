@@ -108,9 +108,14 @@ impl PamStack {
         self.dir.path().join("pam.d")
     }
 
+    /// The harness as a login program runs: the leader of a process session of its own (as
+    /// sshd's child for each connection is), so that a kick, which also ends the processes of
+    /// the login's process session that run as its user, reaches no other test's processes.
+    /// setsid(1) execs in place: the child's pid is the harness's.
     pub fn harness(&self, user: &str, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(harness_path());
-        cmd.arg("--confdir")
+        let mut cmd = Command::new("setsid");
+        cmd.arg(harness_path())
+            .arg("--confdir")
             .arg(self.confdir())
             .args(["--service", SERVICE, "--user", user])
             .args(extra);
