@@ -417,7 +417,13 @@ fn a_hooks_directory_writable_by_others_stops_every_hook_until_fixed() {
 fn readme_hooks_drop_in() -> String {
     let readme = std::fs::read_to_string(workspace_dir().join("README.md")).expect("README");
     let section = &readme[readme.find("### Hooks\n").expect("Hooks section")..];
-    let section = &section[..section[1..].find("\n### ").expect("next section")];
+    // To the next heading, of either level.
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|heading| section[1..].find(heading))
+        .min()
+        .expect("next section");
+    let section = &section[..end];
     let start = section.find("```ini\n").expect("the drop-in") + "```ini\n".len();
     let end = start + section[start..].find("```").expect("end of the drop-in");
     section[start..end]
