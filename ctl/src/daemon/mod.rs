@@ -88,6 +88,11 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     } else {
         None
     };
+    let mut looks = Looks::new(Utc::now());
+    // Missed logouts are settled before anything else (else the first look tries again).
+    if let Err(e) = looks.skip_missed(&mut enforcer, Utc::now()) {
+        log(&format!("{e} (trying again shortly)"));
+    }
     // Subscribers' cursors before any socket: no event committed after start-up is missed.
     let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     // Sessions first: whoever sees the main socket may count on the session socket too.
@@ -106,7 +111,6 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.config.socket.display()
     ));
     fleet::start(ctx)?;
-    let mut looks = Looks::new(Utc::now());
     loop {
         let now = Utc::now();
         if looks.due(now) {
@@ -121,56 +125,35 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             }
         }
         arm(&timer, wake)?;
-        let agents_ref = agents.as_ref().map(|a| a.borrow());
-        // While settling the loop looks every SETTLE_STEP anyway: inotify is left out of the
-        // poll then, so a burst of writes (a dozen page writes each) does not wake it for
-        // every page, on a core the writers need.
         let settling = looks.settling(now);
-        let watch = if settling {
-            PollFlags::empty()
-        } else {
-            PollFlags::POLLIN
+        let woken = {
+            let agents = agents.as_ref().map(|a| a.borrow());
+            let desktop = agents.as_ref().map(|a| a.wake_fd());
+            wait(&timer, &inotify, &control, desktop, settling)?
         };
-        let mut fds = vec![
-            PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inotify.as_fd(), watch),
-            PollFd::new(control.wake_fd(), PollFlags::POLLIN),
-        ];
-        if let Some(agents) = &agents_ref {
-            fds.push(PollFd::new(agents.wake_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(io("waiting", e)),
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (timer_ready, inotify_ready, asked) = (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
-        let desktop_ready = fds.get(3).is_some_and(ready);
-        drop(fds);
-        drop(agents_ref);
-        if desktop_ready {
+        if woken.desktop {
             if let Some(agents) = &agents {
                 desktop_reports(agents, &mut enforcer);
             }
         }
-        if timer_ready {
+        if woken.timer {
             if let Err(nix::Error::ECANCELED) = timer.wait() {
                 // The wall clock was set: logouts it jumped over are fired if recent, else skipped.
                 log("the wall clock was changed; re-planning");
                 looks.missed = Some("the wall clock was set past its logout");
             }
         }
-        if (inotify_ready || settling) && drain(&inotify) {
+        if (woken.inotify || settling) && drain(&inotify) {
             looks.written();
         }
-        if asked {
+        if woken.asked {
             // Only the bounded store write of each `ignore`: the requests' threads do the rest.
             for ask in control.take_asks() {
                 let reply = ignore(&mut enforcer, &ask.user, ask.uid);
                 ask.answer(reply);
             }
         }
-        looks.wanted |= timer_ready || asked || desktop_ready;
+        looks.wanted |= woken.timer || woken.asked || woken.desktop;
     }
 }
 
@@ -246,17 +229,10 @@ impl Looks {
         now: DateTime<Utc>,
     ) {
         match self.enforce(enforcer, now) {
-            Ok(wake) => {
-                (self.planned_wake, self.retry_at, self.retry) = (wake, None, FIRST_RETRY);
-            }
+            Ok(wake) => self.succeeded(wake),
             Err(e) => {
-                log(&format!(
-                    "{e} (trying again in {} ms)",
-                    self.retry.as_millis()
-                ));
-                let at = now + chrono::Duration::from_std(self.retry).unwrap_or_default();
-                (self.planned_wake, self.retry_at) = (at, Some(at));
-                self.retry = (self.retry * 2).min(LAST_RETRY);
+                let wait = self.failed(now);
+                log(&format!("{e} (trying again in {} ms)", wait.as_millis()));
             }
         }
         if self.hooks_may_have_changed {
@@ -268,6 +244,30 @@ impl Looks {
         (self.last, self.wanted) = (now, false);
     }
 
+    fn succeeded(&mut self, wake: DateTime<Utc>) {
+        (self.planned_wake, self.retry_at, self.retry) = (wake, None, FIRST_RETRY);
+    }
+
+    /// Puts the next look off after a failure; for how long.
+    fn failed(&mut self, now: DateTime<Utc>) -> Duration {
+        let wait = self.retry;
+        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        (self.planned_wake, self.retry_at) = (at, Some(at));
+        self.retry = (wait * 2).min(LAST_RETRY);
+        wait
+    }
+
+    /// Fires or skips the logouts that may have been missed, if any may have been.
+    fn skip_missed(&mut self, enforcer: &mut Enforcer, now: DateTime<Utc>) -> Result<(), Error> {
+        if let Some(why) = self.missed {
+            for skipped in enforcer.skip_missed(now)? {
+                log(&format!("schedule {skipped}: {why}"));
+            }
+            self.missed = None;
+        }
+        Ok(())
+    }
+
     /// One look: missed logouts first, then the store's changes, then what is due now; when
     /// to look next.
     fn enforce(
@@ -275,12 +275,7 @@ impl Looks {
         enforcer: &mut Enforcer,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, Error> {
-        if let Some(why) = self.missed {
-            for skipped in enforcer.skip_missed(now)? {
-                log(&format!("schedule {skipped}: {why}"));
-            }
-            self.missed = None;
-        }
+        self.skip_missed(enforcer, now)?;
         enforcer.refresh()?;
         let (report, wake) = enforcer.step(now)?;
         if !report.warned.is_empty() {
@@ -288,6 +283,53 @@ impl Looks {
         }
         Ok(wake)
     }
+}
+
+/// What woke the main loop.
+struct Woken {
+    timer: bool,
+    inotify: bool,
+    /// An `ignore` waits.
+    asked: bool,
+    desktop: bool,
+}
+
+/// Sleeps until the timer fires, the store is written, an `ignore` waits or a desktop agent
+/// reports.
+fn wait(
+    timer: &TimerFd,
+    inotify: &nix::sys::inotify::Inotify,
+    control: &control::Control,
+    desktop: Option<std::os::fd::BorrowedFd<'_>>,
+    settling: bool,
+) -> Result<Woken, Error> {
+    // While settling the loop looks every SETTLE_STEP anyway: inotify is left out of the poll
+    // then, so a burst of writes (a dozen page writes each) does not wake it for every page, on
+    // a core the writers need.
+    let watch = if settling {
+        PollFlags::empty()
+    } else {
+        PollFlags::POLLIN
+    };
+    let mut fds = vec![
+        PollFd::new(timer.as_fd(), PollFlags::POLLIN),
+        PollFd::new(inotify.as_fd(), watch),
+        PollFd::new(control.wake_fd(), PollFlags::POLLIN),
+    ];
+    if let Some(fd) = desktop {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+    }
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::Error::EINTR) => {}
+        Err(e) => return Err(Error::io("waiting", e.into())),
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    Ok(Woken {
+        timer: ready(&fds[0]),
+        inotify: ready(&fds[1]),
+        asked: ready(&fds[2]),
+        desktop: fds.get(3).is_some_and(ready),
+    })
 }
 
 /// Reads every pending inotify event; whether there was any.
@@ -415,5 +457,27 @@ fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
             control::refuse(1, &format!("no logout warning is running for {user}"))
         }
         Err(e) => control::refuse(e.exit_code(), &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_look_is_tried_again_later_and_later_until_one_succeeds() {
+        let start = Utc::now();
+        let mut looks = Looks::new(start);
+        let waits: Vec<u128> = (0..8).map(|_| looks.failed(start).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // Nothing calls for a look before the retry, not even a wake-up.
+        looks.wanted = true;
+        assert!(!looks.due(start + chrono::Duration::seconds(4)));
+        assert!(looks.due(start + chrono::Duration::seconds(5)));
+        assert_eq!(looks.next_wake(start), start + chrono::Duration::seconds(5));
+        let wake = start + chrono::Duration::hours(1);
+        looks.succeeded(wake);
+        assert_eq!(looks.next_wake(start), wake);
+        assert_eq!(looks.failed(start).as_millis(), 100);
     }
 }
