@@ -137,10 +137,10 @@ fn execute_local(ctx: &Context, command: Command) -> Result<(), Error> {
 /// Asks the daemon to run this command line as the caller, with the content of `file` (read
 /// as the caller); without a daemon, the original refusal stands.
 fn through_daemon(ctx: &Context, refusal: Error, file: Option<&std::path::Path>) -> ExitCode {
-    let input = match file.map(|f| commands::apply::read(f, Some(daemon::socket::MAX_INPUT))) {
-        Some(Err(err)) => return fail(&err),
-        Some(Ok(text)) => Some(text),
-        None => None,
+    let read = |f| commands::apply::read(f, Some(daemon::socket::MAX_INPUT));
+    let input = match file.map(read).transpose() {
+        Ok(input) => input,
+        Err(err) => return fail(&err),
     };
     let request = daemon::socket::Request {
         argv: without_db(std::env::args().skip(1).collect()),

@@ -197,7 +197,13 @@ fn answer(stream: &UnixStream, uid: u32, shared: &Shared) -> Option<Reply> {
             let why = match failure {
                 ReadFailure::Late => format!("not received within {REQUEST_DEADLINE:?}"),
                 ReadFailure::TooLong => format!("longer than {} KiB", cap / 1024),
-                ReadFailure::Io(e) => e.to_string(),
+                ReadFailure::Io(e) => {
+                    // The connection is broken: nobody to answer.
+                    shared
+                        .quiet
+                        .log(&format!("uid {uid}: reading a request: {e}"));
+                    return None;
+                }
             };
             shared.quiet.log(&format!("uid {uid}: request: {why}"));
             return Some(refuse(2, &format!("request: {why}")));
