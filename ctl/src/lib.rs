@@ -45,6 +45,11 @@ pub fn main_ctl() -> ExitCode {
     let forwardable =
         !matches!(cli.command, Command::Fleet(_) | Command::FleetLink) && cli.fleet.is_none();
     let is_ignore = matches!(cli.command, Command::Ignore);
+    // The daemon opens no path a client names: `apply` sends the file's content, read here.
+    let sent_file = match &cli.command {
+        Command::Apply { file, .. } => Some(file.clone()),
+        _ => None,
+    };
     let result = match cli.command {
         Command::FleetLink => daemon::fleet::run_link(&ctx),
         command => execute(&ctx, command),
@@ -55,7 +60,7 @@ pub fn main_ctl() -> ExitCode {
         Err(err @ Error::PermissionDenied { .. })
             if forwardable && (is_ignore || !nix::unistd::geteuid().is_root()) =>
         {
-            through_daemon(&ctx, err)
+            through_daemon(&ctx, err, sent_file.as_deref())
         }
         Err(err) => fail(&err),
     }
@@ -129,11 +134,19 @@ fn execute_local(ctx: &Context, command: Command) -> Result<(), Error> {
     }
 }
 
-/// Asks the daemon to run this command line as the caller; without a daemon, the original
-/// refusal stands.
-fn through_daemon(ctx: &Context, refusal: Error) -> ExitCode {
-    let argv = without_db(std::env::args().skip(1).collect());
-    match daemon::socket::call(&ctx.config.socket, argv) {
+/// Asks the daemon to run this command line as the caller, with the content of `file` (read
+/// as the caller); without a daemon, the original refusal stands.
+fn through_daemon(ctx: &Context, refusal: Error, file: Option<&std::path::Path>) -> ExitCode {
+    let read = |f| commands::apply::read(f, Some(daemon::socket::MAX_INPUT));
+    let input = match file.map(read).transpose() {
+        Ok(input) => input,
+        Err(err) => return fail(&err),
+    };
+    let request = daemon::socket::Request {
+        argv: without_db(std::env::args().skip(1).collect()),
+        input,
+    };
+    match daemon::socket::call(&ctx.config.socket, &request) {
         Ok(reply) => {
             print!("{}", reply.stdout);
             eprint!("{}", reply.stderr);

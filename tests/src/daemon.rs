@@ -122,6 +122,33 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// One request through the control socket as this process's user (`argv` and, for
+    /// `apply`, the file's `input`), the way `forcelogoutctl` sends it: the reply, and how
+    /// long it took.
+    pub fn ask(&self, argv: &[&str], input: Option<&str>) -> (serde_json::Value, Duration) {
+        use std::io::{BufRead, Write};
+        let since = Instant::now();
+        let mut request = serde_json::json!({ "argv": argv });
+        if let Some(input) = input {
+            request["input"] = input.into();
+        }
+        let stream = std::os::unix::net::UnixStream::connect(&self.socket).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        (&stream)
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("request");
+        let mut line = String::new();
+        if let Err(e) = std::io::BufReader::new(&stream).read_line(&mut line) {
+            panic!("{argv:?}: no reply after {:?}: {e}", since.elapsed());
+        }
+        let reply = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        (reply, since.elapsed())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();

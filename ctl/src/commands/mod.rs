@@ -22,6 +22,16 @@ use forcelogout_core::targeting::{Identity, Targeted};
 use forcelogout_core::Error;
 use serde::Serialize;
 
+/// Where a command gets the content of a file its command line names.
+pub enum FileSource {
+    /// It opens the path, as the user who runs it (the terminal).
+    Path,
+    /// The content a client read as itself and sent with its request (`None`: it sent none).
+    /// The daemon never opens a path a client names: as root it could read what the client
+    /// may not, or `/dev/zero`.
+    Sent(Option<String>),
+}
+
 pub struct Context {
     pub db: PathBuf,
     pub json: bool,
@@ -34,6 +44,8 @@ pub struct Context {
     pub daemon_running: bool,
     /// `--fleet`: the central database's URL ("" for the configuration's).
     pub fleet: Option<String>,
+    /// Where `apply` gets the file its command line names.
+    pub file_source: FileSource,
     out: RefCell<Box<dyn Write>>,
     err: RefCell<Box<dyn Write>>,
     clock: SystemClock,
@@ -49,6 +61,7 @@ impl Context {
             viewer: None,
             daemon_running: false,
             fleet: None,
+            file_source: FileSource::Path,
             out: RefCell::new(Box::new(std::io::stdout())),
             err: RefCell::new(Box::new(std::io::stderr())),
             clock: SystemClock,

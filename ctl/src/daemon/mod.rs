@@ -1,14 +1,18 @@
 //! `forcelogoutd` (`forcelogoutctl daemon`): the enforcement service. It sleeps until the next
 //! thing to do: a CLOCK_REALTIME timer armed at the next countdown step (which the kernel
 //! cancels when the wall clock is set, so a clock jump is noticed at once), inotify on the
-//! store's directory (schedule changes and new sessions, within a second), and the socket.
+//! store's directory (schedule changes and new sessions, within a second), and the `ignore`
+//! requests of the control socket, which threads of its own serve (`control`): no client can
+//! delay this loop. A failed look at the store (busy, say) is logged and tried again with
+//! back-off: the loop never exits on one.
 
+mod authorise;
+mod control;
 mod desktop;
 pub mod fleet;
 pub mod socket;
 mod subscribers;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -17,18 +21,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::Parser;
 use forcelogout_core::enforce::Enforcer;
 use forcelogout_core::relay;
 use forcelogout_core::store::{Access, IgnoreOutcome, Store, DEFAULT_BUSY_TIMEOUT};
-use forcelogout_core::targeting::Identity;
 use forcelogout_core::Error;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::cli::{Cli, Command};
 use crate::commands::Context;
 
 /// Where the packages install the two programs; a build tree has them side by side.
@@ -88,19 +88,16 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     } else {
         None
     };
-    for skipped in enforcer.skip_missed(Utc::now())? {
-        log(&format!(
-            "schedule {skipped}: a logout was missed while the daemon was down"
-        ));
+    let mut looks = Looks::new(Utc::now());
+    // Missed logouts are settled before anything else (else the first look tries again).
+    if let Err(e) = looks.skip_missed(&mut enforcer, Utc::now()) {
+        log(&format!("{e} (trying again shortly)"));
     }
     // Subscribers' cursors before any socket: no event committed after start-up is missed.
     let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     // Sessions first: whoever sees the main socket may count on the session socket too.
     record_sessions(ctx)?;
-    let listener = bind(&ctx.config.socket, 0o666)?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("configuring the socket", e))?;
+    let control = control::start(bind(&ctx.config.socket, 0o666)?, ctx)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
     let inotify = forcelogout_core::store::watch_writes(&ctx.db)?;
     let timer = TimerFd::new(
@@ -114,38 +111,12 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
         ctx.config.socket.display()
     ));
     fleet::start(ctx)?;
-    // inotify fires when a writer starts writing to the WAL; its commit becomes visible a
-    // little later (after its fsync). So after any write the daemon looks again every
-    // SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk.
-    let mut settle_until = Utc::now();
-    // A burst of writes (logins recorded one after another) wakes the loop for each; it
-    // looks at the store at most every SETTLE_STEP meanwhile, so the burst is not slowed by
-    // the loop's own reads.
-    let mut look = true;
-    let mut hooks_may_have_changed = false;
-    let mut last_look = Utc::now();
-    let mut planned_wake = Utc::now();
     loop {
         let now = Utc::now();
-        if look {
-            enforcer.refresh()?;
-            let (report, wake) = enforcer.step(now)?;
-            if !report.warned.is_empty() {
-                log(&format!("warned {}", report.warned.join(", ")));
-            }
-            if hooks_may_have_changed {
-                subscribers.rescan();
-                hooks_may_have_changed = false;
-            }
-            // New events may have been committed (by PAM, by this loop, by a request).
-            subscribers.notify();
-            (last_look, planned_wake) = (now, wake);
+        if looks.due(now) {
+            looks.look(&mut enforcer, &mut subscribers, now);
         }
-        let mut wake = if now < settle_until {
-            planned_wake.min(last_look + SETTLE_STEP)
-        } else {
-            planned_wake
-        };
+        let mut wake = looks.next_wake(now);
         // Desktop agents: a stuck one is killed on time, an ended one reaped.
         if let Some(agents) = &agents {
             if let Some(at) = agents.borrow_mut().tick(std::time::Instant::now()) {
@@ -154,56 +125,211 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
             }
         }
         arm(&timer, wake)?;
-        let agents_ref = agents.as_ref().map(|a| a.borrow());
-        // While settling the loop looks every SETTLE_STEP anyway: inotify is left out of the
-        // poll then, so a burst of writes (a dozen page writes each) does not wake it for
-        // every page, on a core the writers need.
-        let settling = now < settle_until;
-        let watch = if settling {
-            PollFlags::empty()
-        } else {
-            PollFlags::POLLIN
+        let settling = looks.settling(now);
+        let woken = {
+            let agents = agents.as_ref().map(|a| a.borrow());
+            let desktop = agents.as_ref().map(|a| a.wake_fd());
+            wait(&timer, &inotify, &control, desktop, settling)?
         };
-        let mut fds = vec![
-            PollFd::new(timer.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inotify.as_fd(), watch),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
-        if let Some(agents) = &agents_ref {
-            fds.push(PollFd::new(agents.wake_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(io("waiting", e)),
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (timer_ready, inotify_ready, socket_ready) =
-            (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
-        let desktop_ready = fds.get(3).is_some_and(ready);
-        drop(fds);
-        drop(agents_ref);
-        if desktop_ready {
+        if woken.desktop {
             if let Some(agents) = &agents {
                 desktop_reports(agents, &mut enforcer);
             }
         }
-        if timer_ready {
+        if woken.timer {
             if let Err(nix::Error::ECANCELED) = timer.wait() {
                 // The wall clock was set: logouts it jumped over are fired if recent, else skipped.
                 log("the wall clock was changed; re-planning");
-                enforcer.skip_missed(Utc::now())?;
+                looks.missed = Some("the wall clock was set past its logout");
             }
         }
-        if (inotify_ready || settling) && drain(&inotify) {
-            hooks_may_have_changed = true;
-            settle_until = Utc::now() + SETTLE_FOR;
+        if (woken.inotify || settling) && drain(&inotify) {
+            looks.written();
         }
-        if socket_ready {
-            serve(&listener, ctx, &mut enforcer);
+        if woken.asked {
+            // Only the bounded store write of each `ignore`: the requests' threads do the rest.
+            for ask in control.take_asks() {
+                let reply = ignore(&mut enforcer, &ask.user, ask.uid);
+                ask.answer(reply);
+            }
         }
-        look =
-            timer_ready || socket_ready || desktop_ready || Utc::now() >= last_look + SETTLE_STEP;
+        looks.wanted |= woken.timer || woken.asked || woken.desktop;
     }
+}
+
+/// The first wait after a failed look at the store; it doubles after each failure, up to
+/// `LAST_RETRY`, and starts again from here after a success.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// When the main loop looks at the store (refresh and step the enforcer), and what it does
+/// when a look fails: it logs, waits (the store may be busy) and looks again, never exits.
+struct Looks {
+    /// Why logouts may have been missed (start-up, a clock jump): skipped or fired first.
+    missed: Option<&'static str>,
+    /// Something happened that calls for a look (a timer, an `ignore`, a desktop report).
+    wanted: bool,
+    retry: Duration,
+    /// After a failure: no look before this.
+    retry_at: Option<DateTime<Utc>>,
+    hooks_may_have_changed: bool,
+    /// inotify fires when a writer starts writing to the WAL; its commit becomes visible a
+    /// little later (after its fsync). So after any write the loop looks again every
+    /// SETTLE_STEP for SETTLE_FOR: a change is seen within a second whatever the disk. A burst
+    /// of writes wakes it for each, but it looks at most every SETTLE_STEP meanwhile, so the
+    /// burst is not slowed by the loop's own reads.
+    settle_until: DateTime<Utc>,
+    last: DateTime<Utc>,
+    planned_wake: DateTime<Utc>,
+}
+
+impl Looks {
+    fn new(now: DateTime<Utc>) -> Looks {
+        Looks {
+            missed: Some("a logout was missed while the daemon was down"),
+            wanted: true,
+            retry: FIRST_RETRY,
+            retry_at: None,
+            hooks_may_have_changed: false,
+            settle_until: now,
+            last: now,
+            planned_wake: now,
+        }
+    }
+
+    fn due(&self, now: DateTime<Utc>) -> bool {
+        if let Some(at) = self.retry_at {
+            return now >= at;
+        }
+        self.wanted || now >= self.last + SETTLE_STEP
+    }
+
+    fn settling(&self, now: DateTime<Utc>) -> bool {
+        now < self.settle_until
+    }
+
+    /// The store was written: look again every SETTLE_STEP for SETTLE_FOR.
+    fn written(&mut self) {
+        self.hooks_may_have_changed = true;
+        self.settle_until = Utc::now() + SETTLE_FOR;
+    }
+
+    fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self.retry_at {
+            Some(at) => at,
+            None if self.settling(now) => self.planned_wake.min(self.last + SETTLE_STEP),
+            None => self.planned_wake,
+        }
+    }
+
+    fn look(
+        &mut self,
+        enforcer: &mut Enforcer,
+        subscribers: &mut subscribers::Subscribers,
+        now: DateTime<Utc>,
+    ) {
+        match self.enforce(enforcer, now) {
+            Ok(wake) => self.succeeded(wake),
+            Err(e) => {
+                let wait = self.failed(now);
+                log(&format!("{e} (trying again in {} ms)", wait.as_millis()));
+            }
+        }
+        if self.hooks_may_have_changed {
+            subscribers.rescan();
+            self.hooks_may_have_changed = false;
+        }
+        // New events may have been committed (by PAM, by this loop, by a request).
+        subscribers.notify();
+        (self.last, self.wanted) = (now, false);
+    }
+
+    fn succeeded(&mut self, wake: DateTime<Utc>) {
+        (self.planned_wake, self.retry_at, self.retry) = (wake, None, FIRST_RETRY);
+    }
+
+    /// Puts the next look off after a failure; for how long.
+    fn failed(&mut self, now: DateTime<Utc>) -> Duration {
+        let wait = self.retry;
+        let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        (self.planned_wake, self.retry_at) = (at, Some(at));
+        self.retry = (wait * 2).min(LAST_RETRY);
+        wait
+    }
+
+    /// Fires or skips the logouts that may have been missed, if any may have been.
+    fn skip_missed(&mut self, enforcer: &mut Enforcer, now: DateTime<Utc>) -> Result<(), Error> {
+        if let Some(why) = self.missed {
+            for skipped in enforcer.skip_missed(now)? {
+                log(&format!("schedule {skipped}: {why}"));
+            }
+            self.missed = None;
+        }
+        Ok(())
+    }
+
+    /// One look: missed logouts first, then the store's changes, then what is due now; when
+    /// to look next.
+    fn enforce(
+        &mut self,
+        enforcer: &mut Enforcer,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Error> {
+        self.skip_missed(enforcer, now)?;
+        enforcer.refresh()?;
+        let (report, wake) = enforcer.step(now)?;
+        if !report.warned.is_empty() {
+            log(&format!("warned {}", report.warned.join(", ")));
+        }
+        Ok(wake)
+    }
+}
+
+/// What woke the main loop.
+struct Woken {
+    timer: bool,
+    inotify: bool,
+    /// An `ignore` waits.
+    asked: bool,
+    desktop: bool,
+}
+
+/// Sleeps until the timer fires, the store is written, an `ignore` waits or a desktop agent
+/// reports.
+fn wait(
+    timer: &TimerFd,
+    inotify: &nix::sys::inotify::Inotify,
+    control: &control::Control,
+    desktop: Option<std::os::fd::BorrowedFd<'_>>,
+    settling: bool,
+) -> Result<Woken, Error> {
+    // While settling the loop looks every SETTLE_STEP anyway: inotify is left out of the poll
+    // then, so a burst of writes (a dozen page writes each) does not wake it for every page, on
+    // a core the writers need.
+    let watch = if settling {
+        PollFlags::empty()
+    } else {
+        PollFlags::POLLIN
+    };
+    let mut fds = vec![
+        PollFd::new(timer.as_fd(), PollFlags::POLLIN),
+        PollFd::new(inotify.as_fd(), watch),
+        PollFd::new(control.wake_fd(), PollFlags::POLLIN),
+    ];
+    if let Some(fd) = desktop {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+    }
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::Error::EINTR) => {}
+        Err(e) => return Err(Error::io("waiting", e.into())),
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    Ok(Woken {
+        timer: ready(&fds[0]),
+        inotify: ready(&fds[1]),
+        asked: ready(&fds[2]),
+        desktop: fds.get(3).is_some_and(ready),
+    })
 }
 
 /// Reads every pending inotify event; whether there was any.
@@ -310,148 +436,7 @@ fn bind(path: &std::path::Path, mode: u32) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-fn serve(listener: &UnixListener, ctx: &Context, enforcer: &mut Enforcer) {
-    while let Ok((stream, _)) = listener.accept() {
-        if let Err(e) = answer(stream, ctx, enforcer) {
-            log(&format!("a request failed: {e}"));
-        }
-    }
-}
-
-fn answer(stream: UnixStream, ctx: &Context, enforcer: &mut Enforcer) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let peer = getsockopt(&stream, PeerCredentials).map_err(std::io::Error::from)?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(socket::MAX_REQUEST)).read_line(&mut line)?;
-    if line.is_empty() {
-        // A client that only checked whether the daemon is there.
-        return Ok(());
-    }
-    let reply = match serde_json::from_str::<socket::Request>(&line) {
-        Ok(request) => handle(request, peer.uid(), ctx, enforcer),
-        Err(_) => socket::Reply {
-            code: 2,
-            stderr: "forcelogoutctl: request: not a forcelogoutctl request\n".into(),
-            ..Default::default()
-        },
-    };
-    let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
-    text.push('\n');
-    (&stream).write_all(text.as_bytes())
-}
-
-fn refuse(code: i32, message: &str) -> socket::Reply {
-    socket::Reply {
-        code,
-        stderr: format!(
-            "forcelogoutctl: {}\n",
-            forcelogout_core::text::sanitize_line(message)
-        ),
-        ..Default::default()
-    }
-}
-
-/// Runs a request as its peer: `ignore` for the peer's own warnings; everything for root and
-/// the admin group; for other users, only listings of what concerns them.
-fn handle(
-    request: socket::Request,
-    uid: u32,
-    ctx: &Context,
-    enforcer: &mut Enforcer,
-) -> socket::Reply {
-    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
-        return refuse(4, &format!("permission denied: uid {uid} has no name"));
-    };
-    let argv = std::iter::once("forcelogoutctl".to_string()).chain(request.argv);
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => {
-            return refuse(
-                2,
-                e.render()
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid arguments"),
-            )
-        }
-    };
-    let identity = Identity::lookup(&user.name).ok().flatten();
-    let admin = uid == 0
-        || identity
-            .as_ref()
-            .is_some_and(|i| i.groups.contains(&ctx.config.admin_group));
-    if cli.fleet.is_some() || matches!(cli.command, Command::Fleet(_)) {
-        return refuse(
-            2,
-            "fleet: not through the socket (the fleet's database checks its own roles)",
-        );
-    }
-    match &cli.command {
-        Command::Daemon => return refuse(2, "daemon: not through the socket"),
-        Command::NotifyAgent { .. } => {
-            return refuse(2, "notify-agent: started by the daemon only")
-        }
-        Command::FleetLink => return refuse(2, "fleet-link: started by the daemon only"),
-        Command::Events(args) if args.follow => {
-            return refuse(
-                4,
-                "permission denied: --follow reads the store directly (root or the group adm)",
-            )
-        }
-        Command::Ignore => return ignore(enforcer, &user.name, uid),
-        _ => {}
-    }
-    let read_only = matches!(
-        cli.command,
-        Command::Sessions
-            | Command::Next(_)
-            | Command::Schedule(crate::cli::ScheduleCommand::List { .. })
-            | Command::Schedule(crate::cli::ScheduleCommand::Show { .. })
-    );
-    if !admin && !read_only {
-        return refuse(
-            4,
-            &format!("permission denied: {}", ctx.not_an_admin_text()),
-        );
-    }
-    let out = SharedBuffer::default();
-    let err = SharedBuffer::default();
-    let mut request_ctx = Context::new(
-        ctx.db.clone(),
-        cli.json,
-        ctx.config.clone(),
-        user.name.clone(),
-    );
-    request_ctx.daemon_running = true;
-    request_ctx.viewer = if admin { None } else { identity };
-    request_ctx.redirect(Box::new(out.clone()), Box::new(err.clone()));
-    let code = match crate::execute_local(&request_ctx, cli.command) {
-        Ok(()) => 0,
-        Err(e) => {
-            let _ = writeln!(
-                err.clone(),
-                "forcelogoutctl: {}",
-                forcelogout_core::text::sanitize_line(&e.to_string())
-            );
-            e.exit_code()
-        }
-    };
-    if code == 0 {
-        log(&format!(
-            "{} ({uid}) ran a command through the socket",
-            user.name
-        ));
-    }
-    socket::Reply {
-        code,
-        stdout: out.text(),
-        stderr: err.text(),
-    }
-}
-
+/// The reply to a caller's `ignore`: only the bounded store write of `Enforcer::ignore`.
 fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
     match enforcer.ignore(user, uid, Utc::now()) {
         Ok(IgnoreOutcome::Ignored(ids)) if !ids.is_empty() => socket::Reply {
@@ -465,7 +450,7 @@ fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
             stdout: "You already chose to keep working.\n".into(),
             ..Default::default()
         },
-        Ok(IgnoreOutcome::KickOnly) => refuse(
+        Ok(IgnoreOutcome::KickOnly) => control::refuse(
             4,
             "permission denied: this logout cannot be ignored (the administrator chose a kick)",
         ),
@@ -474,29 +459,30 @@ fn ignore(enforcer: &mut Enforcer, user: &str, uid: u32) -> socket::Reply {
             ..Default::default()
         },
         Ok(IgnoreOutcome::NothingToIgnore) => {
-            refuse(1, &format!("no logout warning is running for {user}"))
+            control::refuse(1, &format!("no logout warning is running for {user}"))
         }
-        Err(e) => refuse(e.exit_code(), &e.to_string()),
+        Err(e) => control::refuse(e.exit_code(), &e.to_string()),
     }
 }
 
-/// A `Write` whose bytes the daemon sends back in its reply.
-#[derive(Clone, Default)]
-struct SharedBuffer(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl SharedBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.borrow()).into_owned()
-    }
-}
-
-impl Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    #[test]
+    fn a_failed_look_is_tried_again_later_and_later_until_one_succeeds() {
+        let start = Utc::now();
+        let mut looks = Looks::new(start);
+        let waits: Vec<u128> = (0..8).map(|_| looks.failed(start).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        // Nothing calls for a look before the retry, not even a wake-up.
+        looks.wanted = true;
+        assert!(!looks.due(start + chrono::Duration::seconds(4)));
+        assert!(looks.due(start + chrono::Duration::seconds(5)));
+        assert_eq!(looks.next_wake(start), start + chrono::Duration::seconds(5));
+        let wake = start + chrono::Duration::hours(1);
+        looks.succeeded(wake);
+        assert_eq!(looks.next_wake(start), wake);
+        assert_eq!(looks.failed(start).as_millis(), 100);
     }
 }
