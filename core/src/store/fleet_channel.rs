@@ -38,7 +38,7 @@ use super::fleet_tls::Check;
 /// Longest silence of the server after a request: the statement timeout (30 s) plus a margin.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 
-/// The SSLRequest message: length 8, code 1234.5679.
+/// The SSLRequest message: length 8, code 80877103 (1234 in the high 16 bits, 5679 low).
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -267,22 +267,33 @@ impl AuthWatch {
             self.head[self.have] = bytes[0];
             self.have += 1;
             bytes = &bytes[1..];
-            let length =
-                || u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]]);
-            let authentication = self.head[0] == b'R' && length() >= 8;
-            if self.have == 5 && !authentication {
+            let authentication = self.head[0] == b'R' && self.length() >= 8;
+            match self.have {
                 // Another message (an error, a protocol notice): passed on whole.
-                self.skip = (length() as usize).saturating_sub(4);
-                self.have = 0;
-            } else if self.have == 9 {
-                let code =
-                    u32::from_be_bytes([self.head[5], self.head[6], self.head[7], self.head[8]]);
-                self.skip = (length() as usize).saturating_sub(8);
-                self.have = 0;
-                self.judge(code)?;
+                5 if !authentication => {
+                    self.skip = self.length().saturating_sub(4);
+                    self.have = 0;
+                }
+                9 => {
+                    let code = u32::from_be_bytes([
+                        self.head[5],
+                        self.head[6],
+                        self.head[7],
+                        self.head[8],
+                    ]);
+                    self.skip = self.length().saturating_sub(8);
+                    self.have = 0;
+                    self.judge(code)?;
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The current message's length field (meaningful once 5 bytes are in).
+    fn length(&self) -> usize {
+        u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]]) as usize
     }
 
     fn judge(&mut self, code: u32) -> io::Result<()> {
@@ -374,7 +385,11 @@ impl AsyncWrite for Watchful {
         let this = self.get_mut();
         let written = ready!(Pin::new(&mut this.socket).poll_write(cx, buf))?;
         if written > 0 && this.deadline.is_none() {
-            this.deadline = Some(Box::pin(tokio::time::sleep(SILENCE_LIMIT)));
+            let mut deadline = Box::pin(tokio::time::sleep(SILENCE_LIMIT));
+            // Polled now so that its expiry wakes this task: the client may have polled the
+            // read side already in this round, before there was a deadline to wait for.
+            let _ = deadline.as_mut().poll(cx);
+            this.deadline = Some(deadline);
         }
         Poll::Ready(Ok(written))
     }
