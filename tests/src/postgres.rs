@@ -154,84 +154,62 @@ impl Postgres {
     pub fn enable_tls(&self) -> PathBuf {
         let dir = self.dir.path().join("tls");
         std::fs::create_dir(&dir).expect("mkdir tls");
-        let openssl = |args: &[&str]| {
-            check(
-                Command::new("openssl")
-                    .args(args)
-                    .current_dir(&dir)
-                    .output()
-                    .expect("openssl"),
-                "openssl",
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=forcelogout test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName = DNS:localhost\n").expect("ext");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ]);
-        for file in ["server.crt", "server.key"] {
-            std::fs::copy(dir.join(file), self.data.join(file)).expect("copy");
+        let ca = TestCa::new(&dir, "forcelogout test CA");
+        let (cert, key) = ca.issue("server", "localhost", "DNS:localhost");
+        self.install_certificate(&cert, &key);
+        self.write_hba(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        );
+        self.stop();
+        self.start_server();
+        ca.cert
+    }
+
+    /// Serves TLS with `cert` and `key` (PEM files, copied into the cluster). Restarts the
+    /// server.
+    pub fn use_certificate(&self, cert: &Path, key: &Path) {
+        self.install_certificate(cert, key);
+        self.stop();
+        self.start_server();
+    }
+
+    /// Replaces pg_hba.conf with `lines`. Restarts the server (a reload would apply them at
+    /// a moment the test cannot see).
+    pub fn set_hba(&self, lines: &str) {
+        self.write_hba(lines);
+        self.stop();
+        self.start_server();
+    }
+
+    /// Appends `line` to postgresql.conf; it applies at the next restart.
+    pub fn add_setting(&self, line: &str) {
+        let conf_path = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("postgresql.conf");
+    }
+
+    fn install_certificate(&self, cert: &Path, key: &Path) {
+        for (from, file) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data.join(file);
+            std::fs::copy(from, &to).expect("copy");
             let status = Command::new("chown")
                 .arg(format!("{SERVER_USER}:"))
-                .arg(self.data.join(file))
+                .arg(&to)
                 .status()
                 .expect("chown");
             assert!(status.success());
-            std::fs::set_permissions(self.data.join(file), std::fs::Permissions::from_mode(0o600))
-                .expect("chmod");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
-        let conf_path = self.data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
-        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
-        std::fs::write(&conf_path, text).expect("postgresql.conf");
-        std::fs::write(
-            self.data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
-        )
-        .expect("pg_hba.conf");
-        self.stop();
-        self.start_server();
-        dir.join("ca.crt")
+        let conf = std::fs::read_to_string(self.data.join("postgresql.conf")).expect("conf");
+        if !conf.contains("\nssl = on\n") {
+            self.add_setting("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'");
+        }
+    }
+
+    fn write_hba(&self, lines: &str) {
+        std::fs::write(self.data.join("pg_hba.conf"), lines).expect("pg_hba.conf");
     }
 
     /// Stops the server (fast: sessions are cut, as in an outage).
@@ -387,5 +365,100 @@ impl Drop for Postgres {
                 let _ = Command::new("kill").args(["-9", pid.trim()]).status();
             }
         }
+    }
+}
+
+/// A certificate authority made with the openssl CLI, for TLS tests: its certificate, and
+/// server certificates it signs.
+pub struct TestCa {
+    pub cert: PathBuf,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    check(
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl"),
+        "openssl",
+    );
+}
+
+impl TestCa {
+    /// A new self-signed CA named `name`, its files in `dir` (which must exist).
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let stem = name.replace(' ', "-");
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                key.to_str().expect("utf-8"),
+                "-out",
+                cert.to_str().expect("utf-8"),
+            ],
+        );
+        TestCa {
+            cert,
+            key,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A certificate signed by this CA with common name `cn` and subjectAltName `san`
+    /// (e.g. "IP:127.0.0.1" or "DNS:localhost"): (certificate, key), named after `stem`.
+    pub fn issue(&self, stem: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+        let path = |ext: &str| self.dir.join(format!("{stem}.{ext}"));
+        let text = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &text(&path("key")),
+                "-out",
+                &text(&path("csr")),
+            ],
+        );
+        std::fs::write(path("ext"), format!("subjectAltName = {san}\n")).expect("ext");
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &text(&path("csr")),
+                "-CA",
+                &text(&self.cert),
+                "-CAkey",
+                &text(&self.key),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &text(&path("ext")),
+                "-out",
+                &text(&path("crt")),
+            ],
+        );
+        (path("crt"), path("key"))
     }
 }

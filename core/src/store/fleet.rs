@@ -1,13 +1,11 @@
 //! The central PostgreSQL database of a fleet (SPEC §9): its schema and roles, and every
 //! statement the administrators' commands and the hosts' daemons run on it. Feature `fleet`
-//! only: the PAM module never links a network client.
+//! only: the PAM module never links a network client. The URL and password file are in
+//! `fleet_url`, TLS settings in `fleet_tls`, the connection's byte stream in `fleet_channel`.
 //!
 //! Names are unquoted, so PostgreSQL folds them to lower case and `psql` users type them as
 //! in SQLite (`SELECT * FROM LogoutEvents WHERE Host = 'lab1'`).
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +20,17 @@ use crate::clock::{format_timestamp, partition_date};
 use crate::error::Error;
 use crate::ids;
 use crate::schedule::Schedule;
+
+pub use super::fleet_channel::{FleetTls, SILENCE_LIMIT};
+pub use super::fleet_tls::{Check, TlsMode};
+pub use super::fleet_url::FleetUrl;
+
+/// A statement running longer than this is cancelled by the server (a central database that
+/// is overloaded or stuck on a lock is reported, and the link starts again).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A statement waiting longer than this for a lock (a schedule writer behind another, an
+/// administrator's open transaction) is cancelled by the server.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group role that writes schedules and reads everything.
 pub const ADMIN_ROLE: &str = "forcelogout_admin";
@@ -176,387 +185,6 @@ const EVENT_COLUMNS: &str = "Date, Timestamp, GroupName, Event, Immediate, Kick,
      EventIdentifier, RelatedEventIdentifier, SessionKey, LoginKey, UserId, ScheduleId, Reason, \
      Service, Tty, RemoteHost, Host";
 
-/// Keys libpq knows that the Rust client does not: this module handles them itself.
-const LIBPQ_ONLY: [&str; 5] = ["passfile", "sslmode", "sslrootcert", "sslcert", "sslkey"];
-
-/// How far the TLS certificate of the server is checked (libpq's `sslmode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-/// A parsed connection string: the client's own configuration, plus what this module does
-/// for the keys only libpq knows (TLS verification, client certificates, the password file).
-#[derive(Clone, Debug)]
-pub struct FleetUrl {
-    config: postgres::Config,
-    tls: TlsMode,
-    root_cert: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
-    passfile: Option<PathBuf>,
-}
-
-impl FleetUrl {
-    /// Parses `text` (a libpq `key=value` string or a `postgresql://` URI). A password in it is
-    /// refused: secrets live in a 0600 file (`passfile=`, `PGPASSFILE`, `sslkey=`), never on a
-    /// command line or in a configuration file others may read. `default_user` is used when
-    /// the string names no user.
-    pub fn parse(text: &str, default_user: &str) -> Result<FleetUrl, Error> {
-        let bad = |reason: String| Error::invalid("fleet url", reason);
-        let (rest, extracted) = split_libpq_only(text).map_err(bad)?;
-        let mut config = postgres::Config::from_str(&rest)
-            .map_err(|e| bad(crate::text::sanitize_line(&e.to_string())))?;
-        if config.get_password().is_some() {
-            return Err(bad(
-                "a password does not belong in the URL; put it in a 0600 passfile (passfile=PATH)"
-                    .into(),
-            ));
-        }
-        if config.get_user().is_none() {
-            config.user(default_user);
-        }
-        if config.get_hosts().is_empty() {
-            config.host("/var/run/postgresql");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.application_name("forcelogout");
-        config.keepalives_idle(Duration::from_secs(10));
-        let mut url = FleetUrl {
-            config,
-            tls: TlsMode::Prefer,
-            root_cert: None,
-            client_cert: None,
-            client_key: None,
-            passfile: None,
-        };
-        for (key, value) in extracted {
-            match key.as_str() {
-                "sslmode" => {
-                    url.tls = match value.as_str() {
-                        "disable" => TlsMode::Disable,
-                        "allow" | "prefer" => TlsMode::Prefer,
-                        "require" => TlsMode::Require,
-                        "verify-ca" => TlsMode::VerifyCa,
-                        "verify-full" => TlsMode::VerifyFull,
-                        other => {
-                            return Err(bad(format!("sslmode {other:?} is not a libpq sslmode")))
-                        }
-                    }
-                }
-                "sslrootcert" => url.root_cert = Some(PathBuf::from(value)),
-                "sslcert" => url.client_cert = Some(PathBuf::from(value)),
-                "sslkey" => url.client_key = Some(PathBuf::from(value)),
-                _ => url.passfile = Some(PathBuf::from(value)),
-            }
-        }
-        // libpq: with a root certificate, `require` checks the chain.
-        if url.tls == TlsMode::Require && url.root_cert.is_some() {
-            url.tls = TlsMode::VerifyCa;
-        }
-        url.config.ssl_mode(match url.tls {
-            TlsMode::Disable => postgres::config::SslMode::Disable,
-            TlsMode::Prefer => postgres::config::SslMode::Prefer,
-            _ => postgres::config::SslMode::Require,
-        });
-        Ok(url)
-    }
-
-    /// The login role.
-    pub fn user(&self) -> &str {
-        self.config.get_user().unwrap_or_default()
-    }
-
-    /// `host:port` (or the socket directory), for messages.
-    pub fn endpoint(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => "?".into(),
-        };
-        format!("{host}:{}", self.port())
-    }
-
-    fn port(&self) -> u16 {
-        self.config.get_ports().first().copied().unwrap_or(5432)
-    }
-
-    /// Opens a connection; every failure is one line: a bad file is exit 2, a refused login
-    /// exit 4, an unreachable server exit 1.
-    pub fn connect(&self) -> Result<FleetDb, Error> {
-        let tls = self.tls()?;
-        self.connect_with(&tls)
-    }
-
-    /// The TLS side of connections to this URL, built once and reused for every reconnect
-    /// (building an OpenSSL context reads the system's CA store: tens of milliseconds).
-    pub fn tls(&self) -> Result<FleetTls, Error> {
-        Ok(match self.tls {
-            TlsMode::Disable => FleetTls(None),
-            _ => FleetTls(Some(self.tls_connector()?)),
-        })
-    }
-
-    /// Opens a connection with a `tls()` built before.
-    pub fn connect_with(&self, tls: &FleetTls) -> Result<FleetDb, Error> {
-        let mut config = self.config.clone();
-        if let Some(password) = self.password()? {
-            config.password(password);
-        }
-        let fail = |e| pg_error(&format!("connecting to {}", self.endpoint()), e);
-        let client = match &tls.0 {
-            Some(connector) => config.connect(connector.clone()).map_err(fail)?,
-            None => config.connect(postgres::NoTls).map_err(fail)?,
-        };
-        Ok(FleetDb {
-            client,
-            endpoint: self.endpoint(),
-        })
-    }
-
-    fn tls_connector(&self) -> Result<postgres_openssl::MakeTlsConnector, Error> {
-        use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-        let tls_error = |what: &str, e: openssl::error::ErrorStack| {
-            Error::invalid("fleet url", format!("{what}: {e}"))
-        };
-        let mut builder =
-            SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls_error("TLS", e))?;
-        match self.tls {
-            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => {
-                builder.set_verify(SslVerifyMode::NONE)
-            }
-            TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                let root = self
-                    .root_cert
-                    .clone()
-                    .or_else(|| home_file(".postgresql/root.crt").filter(|p| p.exists()));
-                if let Some(root) = root {
-                    builder
-                        .set_ca_file(&root)
-                        .map_err(|e| tls_error(&format!("sslrootcert {}", root.display()), e))?;
-                }
-                builder.set_verify(SslVerifyMode::PEER);
-            }
-        }
-        if let Some(cert) = &self.client_cert {
-            builder
-                .set_certificate_chain_file(cert)
-                .map_err(|e| tls_error(&format!("sslcert {}", cert.display()), e))?;
-        }
-        if let Some(key) = &self.client_key {
-            check_private(key, "sslkey")?;
-            builder
-                .set_private_key_file(key, SslFiletype::PEM)
-                .map_err(|e| tls_error(&format!("sslkey {}", key.display()), e))?;
-        }
-        let mut connector = postgres_openssl::MakeTlsConnector::new(builder.build());
-        if self.tls == TlsMode::VerifyCa {
-            connector.set_callback(|config, _| {
-                config.set_verify_hostname(false);
-                Ok(())
-            });
-        }
-        Ok(connector)
-    }
-
-    /// The password from the password file (libpq's format and lookup: `passfile=`, else
-    /// `$PGPASSFILE`, else `~/.pgpass`), which must be readable by its owner only.
-    fn password(&self) -> Result<Option<String>, Error> {
-        let (path, explicit) = match &self.passfile {
-            Some(p) => (p.clone(), true),
-            None => match std::env::var_os("PGPASSFILE") {
-                Some(p) if !p.is_empty() => (PathBuf::from(p), true),
-                _ => match home_file(".pgpass") {
-                    Some(p) => (p, false),
-                    None => return Ok(None),
-                },
-            },
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
-            Err(e) => {
-                return Err(Error::invalid(
-                    "fleet url",
-                    format!("passfile {}: {e}", path.display()),
-                ))
-            }
-        };
-        check_private(&path, "passfile")?;
-        let host = match self.config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "localhost".into(),
-        };
-        let port = self.port().to_string();
-        let user = self.user().to_string();
-        let dbname = self.config.get_dbname().unwrap_or(&user).to_string();
-        Ok(find_password(&text, [&host, &port, &dbname, &user]))
-    }
-}
-
-fn home_file(name: &str) -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(name))
-}
-
-/// A secret file must be readable by its owner only (libpq's rule, made an error).
-fn check_private(path: &Path, key: &str) -> Result<(), Error> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::invalid("fleet url", format!("{key} {}: {e}", path.display())))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(Error::invalid(
-            "fleet url",
-            format!(
-                "{key} {} may be read by others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.mode() & 0o777
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The first line of a `.pgpass` text matching host, port, database and user (`*` matches
-/// anything; `\:` and `\\` are escapes).
-fn find_password(text: &str, wanted: [&str; 4]) -> Option<String> {
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = Vec::new();
-        let mut field = String::new();
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => field.extend(chars.next()),
-                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
-                c => field.push(c),
-            }
-        }
-        fields.push(field);
-        if fields.len() == 5
-            && fields[..4]
-                .iter()
-                .zip(wanted)
-                .all(|(f, w)| f == "*" || f == w)
-        {
-            return fields.pop();
-        }
-    }
-    None
-}
-
-/// Takes the libpq-only keys out of a connection string or URI; returns the rest and them.
-#[allow(clippy::type_complexity)]
-fn split_libpq_only(text: &str) -> Result<(String, Vec<(String, String)>), String> {
-    let text = text.trim();
-    let mut extracted = Vec::new();
-    if text.starts_with("postgresql://") || text.starts_with("postgres://") {
-        let Some((base, query)) = text.split_once('?') else {
-            return Ok((text.to_string(), extracted));
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if LIBPQ_ONLY.contains(&key) {
-                extracted.push((key.to_string(), percent_decode(value)?));
-            } else {
-                kept.push(pair);
-            }
-        }
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return Ok((rest, extracted));
-    }
-    let mut kept = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return Err(format!("{key:?} has no value (key=value)"));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => return Err(format!("the value of {key} has no closing quote")),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                if c == '\\' {
-                    chars.next();
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                    chars.next();
-                }
-            }
-        }
-        if LIBPQ_ONLY.contains(&key.as_str()) {
-            extracted.push((key, value));
-        } else {
-            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
-            kept.push(format!("{key}='{quoted}'"));
-        }
-    }
-    Ok((kept.join(" "), extracted))
-}
-
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{text:?}: a bad %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8"))
-}
-
 /// `pg_error` for what was being done (`what`) on `endpoint`, as a `map_err` argument.
 fn pg_failure(endpoint: &str, what: &str) -> impl FnOnce(postgres::Error) -> Error {
     let context = format!("{what} on {endpoint}");
@@ -637,10 +265,6 @@ pub struct InitReport {
     pub to_version: i64,
 }
 
-/// How connections to one URL do TLS (none for `sslmode=disable`).
-#[derive(Clone)]
-pub struct FleetTls(Option<postgres_openssl::MakeTlsConnector>);
-
 /// A connection to the central database.
 pub struct FleetDb {
     client: Client,
@@ -648,6 +272,26 @@ pub struct FleetDb {
 }
 
 impl FleetDb {
+    /// Connects with `config` and sets the statement and lock timeouts for the session. They
+    /// are set with SET rather than the `options` startup parameter, which poolers such as
+    /// pgbouncer refuse by default ("unsupported startup parameter").
+    pub(super) fn open(
+        config: &postgres::Config,
+        tls: FleetTls,
+        endpoint: String,
+    ) -> Result<FleetDb, Error> {
+        let fail = |e| pg_error(&format!("connecting to {endpoint}"), e);
+        let mut client = config.connect(tls).map_err(fail)?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}; SET lock_timeout = {}",
+                STATEMENT_TIMEOUT.as_millis(),
+                LOCK_TIMEOUT.as_millis()
+            ))
+            .map_err(fail)?;
+        Ok(FleetDb { client, endpoint })
+    }
+
     fn fail(&self, context: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
         let context = format!("{context} on {}", self.endpoint);
         move |e| pg_error(&context, e)
@@ -1258,70 +902,5 @@ fn event_from_row(r: &Row) -> EventRow {
         tty: r.get(15),
         remote_host: r.get(16),
         host: r.get(17),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn libpq_only_keys_are_taken_out() {
-        let (rest, found) = split_libpq_only(
-            "host=db port=5433 sslmode=verify-full passfile='/etc/fl pass' user=lab1",
-        )
-        .unwrap();
-        assert_eq!(rest, "host='db' port='5433' user='lab1'");
-        assert_eq!(
-            found,
-            [
-                ("sslmode".to_string(), "verify-full".to_string()),
-                ("passfile".to_string(), "/etc/fl pass".to_string())
-            ]
-        );
-        let (rest, found) = split_libpq_only(
-            "postgresql://lab1@db:5433/fl?sslmode=require&passfile=%2Fetc%2Fpw&connect_timeout=3",
-        )
-        .unwrap();
-        assert_eq!(rest, "postgresql://lab1@db:5433/fl?connect_timeout=3");
-        assert_eq!(found[1], ("passfile".to_string(), "/etc/pw".to_string()));
-    }
-
-    #[test]
-    fn bad_urls_are_one_line_errors() {
-        for url in [
-            "host=db password=secret",
-            "postgresql://lab1:secret@db/fl",
-            "host=db sslmode=sometimes",
-            "host='db",
-            "nonsense",
-            "host=db frobnicate=1",
-        ] {
-            match FleetUrl::parse(url, "lab1") {
-                Err(Error::Invalid { field, reason }) => {
-                    assert_eq!(field, "fleet url", "{url}");
-                    assert!(!reason.contains('\n'), "{url}: {reason}");
-                }
-                other => panic!("{url}: {other:?}"),
-            }
-        }
-        let url = FleetUrl::parse("host=127.0.0.1 port=6543 dbname=fl", "lab1").unwrap();
-        assert_eq!(url.user(), "lab1");
-        assert_eq!(url.endpoint(), "127.0.0.1:6543");
-    }
-
-    #[test]
-    fn passfile_lines_match_like_libpq() {
-        let text =
-            "# comment\nother:5432:*:*:no\n127.0.0.1:6543:fl:lab1:pa\\:ss\n*:*:*:*:fallback\n";
-        assert_eq!(
-            find_password(text, ["127.0.0.1", "6543", "fl", "lab1"]).as_deref(),
-            Some("pa:ss")
-        );
-        assert_eq!(
-            find_password(text, ["db", "5432", "fl", "x"]).as_deref(),
-            Some("fallback")
-        );
-        assert_eq!(find_password("a:b:c:d:e\n", ["x", "b", "c", "d"]), None);
     }
 }

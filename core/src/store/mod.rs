@@ -7,7 +7,13 @@ mod enforce;
 mod events;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_channel;
 mod fleet_local;
+#[cfg(feature = "fleet")]
+mod fleet_tls;
+#[cfg(feature = "fleet")]
+mod fleet_url;
 mod lockouts;
 mod schedules;
 mod schema;

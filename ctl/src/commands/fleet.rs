@@ -178,6 +178,9 @@ fn status(ctx: &Context) -> Result<(), Error> {
         newest_replay_id: i64,
         waiting_to_upload: i64,
         fleet_schedules: usize,
+        /// How the link's channel is protected (from the URL: it answers while the
+        /// database is down).
+        tls: Option<String>,
     }
     let fleet = ctx.config.fleet.as_ref();
     let shown = Status {
@@ -187,6 +190,7 @@ fn status(ctx: &Context) -> Result<(), Error> {
         newest_replay_id: newest,
         waiting_to_upload: (newest - state.uploaded_replay_id).max(0),
         fleet_schedules: store.fleet_schedule_ids()?.len(),
+        tls: fleet.map(|_| channel(ctx)),
     };
     if ctx.json {
         return ctx.print_json(&shown);
@@ -213,6 +217,9 @@ fn status(ctx: &Context) -> Result<(), Error> {
     if let (false, Some(error)) = (state.connected, &state.last_error) {
         text.push_str(&format!("Last error: {error}\n"));
     }
+    if let Some(tls) = &shown.tls {
+        text.push_str(&format!("TLS:        {tls}\n"));
+    }
     text.push_str(&format!(
         "Schedules:  {} from the fleet, central version {}\n",
         shown.fleet_schedules, state.schedule_version
@@ -222,6 +229,14 @@ fn status(ctx: &Context) -> Result<(), Error> {
         shown.waiting_to_upload, state.uploaded_replay_id, newest
     ));
     ctx.print(&forcelogout_core::text::sanitize_for_terminal(&text))
+}
+
+/// How the link's channel is protected, or why that cannot be said.
+fn channel(ctx: &Context) -> String {
+    match url(ctx) {
+        Ok(url) => url.channel(),
+        Err(e) => format!("unknown: {e}"),
+    }
 }
 
 fn schedule(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {

@@ -59,8 +59,9 @@ pub fn run_link(ctx: &Context) -> Result<(), Error> {
     };
     // A bad URL or passfile must not stop enforcement: the link logs it, `fleet status`
     // shows it, and the host goes on with its local schedules until it is fixed.
-    if let Err(e) = forcelogout_core::store::fleet::FleetUrl::parse(&fleet.url, &fleet.host) {
-        super::log(&format!("fleet: {e}"));
+    match forcelogout_core::store::fleet::FleetUrl::parse(&fleet.url, &fleet.host) {
+        Ok(url) => super::log(&format!("fleet: {}: TLS {}", url.endpoint(), url.channel())),
+        Err(e) => super::log(&format!("fleet: {e}")),
     }
     super::log(&format!(
         "fleet: host {} (labels {})",
