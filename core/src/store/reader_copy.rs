@@ -75,16 +75,17 @@ pub fn path_for_reading(store: &Path) -> PathBuf {
     }
 }
 
-/// Whether this process is refused opening `file` for reading (by its effective ids: a setuid
-/// root PAM caller reads the live store); `None` when it is missing or fails otherwise.
+/// Whether this process is refused reading `file`, by its effective ids (a setuid root PAM
+/// caller reads the live store); `None` when it is missing or the check fails otherwise. Asked
+/// of the kernel without opening the file: closing a descriptor of a file drops every POSIX
+/// lock this process holds on it, and this process may have the store open (the daemon, a
+/// `sqlite3` shell loading the extension).
 fn open_refused(file: &Path) -> Option<bool> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(file);
-    match opened {
-        Ok(_) => Some(false),
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => Some(true),
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{faccessat, AccessFlags};
+    match faccessat(None, file, AccessFlags::R_OK, AtFlags::AT_EACCESS) {
+        Ok(()) => Some(false),
+        Err(nix::errno::Errno::EACCES) => Some(true),
         Err(_) => None,
     }
 }
@@ -595,21 +596,25 @@ fn own_file(file: &std::fs::File) -> std::io::Result<()> {
 }
 
 /// The copy as readers need it, whatever changed it since (systemd's `StateDirectory=` hands
-/// the whole directory to root:root at each start).
+/// the whole directory to root:root at each start). By path: a descriptor of it closed would
+/// drop the locks of this process's connection (see `open_refused`).
 fn own_copy(copy: &Path) -> Result<(), Error> {
-    let file = OpenOptions::new()
-        .read(true)
-        .open(copy)
-        .map_err(|e| Error::io(format!("opening {}", copy.display()), e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("reading {}", copy.display()), e))?;
-    let group_ok = !nix::unistd::geteuid().is_root()
-        || (meta.uid() == 0 && reader_gid().is_none_or(|gid| meta.gid() == gid));
-    if meta.mode() & 0o777 == 0o640 && group_ok {
-        return Ok(());
+    let io = |e| {
+        Error::io(
+            format!("setting the owner and mode of {}", copy.display()),
+            e,
+        )
+    };
+    let meta = std::fs::metadata(copy).map_err(io)?;
+    if meta.mode() & 0o7777 != 0o640 {
+        std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o640)).map_err(io)?;
     }
-    own_file(&file).map_err(|e| Error::io(format!("setting the owner of {}", copy.display()), e))
+    let gid = reader_gid();
+    if nix::unistd::geteuid().is_root() && (meta.uid() != 0 || gid.is_some_and(|g| meta.gid() != g))
+    {
+        std::os::unix::fs::chown(copy, Some(0), gid).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Creates the readers' directory (0750, root and the reader group when we are root) and sets
