@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use forcelogout_core::store::reader_copy_path;
 use forcelogout_tests::daemon::{wait_until, Daemon};
+use forcelogout_tests::systemd::{boot_or_skip, Systemd};
 use forcelogout_tests::{ctl_path, extension_load_path, with_private_mounts, PamStack};
 
 /// The throwaway member of `adm`; its uid is free on the test machines.
@@ -342,4 +343,38 @@ fn an_adm_member_reads_the_copy_with_sqlite3_and_forcelogoutctl() {
     drop(follower);
     open.proceed();
     open.finish();
+}
+
+/// The owner, group and mode of the store's directory, the store, and the copy, inside `sd`.
+fn modes_under_the_unit(sd: &Systemd) -> String {
+    sd.sh(
+        "cd /var/lib/forcelogout && stat -c '%a %U %G %n' . forcelogout.db readers \
+         readers/forcelogout.db",
+    )
+}
+
+#[test]
+#[ignore = "needs root: systemd booted in namespaces, running the packaged unit"]
+fn under_the_packaged_unit_the_store_stays_roots_and_the_copy_reachable_for_adm() {
+    let Some(sd) = boot_or_skip("the readers' copy under the unit") else {
+        return;
+    };
+    sd.install_build();
+    sd.write("/etc/forcelogout/forcelogout.toml", "");
+    // As the packages make it.
+    sd.sh("install -d -m 0750 -o root -g adm /var/lib/forcelogout");
+    let expected = "750 root adm .\n600 root root forcelogout.db\n750 root adm readers\n\
+                    640 root adm readers/forcelogout.db";
+    // Each start, StateDirectory= hands the whole directory to root:root; the daemon gives the
+    // directory and the copy back to adm.
+    for start in ["start", "restart"] {
+        sd.sh(&format!(
+            "systemctl daemon-reload && systemctl {start} forcelogout"
+        ));
+        let settled = sd.wait_for(
+            Duration::from_secs(30),
+            &format!("test \"$(cd /var/lib/forcelogout && stat -c '%a %U %G %n' . forcelogout.db readers readers/forcelogout.db)\" = \"{expected}\""),
+        );
+        assert!(settled, "{start}: {}", modes_under_the_unit(&sd));
+    }
 }
