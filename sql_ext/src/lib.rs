@@ -33,6 +33,8 @@ pub unsafe extern "C" fn sqlite3_forcelogout_init(
 
 /// Registers the functions, then attaches the store: the one named by `FORCELOGOUT_DB` (which
 /// must exist), else the default one if it exists. Without a store the functions still load.
+/// A user the live store refuses but its readers' copy does not (the reader group) gets the
+/// copy, silently.
 fn register(conn: Connection) -> rusqlite::Result<bool> {
     functions::register(&conn)?;
     let (path, explicit) = match std::env::var_os(DB_ENV) {
@@ -40,7 +42,7 @@ fn register(conn: Connection) -> rusqlite::Result<bool> {
         _ => (PathBuf::from(DEFAULT_DB_PATH), false),
     };
     if explicit || path.exists() {
-        attach::attach_read_only(&conn, &path).map_err(|e| {
+        attach::attach_for_reader(&conn, &path).map_err(|e| {
             rusqlite::Error::SqliteFailure(
                 ffi::Error::new(ffi::SQLITE_ERROR),
                 Some(format!("forcelogout: {e}")),

@@ -1,11 +1,13 @@
 //! The store seen from another SQLite connection (the `sqlite3` shell with the extension
 //! loaded): attached read-only, with TEMP views under the store's own names. Simple views are
-//! flattened by SQLite, so constraints on them use the store's indexes.
+//! flattened by SQLite, so constraints on them use the store's indexes. A user who may not open
+//! the live store but may open its readers' copy (the reader group) is given the copy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+use super::reader_copy;
 use crate::error::Error;
 
 /// The schema name the extension attaches the store under.
@@ -34,8 +36,30 @@ pub fn attach_read_only(conn: &Connection, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// How long a reader of the readers' copy waits while the daemon commits to it (a few
+/// milliseconds at a time), when its connection had no busy timeout: rather than an error.
+const COPY_READER_BUSY_TIMEOUT_MS: i64 = 2000;
+
+/// Attaches, for a reader of the store at `path`, the live store when this process may open it,
+/// else its readers' copy (see `reader_copy::path_for_reading`); returns the file attached.
+pub fn attach_for_reader(conn: &Connection, path: &Path) -> Result<PathBuf, Error> {
+    let source = reader_copy::path_for_reading(path);
+    attach_read_only(conn, &source)?;
+    if source != path {
+        // In rollback-journal mode a reader meets the copy's writer's lock while it commits.
+        let current: i64 = conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .map_err(|e| Error::store(&source, "reading the busy timeout", e))?;
+        if current == 0 {
+            conn.pragma_update(None, "busy_timeout", COPY_READER_BUSY_TIMEOUT_MS)
+                .map_err(|e| Error::store(&source, "setting the busy timeout", e))?;
+        }
+    }
+    Ok(source)
+}
+
 /// `file:` URI of `path` opened read-only; `%`, `?` and `#` are escaped.
-fn read_only_uri(path: &Path) -> String {
+pub(super) fn read_only_uri(path: &Path) -> String {
     let mut uri = String::from("file:");
     for c in path.to_string_lossy().chars() {
         match c {

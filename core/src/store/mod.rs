@@ -15,6 +15,7 @@ mod fleet_tls;
 #[cfg(feature = "fleet")]
 mod fleet_url;
 mod lockouts;
+pub mod reader_copy;
 mod schedules;
 mod schema;
 mod sessions;
@@ -22,6 +23,7 @@ mod sessions;
 pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use events::{EventFilter, EventKind, EventRow, NewEvent, RemovalReason};
 pub use fleet_local::FleetState;
+pub use reader_copy::{reader_copy_path, ReaderCopy};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
 pub use sessions::{Cause, Closed, Opened, SessionWrite, SessionWritten};
 
@@ -163,10 +165,16 @@ impl Store {
 
     /// The read path: an existing store read-only, or, before the first write has created
     /// it, an empty one (nothing scheduled yet is not an error). A store this user may not
-    /// even look for is `PermissionDenied`, never mistaken for an empty one.
+    /// even look for is `PermissionDenied`, never mistaken for an empty one. A store this user
+    /// may not open, but whose readers' copy it may (the reader group), is read from the copy:
+    /// `path()` then names the copy.
     pub fn open_for_reading(path: &Path, busy_timeout: Duration) -> Result<Store, Error> {
         match path.try_exists() {
-            Ok(true) => Store::open(path, Access::ReadOnly, busy_timeout),
+            Ok(true) => Store::open(
+                &reader_copy::path_for_reading(path),
+                Access::ReadOnly,
+                busy_timeout,
+            ),
             Ok(false) => Store::open_empty_in_memory(),
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(Error::PermissionDenied {
                 context: format!("{}: {e}", path.display()),
@@ -419,8 +427,11 @@ fn writable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
 }
 
-/// Creates the store's directory (0750) and file (0640), owned by root and group `adm` when
-/// we are root, so administrators can read the log and nobody else can.
+/// Creates the store's directory (0750, owned by root and group `adm` when we are root, so that
+/// administrators reach the readers' copy inside it) and the file (0600, root's: whoever may open
+/// a file of the live store may hold a lock that stops every write, see `reader_copy`). SQLite
+/// gives the WAL and shared-memory files the database's mode and owner. A store opened read-write
+/// by root that others may open (one from before the readers' copy) is tightened first.
 fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
     let denied = |what: &str, e: std::io::Error| -> Error {
         if e.kind() == ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) {
@@ -460,20 +471,23 @@ fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o640)
+        .mode(0o600)
         .open(path)
     {
         Ok(file) => {
-            file.set_permissions(std::fs::Permissions::from_mode(0o640))
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| denied("setting the mode of", e))?;
             if as_root {
-                std::os::unix::fs::fchown(&file, Some(0), reader_gid())
+                std::os::unix::fs::fchown(&file, Some(0), Some(0))
                     .map_err(|e| denied("setting the owner of", e))?;
             }
             Ok(())
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             if writable(path) {
+                if as_root {
+                    make_root_only(path).map_err(|e| denied("making root's alone", e))?;
+                }
                 Ok(())
             } else {
                 Err(Error::PermissionDenied {
@@ -483,4 +497,26 @@ fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
         }
         Err(e) => Err(denied("creating the store", e)),
     }
+}
+
+/// The store's files (the database, and its WAL and shared memory where they exist) readable
+/// and writable by root alone: group and other bits off, owner and group root.
+fn make_root_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_os_string();
+        file.push(suffix);
+        let meta = match std::fs::metadata(&file) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.uid() != 0 || meta.gid() != 0 {
+            std::os::unix::fs::chown(&file, Some(0), Some(0))?;
+        }
+        if meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+        }
+    }
+    Ok(())
 }

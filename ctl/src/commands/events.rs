@@ -62,9 +62,11 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
         ctx.print(&header())?;
     }
     let store = ctx.open_for_reading()?;
-    // Follow: wait for the store's directory to change rather than poll.
+    // Follow: wait for the directory of what is read (the store, or its readers' copy) to
+    // change rather than poll.
     let watch = if args.follow {
-        Some(forcelogout_core::store::watch_writes(&ctx.db)?)
+        let read = Some(store.path()).filter(|p| p.exists()).unwrap_or(&ctx.db);
+        Some(forcelogout_core::store::watch_writes(read)?)
     } else {
         None
     };

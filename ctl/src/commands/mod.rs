@@ -106,7 +106,8 @@ impl Context {
         Store::open(&self.db, Access::Create, DEFAULT_BUSY_TIMEOUT)
     }
 
-    /// Readers never create anything: before the first write there is nothing to list.
+    /// Readers never create anything: before the first write there is nothing to list. A
+    /// member of the reader group, whom the live store refuses, reads its readers' copy.
     pub fn open_for_reading(&self) -> Result<Store, Error> {
         Store::open_for_reading(&self.db, DEFAULT_BUSY_TIMEOUT)
     }

@@ -10,6 +10,7 @@ mod authorise;
 mod control;
 mod desktop;
 pub mod fleet;
+mod reader_copy;
 pub mod socket;
 mod subscribers;
 
@@ -97,6 +98,7 @@ pub fn run(ctx: &Context) -> Result<(), Error> {
     let mut subscribers = subscribers::Subscribers::start(ctx.db.clone(), ctx.config.clone());
     // Sessions first: whoever sees the main socket may count on the session socket too.
     record_sessions(ctx)?;
+    reader_copy::start(ctx)?;
     let control = control::start(bind(&ctx.config.socket, 0o666)?, ctx)?;
     let io = |what: &str, e: nix::Error| Error::io(what.to_string(), e.into());
     let inotify = forcelogout_core::store::watch_writes(&ctx.db)?;
