@@ -166,6 +166,15 @@ fn hosts(ctx: &Context) -> Result<(), Error> {
 /// This host's link, from the store alone (it answers while the database is down).
 fn status(ctx: &Context) -> Result<(), Error> {
     let store = ctx.open_for_reading()?;
+    if store.path() != ctx.db {
+        // The readers' copy has the public tables only, not the link's state.
+        return Err(Error::PermissionDenied {
+            context: format!(
+                "fleet status reads the link's state from {}, which only root may open",
+                ctx.db.display()
+            ),
+        });
+    }
     let state = store.fleet_state()?;
     let newest = store.max_replay_id()?;
     #[derive(Serialize)]
