@@ -172,6 +172,7 @@ fn check_registration(sd: &Systemd, uid: u32) -> (String, String) {
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn a_kick_ends_a_logind_session_through_logind_from_the_daemon_the_unit_started() {
     let Some(sd) = boot_or_skip("a kick through logind") else {
         return;
@@ -207,6 +208,7 @@ fn a_kick_ends_a_logind_session_through_logind_from_the_daemon_the_unit_started(
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn a_session_logind_cannot_end_is_ended_through_its_scope() {
     let Some(sd) = boot_or_skip("a kick through the session's scope") else {
         return;
@@ -229,6 +231,7 @@ fn a_session_logind_cannot_end_is_ended_through_its_scope() {
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn without_pam_systemd_a_kick_signals_the_process_tree_and_a_double_fork_escapes() {
     let Some(sd) = boot_or_skip("a kick without a logind session") else {
         return;
@@ -263,6 +266,7 @@ fn without_pam_systemd_a_kick_signals_the_process_tree_and_a_double_fork_escapes
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn logind_ends_the_session_at_its_runtime_limit_while_the_daemon_is_down() {
     let Some(sd) = boot_or_skip("the runtime limit") else {
         return;
@@ -438,6 +442,7 @@ fn probe_unit(probe: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn the_units_sandbox_lets_a_child_drop_to_the_user_and_reach_the_users_bus() {
     let Some(sd) = boot_or_skip("the unit's sandbox and the user's bus") else {
         return;
@@ -479,6 +484,7 @@ fn the_units_sandbox_lets_a_child_drop_to_the_user_and_reach_the_users_bus() {
 }
 
 #[test]
+#[ignore = "needs root: boots systemd and logind in private namespaces"]
 fn a_failed_test_leaves_no_process_mount_or_cgroup_behind() {
     let Some(sd) = boot_or_skip("the fixture's teardown") else {
         return;
