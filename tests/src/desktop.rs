@@ -366,10 +366,13 @@ impl Desktop {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// A PAM session of the user (opened through the real libpam), held until `close`.
+    /// A PAM session of the user (opened through the real libpam), held until `close`. The
+    /// harness leads a process session of its own, as a login program does, so a kick in one
+    /// test reaches no other test's processes of the same user.
     pub fn open_session(&self) -> HeldSession {
         let mut child = self
-            .in_ns(harness_path())
+            .in_ns("setsid")
+            .arg(harness_path())
             .arg("--confdir")
             .arg(self.dir.path().join("pam.d"))
             .args([

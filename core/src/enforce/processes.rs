@@ -169,7 +169,8 @@ pub fn session_tree(
 
 /// What a kick of `session` signals (see the module's notes): its process tree, and the
 /// processes of the kicked uid (real or effective) that share its audit session or its process
-/// session. `credentials` is asked only about processes that may be tied to the session.
+/// session, never the enforcer's own descendants. `credentials` is asked only about processes
+/// that may be tied to the session.
 pub fn session_targets(
     all: &[ProcessInfo],
     session: &SessionHandle,
@@ -183,8 +184,12 @@ pub fn session_targets(
     }
     let me = std::process::id();
     let in_tree: HashSet<u32> = targets.iter().map(|p| p.pid).collect();
+    // The enforcer's own children (a desktop agent running as the user, a hook) are never
+    // tied to a login, whatever process session they share with it.
+    let own: HashSet<u32> = session_tree(all, me, None).iter().map(|p| p.pid).collect();
     for p in all {
-        if p.pid == 1 || p.pid == me || p.zombie || in_tree.contains(&p.pid) {
+        if p.pid == 1 || p.pid == me || p.zombie || in_tree.contains(&p.pid) || own.contains(&p.pid)
+        {
             continue;
         }
         let same_process_session = process_session == Some(p.process_session);
