@@ -121,6 +121,17 @@ impl Store {
     /// Opens the store at `path`, after checking, without writing anything there, that it is
     /// one (see `inspect`): anything else is refused and left as it was.
     pub fn open(path: &Path, access: Access, busy_timeout: Duration) -> Result<Store, Error> {
+        Store::open_checked(path, access, busy_timeout, false)
+    }
+
+    /// `open`; with `read_only_fs_fallback`, a reader also reads a store SQLite alone cannot
+    /// open on a read-only file system (see `open_read_only`).
+    fn open_checked(
+        path: &Path,
+        access: Access,
+        busy_timeout: Duration,
+        read_only_fs_fallback: bool,
+    ) -> Result<Store, Error> {
         let found = inspect(path)?;
         if access != Access::ReadOnly {
             prepare_files(path, access == Access::Create)?;
@@ -141,7 +152,7 @@ impl Store {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(|e| classify(path, "opening the store", e))?,
-            Access::ReadOnly => open_read_only(path, busy_timeout)?,
+            Access::ReadOnly => open_read_only(path, busy_timeout, read_only_fs_fallback)?,
         };
         let mut store = Store {
             conn,
@@ -181,27 +192,39 @@ impl Store {
     /// even look for is `PermissionDenied`, never mistaken for an empty one. A store this user
     /// may not open, but whose readers' copy it may (the reader group), is read from the copy:
     /// `path()` then names the copy.
+    /// The login gate's read: on a read-only file system it reads only what SQLite itself can
+    /// (a store whose WAL files are there), and leaves the rest to its `fail=` option.
     pub fn open_for_reading(path: &Path, busy_timeout: Duration) -> Result<Store, Error> {
-        match Store::open_existing_for_reading(path, busy_timeout)? {
+        match Store::existing_for_reading(path, busy_timeout, false)? {
             Some(store) => Ok(store),
             None => Store::open_empty_in_memory(),
         }
     }
 
     /// `open_for_reading`, but `None` where there is no store yet: nothing at `path`, or the
-    /// empty file a first open creates before its schema. For a reader that says so.
+    /// empty file a first open creates before its schema. For a reader that says so (the
+    /// CLI), and reads a store on a read-only file system even without its WAL files.
     pub fn open_existing_for_reading(
         path: &Path,
         busy_timeout: Duration,
+    ) -> Result<Option<Store>, Error> {
+        Store::existing_for_reading(path, busy_timeout, true)
+    }
+
+    fn existing_for_reading(
+        path: &Path,
+        busy_timeout: Duration,
+        read_only_fs_fallback: bool,
     ) -> Result<Option<Store>, Error> {
         match path.try_exists() {
             Ok(true) if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) => {
                 Ok(None)
             }
-            Ok(true) => Store::open(
+            Ok(true) => Store::open_checked(
                 &reader_copy::path_for_reading(path),
                 Access::ReadOnly,
                 busy_timeout,
+                read_only_fs_fallback,
             )
             .map(Some),
             Ok(false) => Ok(None),
@@ -511,9 +534,14 @@ fn immutable_uri(path: &Path) -> String {
 }
 
 /// Opens an existing store read-only. On a read-only file system SQLite cannot make the WAL's
-/// shared memory: where the WAL is absent or empty there is nothing in it to read, so the
-/// database file is opened immutable instead.
-fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, Error> {
+/// shared memory; with `fallback`, where neither it nor a WAL with content is there (no
+/// connection has the store open: a live one keeps its shared memory), the database file
+/// holds everything and is opened immutable instead.
+fn open_read_only(
+    path: &Path,
+    busy_timeout: Duration,
+    fallback: bool,
+) -> Result<Connection, Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn =
         Connection::open_with_flags(path, flags).map_err(on_error(path, "opening the store"))?;
@@ -522,7 +550,7 @@ fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, Err
     let readable = conn.query_row("PRAGMA schema_version", [], |_| Ok(()));
     match readable {
         Ok(()) => Ok(conn),
-        Err(_) if on_read_only_fs(path) && wal_is_empty(path) => {
+        Err(_) if fallback && on_read_only_fs(path) && wal_files_idle(path) => {
             drop(conn);
             Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
                 .map_err(on_error(
@@ -539,10 +567,14 @@ fn on_read_only_fs(path: &Path) -> bool {
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
-fn wal_is_empty(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_os_string();
-    wal.push("-wal");
-    std::fs::metadata(wal).map_or(true, |m| m.len() == 0)
+/// No shared-memory file, and no WAL or an empty one.
+fn wal_files_idle(path: &Path) -> bool {
+    let beside = |suffix: &str| {
+        let mut file = path.as_os_str().to_os_string();
+        file.push(suffix);
+        std::fs::metadata(file)
+    };
+    beside("-shm").is_err() && beside("-wal").map_or(true, |m| m.len() == 0)
 }
 
 /// Runs `attempt` again while it fails only because the store is busy, until `deadline`,
