@@ -848,3 +848,26 @@ fn readers_see_no_store_where_there_is_none_or_only_an_empty_file() {
     Store::open(&empty, Access::ReadWrite, Duration::from_secs(1)).unwrap();
     assert_eq!(inspect(&empty).unwrap(), Found::Store);
 }
+
+#[test]
+fn any_file_name_is_checked_as_the_same_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"a ?#%\xff\xc3\xa9.db");
+    let path = dir.path().join("state").join(odd);
+    let mut store = Store::open(&path, Access::Create, Duration::from_secs(1)).unwrap();
+    store
+        .add_schedule(&daily("g", "10:00"), "root", Utc::now())
+        .unwrap();
+    drop(store);
+    assert_eq!(inspect(&path).unwrap(), Found::Store);
+    let reader = Store::open(&path, Access::ReadOnly, Duration::from_secs(1)).unwrap();
+    assert_eq!(reader.current_schedules(None).unwrap().len(), 1);
+    // Beside it, the same name as text: refused by its own name.
+    let text = dir.path().join(odd);
+    std::fs::write(&text, "not a store").unwrap();
+    let e = Store::open(&text, Access::ReadWrite, Duration::from_secs(1))
+        .err()
+        .unwrap();
+    assert_eq!(e.exit_code(), 2, "{e}");
+}

@@ -527,9 +527,25 @@ fn not_a_store(path: &Path, what: &str) -> Error {
 
 /// `path` as a URI SQLite opens read-only and immutable: no lock, no journal or WAL looked
 /// for or created. Only for a first look: it sees the database file without its WAL.
+/// Every byte of the path but the plainest is escaped, so any path (not UTF-8, with `?`, `#`
+/// or `%`) names the same file; an absolute one after an empty authority (`file:///`), so
+/// that a path starting with `//` is not taken for one.
 fn immutable_uri(path: &Path) -> String {
-    let mut uri = attach::read_only_uri(path);
-    uri.push_str("&immutable=1");
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut uri = String::from(if bytes.starts_with(b"/") {
+        "file://"
+    } else {
+        "file:"
+    });
+    for &byte in bytes {
+        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
     uri
 }
 
