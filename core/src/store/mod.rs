@@ -192,8 +192,9 @@ impl Store {
     /// even look for is `PermissionDenied`, never mistaken for an empty one. A store this user
     /// may not open, but whose readers' copy it may (the reader group), is read from the copy:
     /// `path()` then names the copy.
-    /// The login gate's read: on a read-only file system it reads only what SQLite itself can
-    /// (a store whose WAL files are there), and leaves the rest to its `fail=` option.
+    ///
+    /// The login gate's read: on a read-only file system it reads only what
+    /// SQLite itself can (a store whose WAL files are there), the rest is a fault for `fail=`.
     pub fn open_for_reading(path: &Path, busy_timeout: Duration) -> Result<Store, Error> {
         match Store::existing_for_reading(path, busy_timeout, false)? {
             Some(store) => Ok(store),
