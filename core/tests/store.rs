@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
 use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
 use forcelogout_core::store::{
-    reader_copy, reader_copy_path, Access, ReaderCopy, RemovalReason, ScheduleEvent, Store,
-    SESSION_WRITER_WAL_LIMIT_BYTES, WAL_LIMIT_BYTES,
+    inspect, reader_copy, reader_copy_path, Access, Found, ReaderCopy, RemovalReason,
+    ScheduleEvent, Store, APPLICATION_ID, SESSION_WRITER_WAL_LIMIT_BYTES, WAL_LIMIT_BYTES,
 };
 use forcelogout_core::Error;
 
@@ -729,4 +729,145 @@ fn an_older_store_readable_by_adm_is_made_roots_alone_by_a_root_writer() {
         (meta.mode() & 0o777, meta.uid(), meta.gid()),
         (0o750, 0, adm)
     );
+}
+
+/// The names, bytes, modes and mtimes of everything in `dir`.
+fn dir_state(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut state: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            let bytes = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            (path, bytes, meta.mode(), meta.mtime_nsec())
+        })
+        .collect();
+    state.sort();
+    state
+}
+
+#[test]
+fn what_is_not_a_store_is_refused_by_every_access_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = dir.path().join("passwd");
+    std::fs::write(&text, "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let directory = dir.path().join("dir");
+    std::fs::create_dir(&directory).unwrap();
+    let before = dir_state(dir.path());
+    for (path, what) in [
+        (&foreign, "another program's SQLite database (tables t)"),
+        (&text, "not an SQLite database"),
+        (&directory, "a directory"),
+    ] {
+        assert!(inspect(path).is_err());
+        for access in [Access::Create, Access::ReadWrite, Access::ReadOnly] {
+            let e = Store::open(path, access, Duration::from_secs(1))
+                .err()
+                .unwrap_or_else(|| panic!("{path:?} opened for {access:?}"));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains(what), "{e}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+        let e = Store::open_for_reading(path, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+    assert_eq!(dir_state(dir.path()), before);
+}
+
+#[test]
+fn a_store_says_what_it_is_and_one_from_before_is_known_by_its_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/fl.db");
+    drop(busy_store(&dir));
+    let id = |p: &std::path::Path| -> i32 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(id(&path), APPLICATION_ID);
+    assert_eq!(APPLICATION_ID.to_be_bytes(), *b"FLOG");
+    // A store from before the application id, checkpointed so that the header says so too.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "application_id", 0).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    assert_eq!(inspect(&path).unwrap(), Found::Store);
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        Store::open(&path, access, Duration::from_secs(1)).unwrap();
+    }
+    // The readers' copy has no application id, but the store's tables.
+    let mut copy = ReaderCopy::open(&path).unwrap();
+    copy.sync().unwrap();
+    assert_eq!(id(copy.path()), 0);
+    let reader = Store::open(copy.path(), Access::ReadOnly, Duration::from_secs(1)).unwrap();
+    assert_eq!(reader.current_schedules(None).unwrap().len(), 1);
+    // An SQLite database with no table yet is what a first open leaves: it becomes the store.
+    let bare = dir.path().join("bare.db");
+    rusqlite::Connection::open(&bare)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+        .unwrap();
+    assert!(std::fs::metadata(&bare).unwrap().len() > 0);
+    Store::open(&bare, Access::ReadWrite, Duration::from_secs(1)).unwrap();
+    assert_eq!(id(&bare), APPLICATION_ID);
+}
+
+#[test]
+fn readers_see_no_store_where_there_is_none_or_only_an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let before = dir_state(dir.path());
+    assert_eq!(inspect(&missing).unwrap(), Found::Missing);
+    assert_eq!(inspect(&empty).unwrap(), Found::Empty);
+    for path in [&missing, &empty] {
+        let none = Store::open_existing_for_reading(path, Duration::from_secs(1)).unwrap();
+        assert!(none.is_none(), "{path:?}");
+        let store = Store::open_for_reading(path, Duration::from_secs(1)).unwrap();
+        assert!(store.current_schedules(None).unwrap().is_empty());
+        assert!(Store::open(path, Access::ReadOnly, Duration::from_secs(1)).is_err());
+    }
+    assert_eq!(dir_state(dir.path()), before);
+    // A writer makes the empty file the store.
+    Store::open(&empty, Access::ReadWrite, Duration::from_secs(1)).unwrap();
+    assert_eq!(inspect(&empty).unwrap(), Found::Store);
+}
+
+#[test]
+fn any_file_name_is_checked_as_the_same_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"a ?#%\xff\xc3\xa9.db");
+    let path = dir.path().join("state").join(odd);
+    let mut store = Store::open(&path, Access::Create, Duration::from_secs(1)).unwrap();
+    store
+        .add_schedule(&daily("g", "10:00"), "root", Utc::now())
+        .unwrap();
+    drop(store);
+    assert_eq!(inspect(&path).unwrap(), Found::Store);
+    let reader = Store::open(&path, Access::ReadOnly, Duration::from_secs(1)).unwrap();
+    assert_eq!(reader.current_schedules(None).unwrap().len(), 1);
+    // Beside it, the same name as text: refused by its own name.
+    let text = dir.path().join(odd);
+    std::fs::write(&text, "not a store").unwrap();
+    let e = Store::open(&text, Access::ReadWrite, Duration::from_secs(1))
+        .err()
+        .unwrap();
+    assert_eq!(e.exit_code(), 2, "{e}");
 }

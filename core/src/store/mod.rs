@@ -118,21 +118,42 @@ pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 impl Store {
+    /// Opens the store at `path`, after checking, without writing anything there, that it is
+    /// one (see `inspect`): anything else is refused and left as it was.
     pub fn open(path: &Path, access: Access, busy_timeout: Duration) -> Result<Store, Error> {
+        Store::open_checked(path, access, busy_timeout, false)
+    }
+
+    /// `open`; with `read_only_fs_fallback`, a reader also reads a store SQLite alone cannot
+    /// open on a read-only file system (see `open_read_only`).
+    fn open_checked(
+        path: &Path,
+        access: Access,
+        busy_timeout: Duration,
+        read_only_fs_fallback: bool,
+    ) -> Result<Store, Error> {
+        let found = inspect(path)?;
         if access != Access::ReadOnly {
             prepare_files(path, access == Access::Create)?;
-        } else if !path.exists() {
+        } else if found == Found::Missing {
             return Err(Error::io(
                 format!("{}: opening the store", path.display()),
                 std::io::Error::from(ErrorKind::NotFound),
             ));
+        } else if found == Found::Empty {
+            return Err(Error::io(
+                format!("{}: an empty file, not yet a store", path.display()),
+                std::io::Error::from(ErrorKind::InvalidData),
+            ));
         }
-        let flags = match access {
-            Access::Create | Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
-            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
-        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| classify(path, "opening the store", e))?;
+        let conn = match access {
+            Access::Create | Access::ReadWrite => Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| classify(path, "opening the store", e))?,
+            Access::ReadOnly => open_read_only(path, busy_timeout, read_only_fs_fallback)?,
+        };
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -149,12 +170,15 @@ impl Store {
             .conn
             .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| store.fail("keeping the WAL on close", e))?;
+        // The header's check saw the database file alone; what the WAL holds is seen now,
+        // before anything is written (a database whose tables are all in its WAL).
+        let deadline = std::time::Instant::now() + busy_timeout;
+        retry_while_busy(deadline, || recognise(&store.conn, path))?;
         match access {
             Access::Create | Access::ReadWrite => {
                 // Several processes may create the store at once (the first logins of a new
                 // host): a switch to WAL or a migration that SQLite refuses at once, without
                 // its busy handler, to break a lock cycle is tried again until the timeout.
-                let deadline = std::time::Instant::now() + busy_timeout;
                 retry_while_busy(deadline, || store.set_durable_wal())?;
                 retry_while_busy(deadline, || store.migrate())?;
             }
@@ -168,14 +192,43 @@ impl Store {
     /// even look for is `PermissionDenied`, never mistaken for an empty one. A store this user
     /// may not open, but whose readers' copy it may (the reader group), is read from the copy:
     /// `path()` then names the copy.
+    ///
+    /// The login gate's read: on a read-only file system it reads only what
+    /// SQLite itself can (a store whose WAL files are there), the rest is a fault for `fail=`.
     pub fn open_for_reading(path: &Path, busy_timeout: Duration) -> Result<Store, Error> {
+        match Store::existing_for_reading(path, busy_timeout, false)? {
+            Some(store) => Ok(store),
+            None => Store::open_empty_in_memory(),
+        }
+    }
+
+    /// `open_for_reading`, but `None` where there is no store yet: nothing at `path`, or the
+    /// empty file a first open creates before its schema. For a reader that says so (the
+    /// CLI), and reads a store on a read-only file system even without its WAL files.
+    pub fn open_existing_for_reading(
+        path: &Path,
+        busy_timeout: Duration,
+    ) -> Result<Option<Store>, Error> {
+        Store::existing_for_reading(path, busy_timeout, true)
+    }
+
+    fn existing_for_reading(
+        path: &Path,
+        busy_timeout: Duration,
+        read_only_fs_fallback: bool,
+    ) -> Result<Option<Store>, Error> {
         match path.try_exists() {
-            Ok(true) => Store::open(
+            Ok(true) if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) => {
+                Ok(None)
+            }
+            Ok(true) => Store::open_checked(
                 &reader_copy::path_for_reading(path),
                 Access::ReadOnly,
                 busy_timeout,
-            ),
-            Ok(false) => Store::open_empty_in_memory(),
+                read_only_fs_fallback,
+            )
+            .map(Some),
+            Ok(false) => Ok(None),
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(Error::PermissionDenied {
                 context: format!("{}: {e}", path.display()),
             }),
@@ -366,6 +419,181 @@ impl Store {
     }
 }
 
+/// SQLite's `application_id` of a forcelogout store: "FLOG" (set by the schema's V5).
+pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"FLOG");
+/// The tables that tell a store from before `APPLICATION_ID` (and its readers' copy, which
+/// has none) from another program's database.
+const STORE_TABLES: [&str; 2] = ["LogoutSchedules", "LogoutEvents"];
+
+/// What is at a store's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: the first write creates the store there.
+    Missing,
+    /// A zero-length file: what a first open creates before the schema, maybe right now in
+    /// another process. A writer makes it the store.
+    Empty,
+    /// A forcelogout store (or its readers' copy), or an SQLite database with no table yet.
+    Store,
+}
+
+/// What is at `path`, found without writing anything, creating anything beside it, or taking
+/// a lock: a directory, a special file, a file that is not SQLite, another program's SQLite
+/// database are refused as invalid input (exit 2). The header (the 16 bytes "SQLite format
+/// 3\0", the application id, the schema) is read by an immutable read-only SQLite
+/// connection, not a plain descriptor: closing a descriptor of a file would drop the locks
+/// every SQLite connection of this process holds on it (the daemon opens the store often).
+pub fn inspect(path: &Path) -> Result<Found, Error> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Missing),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            return Err(Error::PermissionDenied {
+                context: format!("{}: looking for the store: {e}", path.display()),
+            })
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("{}: looking for the store", path.display()),
+                e,
+            ))
+        }
+    };
+    if meta.is_dir() {
+        return Err(not_a_store(path, "a directory"));
+    }
+    if !meta.is_file() {
+        return Err(not_a_store(path, "not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Ok(Found::Empty);
+    }
+    let probe = Connection::open_with_flags(
+        immutable_uri(path),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, "looking at the store", e))?;
+    recognise(&probe, path)?;
+    Ok(Found::Store)
+}
+
+/// Refuses what `conn` shows unless it is a forcelogout store, one from before its application
+/// id (known by its tables), its readers' copy, or an SQLite database with no table yet.
+fn recognise(conn: &Connection, path: &Path) -> Result<(), Error> {
+    let not_sqlite = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => not_a_store(path, "not an SQLite database"),
+        _ => classify(path, "looking at the store", e),
+    };
+    let id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(not_sqlite)?;
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    if id != 0 {
+        let reason = format!("another program's SQLite database (application_id {id:#010x})");
+        return Err(not_a_store(path, &reason));
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(not_sqlite)?;
+    if tables.is_empty() || STORE_TABLES.iter().all(|t| tables.iter().any(|n| n == t)) {
+        return Ok(());
+    }
+    let mut named = tables
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > 3 {
+        named.push_str(", …");
+    }
+    Err(not_a_store(
+        path,
+        &format!("another program's SQLite database (tables {named})"),
+    ))
+}
+
+/// The refusal of a path that is not a store: invalid input, naming the path and what it is.
+fn not_a_store(path: &Path, what: &str) -> Error {
+    Error::invalid(
+        format!("store {}", path.display()),
+        format!("{what}, not a forcelogout store; nothing was changed"),
+    )
+}
+
+/// `path` as a URI SQLite opens read-only and immutable: no lock, no journal or WAL looked
+/// for or created. Only for a first look: it sees the database file without its WAL.
+/// Every byte of the path but the plainest is escaped, so any path (not UTF-8, with `?`, `#`
+/// or `%`) names the same file; an absolute one after an empty authority (`file:///`), so
+/// that a path starting with `//` is not taken for one.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut uri = String::from(if bytes.starts_with(b"/") {
+        "file://"
+    } else {
+        "file:"
+    });
+    for &byte in bytes {
+        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+/// Opens an existing store read-only. On a read-only file system SQLite cannot make the WAL's
+/// shared memory; with `fallback`, where neither it nor a WAL with content is there (no
+/// connection has the store open: a live one keeps its shared memory), the database file
+/// holds everything and is opened immutable instead.
+fn open_read_only(
+    path: &Path,
+    busy_timeout: Duration,
+    fallback: bool,
+) -> Result<Connection, Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(on_error(path, "opening the store"))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(on_error(path, "setting the busy timeout"))?;
+    let readable = conn.query_row("PRAGMA schema_version", [], |_| Ok(()));
+    match readable {
+        Ok(()) => Ok(conn),
+        Err(_) if fallback && on_read_only_fs(path) && wal_files_idle(path) => {
+            drop(conn);
+            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(on_error(
+                    path,
+                    "opening the store on a read-only file system",
+                ))
+        }
+        Err(e) => Err(classify(path, "opening the store", e)),
+    }
+}
+
+fn on_read_only_fs(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// No shared-memory file, and no WAL or an empty one.
+fn wal_files_idle(path: &Path) -> bool {
+    let beside = |suffix: &str| {
+        let mut file = path.as_os_str().to_os_string();
+        file.push(suffix);
+        std::fs::metadata(file)
+    };
+    beside("-shm").is_err() && beside("-wal").map_or(true, |m| m.len() == 0)
+}
+
 /// Runs `attempt` again while it fails only because the store is busy, until `deadline`,
 /// with a growing pause (1 ms to 50 ms) between attempts.
 fn retry_while_busy<T>(
@@ -489,6 +717,13 @@ fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
                     make_root_only(path).map_err(|e| denied("making root's alone", e))?;
                 }
                 Ok(())
+            } else if on_read_only_fs(path) {
+                Err(Error::PermissionDenied {
+                    context: format!(
+                        "{}: the store is on a read-only file system; it can be read, not written",
+                        path.display()
+                    ),
+                })
             } else {
                 Err(Error::PermissionDenied {
                     context: format!("{}: the store is not writable by this user", path.display()),

@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -148,4 +148,11 @@ CREATE TABLE FleetState (
     Since            TEXT,
     LastError        TEXT
 );
+"#;
+
+/// The store says what it is: SQLite's `application_id` in the file's header is "FLOG"
+/// (`super::APPLICATION_ID`), so that a path given by mistake is told from a store without
+/// guessing from its tables (stores from before this are known by their tables).
+const V5: &str = r#"
+PRAGMA application_id = 1179406151;
 "#;

@@ -106,10 +106,20 @@ impl Context {
         Store::open(&self.db, Access::Create, DEFAULT_BUSY_TIMEOUT)
     }
 
-    /// Readers never create anything: before the first write there is nothing to list. A
-    /// member of the reader group, whom the live store refuses, reads its readers' copy.
+    /// Readers never create anything: where there is no store yet they say so (one line on
+    /// standard error) and list nothing, exit 0, as on a host where nothing was ever written.
+    /// A member of the reader group, whom the live store refuses, reads its readers' copy.
     pub fn open_for_reading(&self) -> Result<Store, Error> {
-        Store::open_for_reading(&self.db, DEFAULT_BUSY_TIMEOUT)
+        match Store::open_existing_for_reading(&self.db, DEFAULT_BUSY_TIMEOUT)? {
+            Some(store) => Ok(store),
+            None => {
+                self.warn(&format!(
+                    "no store at {}: nothing has been written there yet",
+                    self.db.display()
+                ));
+                Store::open_empty_in_memory()
+            }
+        }
     }
 
     /// Whether the asker may see this schedule: everyone may see what targets them.
