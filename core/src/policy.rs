@@ -371,6 +371,65 @@ fn notice_text(at: DateTime<Utc>, record: &ScheduleRecord, now: DateTime<Utc>) -
     text
 }
 
+/// Whether an immediate logout is over: it has taken effect and its lockout (if any) has
+/// ended. `schedule list` hides these; a scheduled row is never over this way.
+pub fn immediate_is_over(record: &ScheduleRecord, warning: Duration, now: DateTime<Utc>) -> bool {
+    if !record.schedule.immediate {
+        return false;
+    }
+    let Some(due) = Timing::of(record).immediate_instant(warning) else {
+        return false;
+    };
+    due <= now && lockout_end(&record.schedule, due).is_none_or(|until| until <= now)
+}
+
+/// The lockouts `unlock NAME` concerns: those of kick schedules that name NAME or target the
+/// user NAME, and that have not ended at `now`.
+#[derive(Default)]
+pub struct Lifts<'a> {
+    /// Immediate logouts (open now or still to come): unlock lifts these.
+    pub immediate: Vec<Lockout<'a>>,
+    /// Recurring schedules whose window is open now: unlock leaves them, since lifting the
+    /// lockout of a schedule lifts it for every later day too (`schedule update --lockout 0`).
+    pub scheduled: Vec<Lockout<'a>>,
+}
+
+pub fn lockouts_to_lift<'a>(
+    kick_schedules: &'a [ScheduleRecord],
+    name: &str,
+    user: Option<&Identity>,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Lifts<'a> {
+    let concerns = |r: &ScheduleRecord| {
+        r.schedule.group == name
+            || user.is_some_and(|u| {
+                u.targeted_by(&r.schedule.group, &config.exempt_groups) == Targeted::Yes
+            })
+    };
+    let mut lifts = Lifts::default();
+    for record in kick_schedules.iter().filter(|r| concerns(r)) {
+        let timing = Timing::of(record);
+        let at = if record.schedule.immediate {
+            timing.immediate_instant(config.immediate_warning)
+        } else {
+            timing.at_or_before(config.immediate_warning, now)
+        };
+        let Some(until) = at.and_then(|at| lockout_end(&record.schedule, at)) else {
+            continue;
+        };
+        if now >= until {
+            continue;
+        }
+        if record.schedule.immediate {
+            lifts.immediate.push(Lockout { record, until });
+        } else if at.is_some_and(|at| at <= now) {
+            lifts.scheduled.push(Lockout { record, until });
+        }
+    }
+    lifts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let now = ctx.now();
     let zone = host_timezone();
     let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
+    super::schedule::warn_if_unknown(ctx, &schedule.group);
     if args.dry_run {
         return super::preview::show(ctx, &schedule, Some(due));
     }
