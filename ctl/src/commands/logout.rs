@@ -19,12 +19,13 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let now = ctx.now();
     let zone = host_timezone();
     let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
-    super::schedule::warn_if_unknown(ctx, &schedule.group);
     if args.dry_run {
+        super::schedule::warn_if_unknown(ctx, &schedule.group);
         return super::preview::show(ctx, &schedule, Some(due));
     }
     let mut store = ctx.open_for_writing()?;
     let record = store.add_immediate_logout(&schedule, &ctx.actor, now, due)?;
+    super::schedule::warn_if_unknown(ctx, &schedule.group);
     if ctx.json {
         ctx.print_json(&record)?;
     } else {

@@ -15,12 +15,13 @@ pub fn run(ctx: &Context, args: UnlockArgs) -> Result<(), Error> {
     if args.name.is_empty() {
         return Err(Error::invalid("USER|GROUP", "give a user or group name"));
     }
-    super::schedule::warn_if_unknown(ctx, &args.name);
     let mut store = if args.dry_run {
         ctx.open_for_reading()?
     } else {
         ctx.open_for_writing()?
     };
+    // After the store opened: a caller sent on to the daemon is warned once, by the daemon.
+    super::schedule::warn_if_unknown(ctx, &args.name);
     let now = ctx.now();
     let (kicks, _) = store.current_kick_schedules_lenient()?;
     let user = Identity::lookup(&args.name)?;
