@@ -70,13 +70,115 @@ impl Format {
     }
 }
 
-/// What an apply did (or, with a dry run, would do).
+/// What an apply did (or, with a dry run, would do): the counts, and each change named.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
     pub unchanged: usize,
+    /// Each write, in the order it is made: creations, updates, deletions.
+    pub changes: Vec<Change>,
+}
+
+/// One schedule an apply creates, updates or deletes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// `created`, `updated` or `deleted`: the Event of the version it writes.
+    pub event: &'static str,
+    pub id: String,
+    pub group: String,
+    /// The schedule's time as `schedule list` shows it (for a deletion: the deleted one's).
+    pub when: String,
+}
+
+impl Change {
+    fn of(event: &'static str, id: &str, schedule: &Schedule) -> Change {
+        Change {
+            event,
+            id: id.to_string(),
+            group: schedule.group.clone(),
+            when: schedule.describe_when(),
+        }
+    }
+
+    /// The line both `apply` and `apply --dry-run` print: `deleted 0123… group "lab" (Daily …)`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} group {:?} ({})",
+            self.event, self.id, self.group, self.when
+        )
+    }
+}
+
+/// What applying a file would write, worked out before anything is written.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub creates: Vec<(String, Schedule)>,
+    pub updates: Vec<(String, Schedule)>,
+    pub deletes: Vec<ScheduleRecord>,
+    pub unchanged: usize,
+    /// How many entries the file holds.
+    pub entries: usize,
+}
+
+impl Plan {
+    /// The counts and each change, named.
+    pub fn changes(&self) -> Changes {
+        let mut changes: Vec<Change> = self
+            .creates
+            .iter()
+            .map(|(id, s)| Change::of("created", id, s))
+            .collect();
+        changes.extend(
+            self.updates
+                .iter()
+                .map(|(id, s)| Change::of("updated", id, s)),
+        );
+        changes.extend(
+            self.deletes
+                .iter()
+                .map(|r| Change::of("deleted", &r.id, &r.schedule)),
+        );
+        Changes {
+            created: self.creates.len(),
+            updated: self.updates.len(),
+            deleted: self.deletes.len(),
+            unchanged: self.unchanged,
+            changes,
+        }
+    }
+
+    /// Refuses an empty file, or one that deletes every current schedule and keeps none,
+    /// unless `delete_all`: that is what a truncated or wrong file does.
+    pub fn check_deletions(&self, file: &str, delete_all: bool) -> Result<(), Error> {
+        if delete_all {
+            return Ok(());
+        }
+        let n = self.deletes.len();
+        let kept = self.unchanged + self.updates.len();
+        let reason = if self.entries == 0 {
+            format!(
+                "{file} has no schedule: applying it would delete {n} current schedule{}                  (give --delete-all to allow it)",
+                plural(n)
+            )
+        } else if n > 0 && kept == 0 {
+            format!(
+                "applying {file} would delete every current schedule ({n})                  (give --delete-all to allow it)"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::invalid("delete-all", reason))
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// Parses and validates a whole file; an error names the file, the entry and the field.
@@ -227,7 +329,7 @@ pub fn export(store: &Store, format: Format) -> Result<String, Error> {
 /// any other entry is created under its Id, whether the store never saw it (a file written on
 /// another host) or it was deleted (the file says it should exist). Current schedules no entry
 /// claimed are deleted. Immediate logouts are left alone. All changes are written in one
-/// transaction; `dry_run` only counts them.
+/// transaction; `dry_run` only works them out.
 pub fn apply(
     store: &mut Store,
     wanted: Vec<(Option<String>, Schedule)>,
@@ -235,6 +337,22 @@ pub fn apply(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Changes, Error> {
+    let plan = plan(store, wanted)?;
+    if !dry_run {
+        write(store, &plan, actor, now)?;
+    }
+    Ok(plan.changes())
+}
+
+/// Writes a plan in one transaction: all of it is recorded, or none of it.
+pub fn write(store: &mut Store, plan: &Plan, actor: &str, now: DateTime<Utc>) -> Result<(), Error> {
+    let deletes: Vec<String> = plan.deletes.iter().map(|r| r.id.clone()).collect();
+    store.write_schedule_changes(&plan.creates, &plan.updates, &deletes, actor, now)
+}
+
+/// What applying `wanted` would write (see `apply`), without writing.
+pub fn plan(store: &Store, wanted: Vec<(Option<String>, Schedule)>) -> Result<Plan, Error> {
+    let entry_count = wanted.len();
     let current = store.current_schedules(None)?;
     // Fleet schedules are changed centrally (SPEC §9): apply neither claims nor deletes them.
     let fleet = store.fleet_schedule_ids()?;
@@ -266,8 +384,10 @@ pub fn apply(
         .collect();
     let entries = with_ids(wanted);
 
-    let mut changes = Changes::default();
-    let (mut creates, mut updates) = (Vec::new(), Vec::new());
+    let mut plan = Plan {
+        entries: entry_count,
+        ..Plan::default()
+    };
     let mut pending = Vec::new();
     // Entries whose Id is current claim it first, so a content match cannot take it.
     for entry in entries {
@@ -275,9 +395,9 @@ pub fn apply(
             Some(i) => {
                 let current = unclaimed.remove(i);
                 if current.schedule == entry.schedule {
-                    changes.unchanged += 1;
+                    plan.unchanged += 1;
                 } else {
-                    updates.push((current.id, entry.schedule));
+                    plan.updates.push((current.id, entry.schedule));
                 }
             }
             None => pending.push(entry),
@@ -288,19 +408,13 @@ pub fn apply(
         match equal {
             Some(i) if !entry.named => {
                 unclaimed.remove(i);
-                changes.unchanged += 1;
+                plan.unchanged += 1;
             }
-            _ => creates.push((entry.id, entry.schedule)),
+            _ => plan.creates.push((entry.id, entry.schedule)),
         }
     }
-    changes.created = creates.len();
-    changes.updated = updates.len();
-    changes.deleted = unclaimed.len();
-    if !dry_run {
-        let deletes: Vec<String> = unclaimed.into_iter().map(|r| r.id).collect();
-        store.write_schedule_changes(&creates, &updates, &deletes, actor, now)?;
-    }
-    Ok(changes)
+    plan.deletes = unclaimed;
+    Ok(plan)
 }
 
 /// An entry of the file with the Id it has in the store.

@@ -371,6 +371,65 @@ fn notice_text(at: DateTime<Utc>, record: &ScheduleRecord, now: DateTime<Utc>) -
     text
 }
 
+/// Whether an immediate logout is over: it has taken effect and its lockout (if any) has
+/// ended. `schedule list` hides these; a scheduled row is never over this way.
+pub fn immediate_is_over(record: &ScheduleRecord, warning: Duration, now: DateTime<Utc>) -> bool {
+    if !record.schedule.immediate {
+        return false;
+    }
+    let Some(due) = Timing::of(record).immediate_instant(warning) else {
+        return false;
+    };
+    due <= now && lockout_end(&record.schedule, due).is_none_or(|until| until <= now)
+}
+
+/// The lockouts `unlock NAME` concerns: those of kick schedules that name NAME or target the
+/// user NAME, and that have not ended at `now`.
+#[derive(Default)]
+pub struct Lifts<'a> {
+    /// Immediate logouts (open now or still to come): unlock lifts these.
+    pub immediate: Vec<Lockout<'a>>,
+    /// Recurring schedules whose window is open now: unlock leaves them, since lifting the
+    /// lockout of a schedule lifts it for every later day too (`schedule update --lockout 0`).
+    pub scheduled: Vec<Lockout<'a>>,
+}
+
+pub fn lockouts_to_lift<'a>(
+    kick_schedules: &'a [ScheduleRecord],
+    name: &str,
+    user: Option<&Identity>,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Lifts<'a> {
+    let concerns = |r: &ScheduleRecord| {
+        r.schedule.group == name
+            || user.is_some_and(|u| {
+                u.targeted_by(&r.schedule.group, &config.exempt_groups) == Targeted::Yes
+            })
+    };
+    let mut lifts = Lifts::default();
+    for record in kick_schedules.iter().filter(|r| concerns(r)) {
+        let timing = Timing::of(record);
+        let at = if record.schedule.immediate {
+            timing.immediate_instant(config.immediate_warning)
+        } else {
+            timing.at_or_before(config.immediate_warning, now)
+        };
+        let Some(until) = at.and_then(|at| lockout_end(&record.schedule, at)) else {
+            continue;
+        };
+        if now >= until {
+            continue;
+        }
+        if record.schedule.immediate {
+            lifts.immediate.push(Lockout { record, until });
+        } else if at.is_some_and(|at| at <= now) {
+            lifts.scheduled.push(Lockout { record, until });
+        }
+    }
+    lifts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +449,93 @@ mod tests {
             describe_wait(t, t + chrono::Duration::minutes(125)),
             "2 h 05 min"
         );
+    }
+
+    /// A record as the store returns it: written at `written`, due at `due` when immediate.
+    fn record(
+        id: &str,
+        schedule: Schedule,
+        written: DateTime<Utc>,
+        due: Option<DateTime<Utc>>,
+    ) -> ScheduleRecord {
+        ScheduleRecord {
+            date: "2026-11-23".into(),
+            id: id.into(),
+            update_time: crate::clock::format_timestamp(written),
+            event: crate::store::ScheduleEvent::Created,
+            actor: "t".into(),
+            schedule,
+            due_at: due.map(crate::clock::format_timestamp),
+        }
+    }
+
+    fn immediate(
+        group: &str,
+        kick: bool,
+        lockout: Option<&str>,
+        now: DateTime<Utc>,
+        delay: i64,
+    ) -> (Schedule, DateTime<Utc>) {
+        crate::schedule::ImmediateInput {
+            group,
+            kick: Some(kick),
+            message: None,
+            lockout,
+        }
+        .into_logout(now, Duration::from_secs(delay as u64), chrono_tz::UTC)
+        .unwrap()
+    }
+
+    #[test]
+    fn unlock_lifts_open_and_pending_immediate_lockouts_and_names_recurring_ones() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap();
+        let config = Config::default();
+        let (open, due_open) = immediate("lab", true, Some("1h"), t, 0);
+        let (pending, due_pending) = immediate("lab", true, Some("1h"), t, 600);
+        let (ended, due_ended) =
+            immediate("lab", true, Some("5m"), t - chrono::Duration::hours(1), 0);
+        let (other, due_other) = immediate("office", true, Some("1h"), t, 0);
+        let daily = crate::schedule::ScheduleInput {
+            group: Some("lab".into()),
+            recurrence: Some(crate::schedule::RecurrenceInput::Daily),
+            at: Some("16:30".into()),
+            timezone: Some("UTC".into()),
+            kick: Some(true),
+            lockout: Some("60".into()),
+            ..Default::default()
+        }
+        .into_new(chrono_tz::UTC)
+        .unwrap();
+        let written = t - chrono::Duration::days(2);
+        let records = vec![
+            record("open", open, t, Some(due_open)),
+            record("pending", pending, t, Some(due_pending)),
+            record(
+                "ended",
+                ended,
+                t - chrono::Duration::hours(1),
+                Some(due_ended),
+            ),
+            record("other", other, t, Some(due_other)),
+            record("daily", daily, written, None),
+        ];
+        let now = t + chrono::Duration::seconds(30);
+        let lifts = lockouts_to_lift(&records, "lab", None, &config, now);
+        let ids = |l: &[Lockout]| l.iter().map(|l| l.record.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&lifts.immediate), ["open", "pending"]);
+        assert_eq!(ids(&lifts.scheduled), ["daily"]);
+        assert!(
+            lockouts_to_lift(&records, "nobody-here", None, &config, now)
+                .immediate
+                .is_empty()
+        );
+
+        // Over: took effect and its lockout ended; not over while locking or still to come.
+        let warning = config.immediate_warning;
+        let over: Vec<bool> = records
+            .iter()
+            .map(|r| immediate_is_over(r, warning, now))
+            .collect();
+        assert_eq!(over, [false, false, true, false, false]);
     }
 }

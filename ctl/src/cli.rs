@@ -49,6 +49,9 @@ pub enum Command {
     /// Log a user or a group out now (after the immediate warning, or --in)
     Logout(LogoutArgs),
 
+    /// Lift the lockout of a user or a group now: their logins are admitted again
+    Unlock(UnlockArgs),
+
     /// Keep my sessions: ignore the logout warning addressed to me
     Ignore,
 
@@ -66,6 +69,9 @@ pub enum Command {
         /// Keep the events of the last DAYS days
         #[arg(long, value_name = "DAYS")]
         older_than: String,
+        /// Say how many events would be deleted, and delete nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 
     /// Make the current schedules equal to a file (TOML or JSON); applying it again changes nothing
@@ -76,6 +82,9 @@ pub enum Command {
         /// Show what would change, and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Allow a file that deletes every current schedule, or an empty file
+        #[arg(long)]
+        delete_all: bool,
     },
 
     /// Print the current schedules as a file for `apply` (TOML; JSON with --json)
@@ -164,6 +173,18 @@ pub struct LogoutArgs {
     pub hosts: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Whose lockout is lifted: a user name (every lockout that refuses them) or the user or
+    /// group name a `logout` named
+    #[arg(value_name = "USER|GROUP")]
+    pub name: String,
+
+    /// Show which lockouts would be lifted, without lifting them
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Add a schedule and print its Id
@@ -193,6 +214,9 @@ pub enum ScheduleCommand {
         /// Only schedules that name this user or group
         #[arg(long, value_name = "G")]
         group: Option<String>,
+        /// Also the immediate logouts that are over (taken effect, lockout ended)
+        #[arg(long)]
+        all: bool,
     },
 
     /// Show one schedule, its versions and its next logouts

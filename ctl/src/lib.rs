@@ -121,8 +121,16 @@ fn execute_local(ctx: &Context, command: Command) -> Result<(), Error> {
             context: "ignoring a warning goes through the forcelogout daemon".into(),
         }),
         Command::Events(args) => commands::events::run(ctx, args),
-        Command::Prune { older_than } => commands::events::prune(ctx, &older_than),
-        Command::Apply { file, dry_run } => commands::apply::apply(ctx, &file, dry_run),
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => commands::events::prune(ctx, &older_than, dry_run),
+        Command::Apply {
+            file,
+            dry_run,
+            delete_all,
+        } => commands::apply::apply(ctx, &file, dry_run, delete_all),
+        Command::Unlock(args) => commands::unlock::run(ctx, args),
         Command::Export => commands::apply::export(ctx),
         // Each is dispatched before this (`main_ctl`, `execute`) or refused by the socket.
         Command::Daemon => Err(Error::invalid("daemon", "not through the daemon's socket")),

@@ -621,3 +621,136 @@ fn a_caller_who_cannot_write_the_store_gets_exit_4() {
     );
     assert!(!fresh.exists());
 }
+
+/// A name no host has: the logouts of these tests target nobody.
+const NOBODY_HERE: &str = "flo-no-such-group-21";
+
+/// Every row of the schedules' history, to show that a refused command wrote nothing.
+fn history(f: &Fixture) -> Vec<Vec<String>> {
+    f.rows("SELECT rowid, Id, Event, Time, Schedule, Immediate, Lockout FROM LogoutSchedules ORDER BY rowid")
+}
+
+#[test]
+fn an_immediate_logout_is_refused_by_update_and_named() {
+    let f = Fixture::new();
+    let out = f.run(&[
+        "logout",
+        NOBODY_HERE,
+        "--kick",
+        "--in",
+        "0s",
+        "--lockout",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown name is allowed (a group may come later) but warned about.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "warning: no user or group named {NOBODY_HERE:?} is known"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = f.rows("SELECT Id FROM LogoutSchedules")[0][0].clone();
+    let before = history(&f);
+    for args in [
+        vec!["schedule", "update", &id, "--daily"],
+        vec!["schedule", "update", &id[..8], "--at", "03:00"],
+        vec!["schedule", "update", &id, "--lockout", "0"],
+        vec!["schedule", "update", &id, "--daily", "--dry-run"],
+    ] {
+        let out = f.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "schedule {id} is an immediate logout; it cannot be updated: issue a new logout or unlock"
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+        assert_eq!(history(&f), before, "{args:?} wrote");
+    }
+}
+
+#[test]
+fn list_marks_immediate_logouts_and_hides_those_that_are_over() {
+    let f = Fixture::new();
+    f.ok(&[
+        "schedule", "add", "--group", "g", "--daily", "--at", "06:00", "--tz", "UTC",
+    ]);
+    // Over at once: a warning has no lockout, and it took effect.
+    f.ok(&["logout", NOBODY_HERE, "--warn", "--in", "0s"]);
+    // Not over: its lockout lasts an hour.
+    f.ok(&["logout", NOBODY_HERE, "--in", "0s", "--lockout", "1h"]);
+    let ids = f.rows("SELECT Id, Lockout FROM LogoutSchedules WHERE Immediate = 1 ORDER BY rowid");
+    let (over, locking) = (&ids[0][0], &ids[1][0]);
+    assert_eq!(ids[1][1], "60");
+
+    let list = f.ok(&["schedule", "list"]);
+    assert!(!list.contains(&over[..8]), "{list}");
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&locking[..8]))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains("Immediate (logout) "), "{row}");
+    assert!(
+        list.lines().any(|l| l.contains("Daily 06:00 UTC")),
+        "{list}"
+    );
+    assert_eq!(list.lines().count(), 3, "{list}");
+
+    let all = f.ok(&["schedule", "list", "--all"]);
+    let row = all
+        .lines()
+        .find(|l| l.starts_with(&over[..8]))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(row.contains("Immediate (logout) "), "{row}");
+    assert_eq!(all.lines().count(), 4, "{all}");
+    let json: serde_json::Value =
+        serde_json::from_str(&f.ok(&["--json", "schedule", "list"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+}
+
+#[test]
+fn prune_dry_run_says_what_it_would_remove_and_deletes_nothing() {
+    let f = Fixture::new();
+    f.ok(&[
+        "schedule", "add", "--group", "g", "--daily", "--at", "06:00", "--tz", "UTC",
+    ]);
+    let conn = rusqlite::Connection::open(&f.db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, EventIdentifier, Host) VALUES \
+         (date('now', '-40 days'), date('now', '-40 days') || 'T12:00:00.000000Z', 'a', 'online', 'e1', 'h'), \
+         (date('now', '-35 days'), date('now', '-35 days') || 'T12:00:00.000000Z', 'a', 'offline', 'e2', 'h'), \
+         (date('now', '-31 days'), date('now', '-31 days') || 'T12:00:00.000000Z', 'b', 'online', 'e3', 'h'), \
+         (date('now', '-1 days'), date('now', '-1 days') || 'T12:00:00.000000Z', 'b', 'offline', 'e4', 'h');",
+    )
+    .unwrap();
+    drop(conn);
+    let events = || f.rows("SELECT EventIdentifier FROM LogoutEvents ORDER BY ReplayId");
+    let before = events();
+    let cutoff = f.rows("SELECT date('now', '-30 days')")[0][0].clone();
+
+    let out = f.ok(&["prune", "--older-than", "30", "--dry-run"]);
+    assert_eq!(
+        out,
+        format!("dry run: would prune 3 events dated before {cutoff}\n")
+    );
+    assert_eq!(events(), before);
+    let json: serde_json::Value =
+        serde_json::from_str(&f.ok(&["--json", "prune", "--older-than", "30", "--dry-run"]))
+            .unwrap();
+    assert_eq!(json["WouldPrune"], 3, "{json}");
+    assert_eq!(events(), before);
+
+    // The real prune removes what the dry run said.
+    let out = f.ok(&["prune", "--older-than", "30"]);
+    assert_eq!(out, format!("pruned 3 events dated before {cutoff}\n"));
+    assert_eq!(events(), vec![vec!["e4"]]);
+}

@@ -45,9 +45,15 @@ fn current_ids(stack: &PamStack) -> Vec<String> {
         .collect()
 }
 
-/// Applies `file` twice: the second apply must change nothing and write no row.
+/// The last line of an apply's output: its counts (each change is named on a line before).
+fn summary(output: &str) -> String {
+    format!("{}\n", output.lines().last().unwrap_or(""))
+}
+
+/// Applies `file` twice: the second apply must change nothing and write no row. Returns the
+/// first apply's summary line.
 fn apply_twice(stack: &PamStack, file: &Path) -> String {
-    let first = stack.ctl(&["apply", "-f", file.to_str().unwrap()]);
+    let first = summary(&stack.ctl(&["apply", "-f", file.to_str().unwrap()]));
     let before = rows(stack);
     let second = stack.ctl(&["apply", "-f", file.to_str().unwrap()]);
     assert!(
@@ -160,7 +166,7 @@ fn the_same_file_gives_the_same_ids_on_every_store() {
     origin.ctl(&[
         "schedule", "add", "--group", "ops", "--daily", "--at", "07:00", "--tz", "UTC",
     ]);
-    origin.ctl(&["apply", "-f", plain.to_str().unwrap()]);
+    origin.ctl(&["apply", "-f", plain.to_str().unwrap(), "--delete-all"]);
     let exported = dir.path().join("exported.json");
     std::fs::write(&exported, origin.ctl(&["--json", "export"])).unwrap();
 
@@ -209,4 +215,170 @@ fn ids_in_files_are_whole_unique_and_not_immediate_logouts() {
         assert!(stderr.contains(named), "{named}: {stderr}");
         assert_eq!(rows(&stack), before);
     }
+}
+
+/// Every row of the schedules' history, to show that a command wrote nothing.
+fn history(stack: &PamStack) -> Vec<Vec<String>> {
+    stack.query(
+        "SELECT rowid, Id, Event, GroupName, Time, Lockout FROM LogoutSchedules ORDER BY rowid",
+    )
+}
+
+#[test]
+fn dry_run_names_each_change_in_the_words_of_the_real_run_and_writes_nothing() {
+    let stack = PamStack::standard("");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, FILE_WITHOUT_IDS).unwrap();
+    let created = stack.ctl(&["apply", "-f", plain.to_str().unwrap()]);
+    let ids = current_ids(&stack);
+    // The first apply named each schedule it created, with its Id, group and time.
+    let lines: Vec<&str> = created.lines().collect();
+    assert_eq!(lines.len(), 4, "{created}");
+    for id in &ids {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("created {id} group "))),
+            "{id}: {created}"
+        );
+    }
+    assert!(
+        created.contains("created ")
+            && created
+                .contains("group \"students\" (Weekly Mon,Tue,Wed,Thu,Fri 18:00 Europe/Berlin)"),
+        "{created}"
+    );
+
+    // Move the students' time, drop one of the two staff entries, add an ops schedule.
+    let students = stack
+        .query("SELECT Id FROM LogoutSchedulesCurrent WHERE GroupName = 'students'")[0][0]
+        .clone();
+    let edited = dir.path().join("edited.toml");
+    std::fs::write(
+        &edited,
+        format!(
+            "[[schedule]]\nid = \"{students}\"\ngroup = \"students\"\nweekly = \"Mon-Fri\"\nat = \"17:00\"\ntz = \"Europe/Berlin\"\n\n\
+             [[schedule]]\ngroup = \"staff\"\ndaily = true\nat = \"22:00\"\ntz = \"UTC\"\naction = \"warn\"\n\n\
+             [[schedule]]\ngroup = \"ops\"\ndaily = true\nat = \"07:00\"\ntz = \"UTC\"\n"
+        ),
+    )
+    .unwrap();
+    let before = history(&stack);
+    let dry = stack.ctl(&["apply", "-f", edited.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(history(&stack), before, "the dry run wrote: {dry}");
+    let dry_lines: Vec<&str> = dry.lines().collect();
+    assert_eq!(dry_lines.len(), 4, "{dry}");
+    assert!(
+        dry_lines[0].starts_with("created ")
+            && dry_lines[0].ends_with(" group \"ops\" (Daily 07:00 UTC)"),
+        "{dry}"
+    );
+    assert_eq!(dry_lines[1], format!("updated {students} group \"students\" (Weekly Mon,Tue,Wed,Thu,Fri 17:00 Europe/Berlin)"));
+    assert!(
+        dry_lines[2].starts_with("deleted ")
+            && dry_lines[2].ends_with(" group \"staff\" (Daily 22:00 UTC)"),
+        "{dry}"
+    );
+    let deleted_id = dry_lines[2].split(' ').nth(1).unwrap();
+    assert!(ids.iter().any(|id| id == deleted_id), "{dry}");
+    assert_eq!(
+        dry_lines[3],
+        "dry run: 1 created, 1 updated, 1 deleted, 1 unchanged"
+    );
+
+    // The real run prints the same lines, then its counts, and did what they said.
+    let real = stack.ctl(&["apply", "-f", edited.to_str().unwrap()]);
+    let real_lines: Vec<&str> = real.lines().collect();
+    assert_eq!(real_lines[..3], dry_lines[..3], "{real}");
+    assert_eq!(
+        real_lines[3],
+        "1 created, 1 updated, 1 deleted, 1 unchanged"
+    );
+    assert_eq!(
+        stack.query(&format!(
+            "SELECT Event FROM LogoutSchedulesCurrent WHERE Id = '{deleted_id}'"
+        )),
+        Vec::<Vec<String>>::new()
+    );
+    assert_eq!(
+        stack.query(&format!("SELECT Event FROM LogoutSchedules WHERE Id = '{deleted_id}' ORDER BY rowid DESC LIMIT 1")),
+        vec![vec!["deleted"]]
+    );
+    // --json names each change too.
+    let json: serde_json::Value = serde_json::from_str(&stack.ctl(&[
+        "--json",
+        "apply",
+        "-f",
+        edited.to_str().unwrap(),
+        "--dry-run",
+    ]))
+    .unwrap();
+    assert_eq!(json["unchanged"], 3, "{json}");
+    assert_eq!(json["changes"].as_array().unwrap().len(), 0, "{json}");
+}
+
+#[test]
+fn an_empty_file_or_one_that_deletes_every_schedule_is_refused_without_delete_all() {
+    let stack = PamStack::standard("");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, FILE_WITHOUT_IDS).unwrap();
+    stack.ctl(&["apply", "-f", plain.to_str().unwrap()]);
+    // An immediate logout is no schedule of the file: it neither counts nor is deleted.
+    stack.ctl(&["logout", "nobody", "--warn", "--in", "0s"]);
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# truncated by a failed copy\n").unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "[[schedule]]\ngroup = \"ops\"\ndaily = true\nat = \"07:00\"\ntz = \"UTC\"\n",
+    )
+    .unwrap();
+    let before = history(&stack);
+    for (file, says) in [
+        (
+            &empty,
+            "has no schedule: applying it would delete 3 current schedules",
+        ),
+        (&other, "would delete every current schedule (3)"),
+    ] {
+        let out = stack.ctl_output(&["apply", "-f", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains("--delete-all"), "{stderr}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(history(&stack), before);
+        // A dry run shows what the file would do, and says the real run is refused.
+        let out = stack.ctl_output(&["apply", "-f", file.to_str().unwrap(), "--dry-run"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            stdout.lines().filter(|l| l.starts_with("deleted ")).count(),
+            3,
+            "{stdout}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the real run is refused"));
+        assert_eq!(history(&stack), before);
+    }
+    // With the flag, the empty file deletes every schedule, naming each.
+    let out = stack.ctl(&["apply", "-f", empty.to_str().unwrap(), "--delete-all"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("deleted ")).count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.ends_with("0 created, 0 updated, 3 deleted, 0 unchanged\n"),
+        "{out}"
+    );
+    assert_eq!(
+        stack.query("SELECT count(*), sum(Immediate) FROM LogoutSchedulesCurrent"),
+        vec![vec!["1", "1"]]
+    );
+    // An empty file over an empty set deletes nothing, and is still refused: it is a mistake.
+    let out = stack.ctl_output(&["apply", "-f", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -226,12 +226,12 @@ action = "warn"
     .unwrap();
     let path = file.to_str().unwrap();
     assert_eq!(
-        stack.ctl(&["apply", "-f", path]),
-        "2 created, 0 updated, 0 deleted, 0 unchanged\n"
+        stack.ctl(&["apply", "-f", path]).lines().last().unwrap(),
+        "2 created, 0 updated, 0 deleted, 0 unchanged"
     );
     assert_eq!(
-        stack.ctl(&["apply", "-f", path]),
-        "0 created, 0 updated, 0 deleted, 2 unchanged\n"
+        stack.ctl(&["apply", "-f", path]).lines().last().unwrap(),
+        "0 created, 0 updated, 0 deleted, 2 unchanged"
     );
     assert_eq!(
         stack.query("SELECT count(*) FROM LogoutSchedules"),
@@ -258,16 +258,20 @@ action = "warn"
     .unwrap();
     let edited = edited.to_str().unwrap();
     assert_eq!(
-        stack.ctl(&["apply", "-f", edited, "--dry-run"]),
-        "dry run: 0 created, 1 updated, 1 deleted, 0 unchanged\n"
+        stack
+            .ctl(&["apply", "-f", edited, "--dry-run"])
+            .lines()
+            .last()
+            .unwrap(),
+        "dry run: 0 created, 1 updated, 1 deleted, 0 unchanged"
     );
     assert_eq!(
-        stack.ctl(&["apply", "-f", edited]),
-        "0 created, 1 updated, 1 deleted, 0 unchanged\n"
+        stack.ctl(&["apply", "-f", edited]).lines().last().unwrap(),
+        "0 created, 1 updated, 1 deleted, 0 unchanged"
     );
     assert_eq!(
-        stack.ctl(&["apply", "-f", edited]),
-        "0 created, 0 updated, 0 deleted, 1 unchanged\n"
+        stack.ctl(&["apply", "-f", edited]).lines().last().unwrap(),
+        "0 created, 0 updated, 0 deleted, 1 unchanged"
     );
     assert_eq!(
         stack.query("SELECT GroupName, Event, Time FROM LogoutSchedules ORDER BY rowid"),
@@ -282,8 +286,12 @@ action = "warn"
     let exported_file = dir.path().join("exported.toml");
     std::fs::write(&exported_file, stack.ctl(&["export"])).unwrap();
     assert_eq!(
-        stack.ctl(&["apply", "-f", exported_file.to_str().unwrap()]),
-        "0 created, 0 updated, 0 deleted, 1 unchanged\n"
+        stack
+            .ctl(&["apply", "-f", exported_file.to_str().unwrap()])
+            .lines()
+            .last()
+            .unwrap(),
+        "0 created, 0 updated, 0 deleted, 1 unchanged"
     );
 
     // A bad entry anywhere: one line naming the entry and the field, nothing written.

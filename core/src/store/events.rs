@@ -228,6 +228,22 @@ impl super::Store {
         Ok(rows)
     }
 
+    /// How many events `prune_events_before(date, _, keep_unuploaded)` would delete
+    /// (`prune --dry-run`).
+    pub fn count_events_before(&self, date: &str, keep_unuploaded: bool) -> Result<usize, Error> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM LogoutEvents WHERE Date < ?1 \
+                 AND (?2 = 0 OR ReplayId <= \
+                      (SELECT coalesce(max(UploadedReplayId), 0) FROM FleetState))",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![date, keep_unuploaded], |row| row.get::<_, i64>(0))
+            })
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(|e| classify(&self.path, "counting events", e))
+    }
+
     /// Deletes events whose `Date` is before `date`, at most `batch` rows per transaction, so
     /// that the write lock is never held long enough to delay a login. Returns the total.
     ///

@@ -1,9 +1,12 @@
 //! The read of `account`: only the current kick schedules, the ones that can lock a user out
 //! or end a session, found without building the whole current set.
 
+use chrono::{DateTime, Utc};
+
 use super::schedules::COLUMNS;
 use super::{ScheduleRecord, Store};
 use crate::error::Error;
+use crate::schedule::Schedule;
 
 impl Store {
     /// The current schedules with Kick = 1 (per Id the latest version, unless deleted), in
@@ -19,6 +22,32 @@ impl Store {
              ORDER BY rowid"
         );
         self.query_schedules_lenient(&sql, "reading the kick schedules")
+    }
+}
+
+impl Store {
+    /// Lifts the lockout of an immediate logout (`unlock`): a new `updated` version with
+    /// Lockout = 0, so the history keeps the lockout that was set, who lifted it and when, and
+    /// `account` reads the new version at once. Only an immediate logout that still has a
+    /// lockout: a schedule's lockout is changed with `schedule update`.
+    pub fn lift_lockout(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleRecord, Error> {
+        self.update_schedule(id, actor, now, |current| {
+            if !current.immediate || current.lockout_minutes == 0 {
+                return Err(Error::invalid(
+                    "id",
+                    format!("schedule {id} is no immediate logout with a lockout"),
+                ));
+            }
+            Ok(Schedule {
+                lockout_minutes: 0,
+                ..current.clone()
+            })
+        })
     }
 }
 

@@ -10,7 +10,9 @@ use forcelogout_core::Error;
 
 use super::{Context, FileSource};
 
-pub fn apply(ctx: &Context, file: &Path, dry_run: bool) -> Result<(), Error> {
+/// Applies the file, naming each change; a file that deletes every current schedule (or an
+/// empty one) is refused without `delete_all`. A dry run lists the same lines and writes nothing.
+pub fn apply(ctx: &Context, file: &Path, dry_run: bool, delete_all: bool) -> Result<(), Error> {
     let name = file.display().to_string();
     let text = match &ctx.file_source {
         FileSource::Path => Cow::Owned(read(file, None)?),
@@ -28,18 +30,33 @@ pub fn apply(ctx: &Context, file: &Path, dry_run: bool) -> Result<(), Error> {
     } else {
         ctx.open_for_writing()?
     };
-    let changes = declarative::apply(&mut store, wanted, &ctx.actor, ctx.now(), dry_run)?;
+    let plan = declarative::plan(&store, wanted)?;
+    match plan.check_deletions(&name, delete_all) {
+        Err(refusal) if dry_run => ctx.warn(&format!("the real run is refused: {refusal}")),
+        Err(refusal) => return Err(refusal),
+        Ok(()) => {}
+    }
+    if !dry_run {
+        declarative::write(&mut store, &plan, &ctx.actor, ctx.now())?;
+    }
+    let changes = plan.changes();
     if ctx.json {
         return ctx.print_json(&changes);
     }
-    ctx.print(&format!(
+    let mut text: String = changes
+        .changes
+        .iter()
+        .map(|c| format!("{}\n", c.line()))
+        .collect();
+    text.push_str(&format!(
         "{}{} created, {} updated, {} deleted, {} unchanged\n",
         if dry_run { "dry run: " } else { "" },
         changes.created,
         changes.updated,
         changes.deleted,
         changes.unchanged
-    ))
+    ));
+    ctx.print(&text)
 }
 
 /// The text of `file`, read as the user who runs this; at most `limit` bytes when given (what a

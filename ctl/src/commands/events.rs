@@ -181,7 +181,8 @@ fn schedule_changes(ctx: &Context, kind: ScheduleEvent, args: &EventsArgs) -> Re
     ctx.print(&table.render())
 }
 
-pub fn prune(ctx: &Context, older_than: &str) -> Result<(), Error> {
+/// Deletes old events; with `dry_run`, says how many it would delete and writes nothing.
+pub fn prune(ctx: &Context, older_than: &str, dry_run: bool) -> Result<(), Error> {
     let days: u32 = older_than
         .parse()
         .ok()
@@ -196,8 +197,22 @@ pub fn prune(ctx: &Context, older_than: &str) -> Result<(), Error> {
         ctx.now() - chrono::Duration::days(i64::from(days)),
         host_timezone(),
     );
+    let keep_unuploaded = ctx.config.fleet.is_some();
+    if dry_run {
+        let count = ctx
+            .open_for_reading()?
+            .count_events_before(&cutoff, keep_unuploaded)?;
+        if ctx.json {
+            return ctx.print_json(
+                &serde_json::json!({ "WouldPrune": count, "Before": cutoff, "DryRun": true }),
+            );
+        }
+        return ctx.print(&format!(
+            "dry run: would prune {count} events dated before {cutoff}\n"
+        ));
+    }
     let mut store = ctx.open_for_writing()?;
-    let pruned = store.prune_events_before(&cutoff, PRUNE_BATCH, ctx.config.fleet.is_some())?;
+    let pruned = store.prune_events_before(&cutoff, PRUNE_BATCH, keep_unuploaded)?;
     if ctx.json {
         return ctx.print_json(&serde_json::json!({ "Pruned": pruned, "Before": cutoff }));
     }

@@ -287,7 +287,7 @@ fn schedule(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
             })?;
             print_written(ctx, &written, "deleted ")
         }
-        ScheduleCommand::List { history, group } => {
+        ScheduleCommand::List { history, group, .. } => {
             let mut db = connect(ctx)?;
             let rows = if history {
                 db.schedule_history(group.as_deref())?

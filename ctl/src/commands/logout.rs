@@ -20,10 +20,12 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let zone = host_timezone();
     let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
     if args.dry_run {
+        super::schedule::warn_if_unknown(ctx, &schedule.group);
         return super::preview::show(ctx, &schedule, Some(due));
     }
     let mut store = ctx.open_for_writing()?;
     let record = store.add_immediate_logout(&schedule, &ctx.actor, now, due)?;
+    super::schedule::warn_if_unknown(ctx, &schedule.group);
     if ctx.json {
         ctx.print_json(&record)?;
     } else {

@@ -9,6 +9,7 @@ pub mod next;
 pub mod preview;
 pub mod schedule;
 pub mod sessions;
+pub mod unlock;
 
 use std::cell::RefCell;
 use std::io::Write;

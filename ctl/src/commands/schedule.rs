@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use forcelogout_core::clock::host_timezone;
+use forcelogout_core::policy::immediate_is_over;
 use forcelogout_core::schedule::{RecurrenceInput, Schedule, ScheduleInput};
 use forcelogout_core::store::ScheduleRecord;
 use forcelogout_core::Error;
@@ -16,7 +17,11 @@ pub fn run(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
         ScheduleCommand::Add(flags) => add(ctx, flags),
         ScheduleCommand::Update { id, flags } => update(ctx, &id, flags),
         ScheduleCommand::Delete { id } => delete(ctx, &id),
-        ScheduleCommand::List { history, group } => list(ctx, history, group.as_deref()),
+        ScheduleCommand::List {
+            history,
+            group,
+            all,
+        } => list(ctx, history, group.as_deref(), all),
         ScheduleCommand::Show { id } => show(ctx, &id),
     }
 }
@@ -70,12 +75,15 @@ fn update(ctx: &Context, id: &str, flags: ScheduleFlags) -> Result<(), Error> {
     let now = ctx.now();
     if dry_run {
         let current = ctx.open_for_reading()?.current_schedule(id)?;
+        refuse_immediate(&current.id, &current.schedule)?;
         let next = input.apply_to(&current.schedule)?;
         next.check_not_past(now)?;
         return super::preview::show(ctx, &next, next.next_after(now));
     }
     let mut store = ctx.open_for_writing()?;
-    let record = store.update_schedule(id, &ctx.actor, now, |current| {
+    let full_id = store.current_schedule(id)?.id;
+    let record = store.update_schedule(&full_id, &ctx.actor, now, |current| {
+        refuse_immediate(&full_id, current)?;
         let next = input.apply_to(current)?;
         next.check_not_past(now)?;
         Ok(next)
@@ -88,6 +96,21 @@ fn update(ctx: &Context, id: &str, flags: ScheduleFlags) -> Result<(), Error> {
     }
 }
 
+/// An immediate logout is an order already given, not a schedule: updating it could turn it
+/// into a daily kick or move it into the past. Checked inside the write transaction too.
+fn refuse_immediate(id: &str, schedule: &Schedule) -> Result<(), Error> {
+    if schedule.immediate {
+        return Err(Error::invalid(
+            "id",
+            format!(
+                "schedule {id} is an immediate logout; it cannot be updated: \
+                 issue a new logout or unlock"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn delete(ctx: &Context, id: &str) -> Result<(), Error> {
     let mut store = ctx.open_for_writing()?;
     let record = store.delete_schedule(id, &ctx.actor, ctx.now())?;
@@ -98,7 +121,7 @@ fn delete(ctx: &Context, id: &str) -> Result<(), Error> {
     }
 }
 
-fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> {
+fn list(ctx: &Context, history: bool, group: Option<&str>, all: bool) -> Result<(), Error> {
     let store = ctx.open_for_reading()?;
     let now = ctx.now();
     if history {
@@ -134,7 +157,8 @@ fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> 
         return ctx.print(&table.render());
     }
     let mut rows = store.current_schedules(group)?;
-    rows.retain(|r| ctx.may_see(r));
+    let warning = ctx.config.immediate_warning;
+    rows.retain(|r| ctx.may_see(r) && (all || !immediate_is_over(r, warning, now)));
     if ctx.json {
         let listed: Vec<Listed> = rows.iter().map(|r| Listed::new(r, now)).collect();
         return ctx.print_json(&listed);
@@ -152,7 +176,7 @@ fn list(ctx: &Context, history: bool, group: Option<&str>) -> Result<(), Error> 
         table.push(vec![
             short_id(&r.id),
             r.schedule.group.clone(),
-            r.schedule.describe_when(),
+            when(r),
             action(&r.schedule).to_string(),
             lockout(&r.schedule),
             next_text(r.schedule.next_after(now)),
@@ -261,6 +285,15 @@ impl<'a> Listed<'a> {
     }
 }
 
+/// The WHEN column: an immediate logout is marked as one, with the instant it takes effect.
+fn when(r: &ScheduleRecord) -> String {
+    if !r.schedule.immediate {
+        return r.schedule.describe_when();
+    }
+    let due = r.due_at.as_deref().unwrap_or(&r.update_time);
+    format!("Immediate (logout) {}", short_time(due))
+}
+
 fn short_id(id: &str) -> String {
     id.chars().take(8).collect()
 }
@@ -292,7 +325,7 @@ fn next_text(next: Option<DateTime<Utc>>) -> String {
 
 /// A schedule for a name NSS does not know yet is allowed (the group may come later) but
 /// is probably a typo: say so on stderr.
-fn warn_if_unknown(ctx: &Context, group: &str) {
+pub(crate) fn warn_if_unknown(ctx: &Context, group: &str) {
     if group != "*" && !forcelogout_core::users::name_is_known(group) {
         ctx.warn(&format!(
             "no user or group named {group:?} is known on this host yet"

@@ -42,6 +42,7 @@ pub const RULES: &[Rule] = &[
     Rule { command: "schedule update", who: Admin,      why: "decides who is logged out" },
     Rule { command: "schedule delete", who: Admin,      why: "decides who is logged out" },
     Rule { command: "logout",          who: Admin,      why: "logs users out" },
+    Rule { command: "unlock",          who: Admin,      why: "admits users a logout locked out" },
     Rule { command: "apply",           who: Admin,      why: "replaces every schedule (with the content the client sent)" },
     Rule { command: "export",          who: Admin,      why: "shows every schedule" },
     Rule { command: "events",          who: Admin,      why: "the log names every user's logins" },
@@ -72,6 +73,7 @@ pub fn row_name(cli: &Cli) -> &'static str {
         Command::Schedule(ScheduleCommand::Update { .. }) => "schedule update",
         Command::Schedule(ScheduleCommand::Delete { .. }) => "schedule delete",
         Command::Logout(_) => "logout",
+        Command::Unlock(_) => "unlock",
         Command::Apply { .. } => "apply",
         Command::Export => "export",
         Command::Events(args) if args.follow => "events --follow",
@@ -149,6 +151,8 @@ mod tests {
         assert_eq!(who(&["schedule", "delete", "abcd"]), Admin);
         assert_eq!(who(&["apply", "-f", "/dev/zero", "--dry-run"]), Admin);
         assert_eq!(who(&["events"]), Admin);
+        assert_eq!(who(&["unlock", "news"]), Admin);
+        assert_eq!(who(&["unlock", "news", "--dry-run"]), Admin);
         assert_eq!(who(&["export"]), Admin);
     }
 
