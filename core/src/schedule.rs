@@ -95,12 +95,7 @@ impl ImmediateInput<'_> {
             Some(text) => parse_lockout(text)?,
             None => 0,
         };
-        if lockout_minutes > 0 && !kick {
-            return Err(Error::invalid(
-                "lockout",
-                "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
-            ));
-        }
+        check_lockout_is_a_kick(kick, lockout_minutes)?;
         let local = now.with_timezone(&zone);
         let schedule = Schedule {
             group: validate_group(self.group)?,
@@ -158,7 +153,7 @@ impl ScheduleInput {
             .at
             .as_deref()
             .ok_or_else(|| Error::invalid("at", "required (HH:MM, 24-hour)"))?;
-        Ok(Schedule {
+        let schedule = Schedule {
             group: validate_group(group)?,
             recurrence: parse_recurrence(recurrence)?,
             time: parse_time(at)?,
@@ -173,7 +168,9 @@ impl ScheduleInput {
                 Some(text) => parse_lockout(text)?,
                 None => 0,
             },
-        })
+        };
+        check_lockout_is_a_kick(schedule.kick, schedule.lockout_minutes)?;
+        Ok(schedule)
     }
 
     /// Validates the given fields over an existing schedule.
@@ -199,6 +196,11 @@ impl ScheduleInput {
         }
         if let Some(lockout) = &self.lockout {
             next.lockout_minutes = parse_lockout(lockout)?;
+        }
+        // A row stored before this rule keeps its other edits; changing its action or its
+        // lockout must leave a consistent pair.
+        if self.kick.is_some() || self.lockout.is_some() {
+            check_lockout_is_a_kick(next.kick, next.lockout_minutes)?;
         }
         Ok(next)
     }
@@ -260,14 +262,52 @@ pub fn parse_time(text: &str) -> Result<NaiveTime, Error> {
     Ok(time)
 }
 
-/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling.
+/// The one rule, for every route a schedule comes by (command line, `apply` file, socket,
+/// fleet): a warning cannot carry a lockout, since its users may keep working.
+pub fn check_lockout_is_a_kick(kick: bool, lockout_minutes: u32) -> Result<(), Error> {
+    if lockout_minutes > 0 && !kick {
+        return Err(Error::invalid(
+            "lockout",
+            "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
+        ));
+    }
+    Ok(())
+}
+
+/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling, with the right spelling suggested
+/// for a name that differs only in case (`europe/berlin`).
 pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
     text.parse::<Tz>().map_err(|_| {
+        let hint = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|tz| tz.name().eq_ignore_ascii_case(text.trim()))
+            .map(|tz| format!("; did you mean {}?", tz.name()))
+            .unwrap_or_else(|| " (e.g. Europe/Berlin, UTC)".to_string());
         Error::invalid(
             "tz",
-            format!("{text:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+            format!(
+                "{:?} is not an IANA time zone{hint}",
+                crate::text::sanitize_line(text)
+            ),
         )
     })
+}
+
+/// A warning for a valid zone that is almost surely a mistake: a legacy abbreviation with a
+/// fixed offset all year (`EST` is UTC-5 in July too), where a region's name follows its
+/// daylight saving. `EST5EDT`-style names do follow it and get none.
+pub fn timezone_warning(zone: Tz) -> Option<String> {
+    let (region, offset) = match zone.name() {
+        "EST" => ("America/New_York", "UTC-5"),
+        "MST" => ("America/Denver (America/Phoenix keeps no daylight saving)", "UTC-7"),
+        "HST" => ("Pacific/Honolulu", "UTC-10"),
+        _ => return None,
+    };
+    Some(format!(
+        "tz: {} is a legacy abbreviation fixed at {offset} all year, without daylight saving; \
+         for local time use the IANA name, e.g. {region}",
+        zone.name()
+    ))
 }
 
 /// Lockout length, 0 (none) to one day: whole minutes (`15`, as the `Lockout` column holds
