@@ -154,12 +154,17 @@ impl Config {
     pub fn parse_named(name: &str, text: &str) -> Result<Config, Error> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
             let place = TomlPlace::of(text, &e);
-            match (place.is_meaning, place.key) {
-                (true, Some(key)) => Error::invalid(
-                    format!("{name}:{}: key `{key}`", place.line),
+            match (place.is_meaning, place.key, place.header) {
+                (true, Some(key), _) => {
+                    Error::invalid(format!("{name}:{}: key `{key}`", place.line), place.message)
+                }
+                (true, None, Some(table)) => {
+                    Error::invalid(format!("{name}:{}: {table}", place.line), place.message)
+                }
+                _ => Error::invalid(
+                    format!("{name}:{}:{}", place.line, place.column),
                     place.message,
                 ),
-                _ => Error::invalid(format!("{name}:{}:{}", place.line, place.column), place.message),
             }
         })?;
         Config::from_file(file).map_err(|e| match e {
@@ -273,6 +278,8 @@ pub(crate) struct TomlPlace {
     pub column: usize,
     /// The key on the error's line (`key = ...`), if it has one.
     pub key: Option<String>,
+    /// The table header on the error's line (`[fleet]`), if it is one.
+    pub header: Option<String>,
     /// The error's own first line.
     pub message: String,
     /// A right syntax with a wrong key, type or value (serde's), not a syntax error.
@@ -302,6 +309,9 @@ impl TomlPlace {
             line,
             column,
             key: key_of_line(line_text),
+            header: Some(line_text.trim())
+                .filter(|l| l.starts_with('['))
+                .map(crate::text::sanitize_line),
             message: crate::text::sanitize_line(message),
             is_meaning,
         }
@@ -450,7 +460,9 @@ mod tests {
             ("not toml at all", "config:1:"),
         ] {
             match Config::parse(text) {
-                Err(Error::Invalid { field, .. }) => assert!(field.contains(key), "{text}: {field}"),
+                Err(Error::Invalid { field, .. }) => {
+                    assert!(field.contains(key), "{text}: {field}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
@@ -459,11 +471,17 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let text = "admin_group = \"ops\"\n\nidle_timeout = 5\n";
-        let e = Config::parse_named("/etc/f.toml", text).unwrap_err().to_string();
+        let e = Config::parse_named("/etc/f.toml", text)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/etc/f.toml:3: key `idle_timeout`: "), "{e}");
-        let e = Config::parse_named("f", "a = \"x\"\nb = [1,\n").unwrap_err().to_string();
+        let e = Config::parse_named("f", "a = \"x\"\nb = [1,\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f:3:1: "), "{e}");
-        let e = Config::parse_named("f", "\nnotice_ahead = \"90\"\n").unwrap_err().to_string();
+        let e = Config::parse_named("f", "\nnotice_ahead = \"90\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f:2: key `notice_ahead`: "), "{e}");
     }
 
@@ -484,7 +502,9 @@ mod tests {
             ("[fleet]\nurl = \"x\"\nlabel = []", "key `label`"),
         ] {
             match Config::parse(text) {
-                Err(Error::Invalid { field, .. }) => assert!(field.contains(key), "{text}: {field}"),
+                Err(Error::Invalid { field, .. }) => {
+                    assert!(field.contains(key), "{text}: {field}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
@@ -494,7 +514,9 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert!(parse_duration("90").unwrap_err().contains("90s, 90m or 90h"));
+        assert!(parse_duration("90")
+            .unwrap_err()
+            .contains("90s, 90m or 90h"));
         assert!(parse_duration("-5m").unwrap_err().contains("negative"));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));

@@ -159,13 +159,20 @@ fn toml_error(name: &str, text: &str, error: &toml::de::Error) -> Error {
         .take(place.line)
         .filter(|l| l.trim().replace(' ', "") == "[[schedule]]")
         .count();
+    let message = match place.key.as_deref() {
+        // serde's words for a value that is neither of LockoutField's forms.
+        Some("lockout") if place.message.starts_with("data did not match") => {
+            "expected minutes (0 to 1440) or a duration such as \"1h\"".to_string()
+        }
+        _ => place.message,
+    };
     let field = match (entry, place.key) {
         (0, Some(key)) => format!(": {key}"),
         (0, None) => String::new(),
         (n, Some(key)) => format!(": schedule[{n}].{key}"),
         (n, None) => format!(": schedule[{n}]"),
     };
-    Error::invalid(format!("{name}:{}{field}", place.line), place.message)
+    Error::invalid(format!("{name}:{}{field}", place.line), message)
 }
 
 fn entry_to_schedule(entry: Entry, default_zone: Tz) -> Result<Schedule, Error> {

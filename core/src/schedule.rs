@@ -197,9 +197,9 @@ impl ScheduleInput {
         if let Some(lockout) = &self.lockout {
             next.lockout_minutes = parse_lockout(lockout)?;
         }
-        // A row stored before this rule keeps its other edits; changing its action or its
-        // lockout must leave a consistent pair.
-        if self.kick.is_some() || self.lockout.is_some() {
+        // A lockout given for a warning is refused; one kept from a kick that becomes a
+        // warning stays stored but inert (`policy::lockout_end`), ready if it turns back.
+        if self.lockout.is_some() {
             check_lockout_is_a_kick(next.kick, next.lockout_minutes)?;
         }
         Ok(next)
@@ -299,7 +299,10 @@ pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
 pub fn timezone_warning(zone: Tz) -> Option<String> {
     let (region, offset) = match zone.name() {
         "EST" => ("America/New_York", "UTC-5"),
-        "MST" => ("America/Denver (America/Phoenix keeps no daylight saving)", "UTC-7"),
+        "MST" => (
+            "America/Denver (America/Phoenix keeps no daylight saving)",
+            "UTC-7",
+        ),
         "HST" => ("Pacific/Honolulu", "UTC-10"),
         _ => return None,
     };

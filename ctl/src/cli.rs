@@ -209,7 +209,7 @@ pub struct ScheduleFlags {
     pub group: Option<String>,
 
     /// Once, on this date (YYYY-MM-DD)
-    #[arg(long, value_name = "YYYY-MM-DD")]
+    #[arg(long, value_name = "YYYY-MM-DD", allow_hyphen_values = true)]
     pub once: Option<String>,
 
     /// Every day
@@ -221,7 +221,7 @@ pub struct ScheduleFlags {
     pub weekly: Option<String>,
 
     /// Time of the logout, 24-hour HH:MM, in the schedule's zone
-    #[arg(long, value_name = "HH:MM")]
+    #[arg(long, value_name = "HH:MM", allow_hyphen_values = true)]
     pub at: Option<String>,
 
     /// IANA time zone of --at, e.g. Europe/Berlin (default: the host's zone)
@@ -251,7 +251,12 @@ pub struct NextArgs {
     pub id: Option<String>,
 
     /// How many logouts to show (1-1000)
-    #[arg(long, value_name = "N", default_value = "10", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10",
+        allow_hyphen_values = true
+    )]
     pub count: String,
 
     /// Start after this instant (RFC 3339, e.g. 2026-12-24T12:00:00Z) instead of now

@@ -215,7 +215,9 @@ fn utf8_args() -> Result<Vec<String>, Error> {
             }
             Err(_) => {
                 let field = match previous.as_deref() {
-                    Some(flag) if flag.starts_with("--") && !flag.contains('=') => {
+                    Some(flag)
+                        if flag.len() > 1 && flag.starts_with('-') && !flag.contains('=') =>
+                    {
                         flag.to_string()
                     }
                     _ => format!("argument {position}"),
@@ -264,7 +266,8 @@ fn usage_line(err: &clap::Error) -> Option<String> {
         arg.split(", ")
             .map(|a| {
                 let a = a.split_whitespace().next().unwrap_or(a);
-                a.trim_matches(|c| c == '<' || c == '>' || c == '.').to_string()
+                a.trim_matches(|c| c == '<' || c == '>' || c == '.')
+                    .to_string()
             })
             .collect::<Vec<_>>()
             .join(", ")
