@@ -327,6 +327,15 @@ pub fn parse_lockout(text: &str) -> Result<u32, Error> {
             ),
         )
     };
+    if trimmed.starts_with('-') {
+        return Err(Error::invalid(
+            "lockout",
+            format!(
+                "{:?} is negative; a lockout is 0 to {LOCKOUT_MAX_MINUTES} minutes, or a duration such as 30m",
+                crate::text::sanitize_line(text)
+            ),
+        ));
+    }
     let minutes: u64 = if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
         trimmed.parse().map_err(|_| bad())?
     } else {
@@ -411,4 +420,82 @@ pub fn validate_message(text: &str) -> Result<String, Error> {
         ));
     }
     Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(kick: Option<bool>, lockout: Option<&str>) -> ScheduleInput {
+        ScheduleInput {
+            group: Some("lab".into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("UTC".into()),
+            kick,
+            lockout: lockout.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn field(result: Result<Schedule, Error>) -> String {
+        match result {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_warning_with_a_lockout_is_refused_on_add_and_update_alike() {
+        assert_eq!(
+            field(input(Some(false), Some("15")).into_new(Tz::UTC)),
+            "lockout"
+        );
+        let kick = input(None, Some("15")).into_new(Tz::UTC).unwrap();
+        let give = |kick: Option<bool>, lockout: Option<&str>| ScheduleInput {
+            kick,
+            lockout: lockout.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(
+            field(give(Some(false), Some("15")).apply_to(&kick)),
+            "lockout"
+        );
+        // Turned into a warning, the kick keeps its minutes, inert.
+        let warning = give(Some(false), None).apply_to(&kick).unwrap();
+        assert_eq!(field(give(None, Some("30")).apply_to(&warning)), "lockout");
+        assert!(give(None, Some("0")).apply_to(&warning).is_ok());
+        let immediate = ImmediateInput {
+            group: "lab",
+            kick: Some(false),
+            lockout: Some("15"),
+            ..Default::default()
+        };
+        let refused = immediate.into_logout(chrono::Utc::now(), std::time::Duration::ZERO, Tz::UTC);
+        assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "lockout"));
+    }
+
+    #[test]
+    fn zones_a_wrong_case_is_named_right_and_fixed_offsets_warned() {
+        let e = parse_timezone("europe/berlin").unwrap_err().to_string();
+        assert!(e.contains("did you mean Europe/Berlin?"), "{e}");
+        assert!(parse_timezone("Mars/Olympus").is_err());
+        for zone in ["EST", "MST", "HST"] {
+            let tz = parse_timezone(zone).unwrap();
+            assert!(timezone_warning(tz).unwrap().contains(zone));
+        }
+        for zone in ["EST5EDT", "America/New_York", "UTC", "Europe/Berlin"] {
+            assert_eq!(
+                timezone_warning(parse_timezone(zone).unwrap()),
+                None,
+                "{zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_lockout_says_so() {
+        let e = parse_lockout("-1").unwrap_err().to_string();
+        assert!(e.starts_with("lockout: ") && e.contains("negative"), "{e}");
+    }
 }
