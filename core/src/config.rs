@@ -138,26 +138,45 @@ impl Config {
     /// Reads the file at `path`; a missing file is the defaults.
     pub fn load(path: &Path) -> Result<Config, Error> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text).map_err(|e| match e {
-                Error::Invalid { field, reason } => {
-                    Error::invalid(format!("{}: {field}", path.display()), reason)
-                }
-                other => other,
-            }),
+            Ok(text) => Config::parse_named(&path.display().to_string(), &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
         }
     }
 
+    /// A configuration's text, its errors named `config:LINE...`.
     pub fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse_named("config", text)
+    }
+
+    /// A configuration's text, read from `name`. A syntax error is `NAME:LINE:COL: what`; a
+    /// wrong key, type or value is `NAME:LINE: key `KEY`: what`.
+    pub fn parse_named(name: &str, text: &str) -> Result<Config, Error> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().to_string();
-            // toml names the unknown key in its message; keep it to one line.
-            Error::invalid(
-                "config",
-                message.lines().next().unwrap_or("invalid TOML").to_string(),
-            )
+            let place = TomlPlace::of(text, &e);
+            match (place.is_meaning, place.key, place.header) {
+                (true, Some(key), _) => {
+                    Error::invalid(format!("{name}:{}: key `{key}`", place.line), place.message)
+                }
+                (true, None, Some(table)) => {
+                    Error::invalid(format!("{name}:{}: {table}", place.line), place.message)
+                }
+                _ => Error::invalid(
+                    format!("{name}:{}:{}", place.line, place.column),
+                    place.message,
+                ),
+            }
         })?;
+        Config::from_file(file).map_err(|e| match e {
+            Error::Invalid { field, reason } => {
+                let line = line_of_key(text, &field).unwrap_or(1);
+                Error::invalid(format!("{name}:{line}: key `{field}`"), reason)
+            }
+            other => other,
+        })
+    }
+
+    fn from_file(file: FileConfig) -> Result<Config, Error> {
         let defaults = Config::default();
         let duration = |key: &str, value: Option<String>, default: Duration| match value {
             Some(text) => parse_duration(&text).map_err(|reason| Error::invalid(key, reason)),
@@ -251,6 +270,70 @@ fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
     })
 }
 
+/// Where a TOML error is, for a one-line message an editor can jump to.
+pub(crate) struct TomlPlace {
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// The key on the error's line (`key = ...`), if it has one.
+    pub key: Option<String>,
+    /// The table header on the error's line (`[fleet]`), if it is one.
+    pub header: Option<String>,
+    /// The error's own first line.
+    pub message: String,
+    /// A right syntax with a wrong key, type or value (serde's), not a syntax error.
+    pub is_meaning: bool,
+}
+
+impl TomlPlace {
+    pub fn of(text: &str, error: &toml::de::Error) -> TomlPlace {
+        let offset = error.span().map_or(0, |span| span.start).min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        let line_text = text[line_start..].lines().next().unwrap_or("");
+        let message = error.message().lines().next().unwrap_or("invalid TOML");
+        let is_meaning = [
+            "unknown field",
+            "invalid type",
+            "invalid value",
+            "missing field",
+            "data did not match",
+            "invalid length",
+        ]
+        .iter()
+        .any(|start| message.starts_with(start));
+        TomlPlace {
+            line,
+            column,
+            key: key_of_line(line_text),
+            header: Some(line_text.trim())
+                .filter(|l| l.starts_with('['))
+                .map(crate::text::sanitize_line),
+            message: crate::text::sanitize_line(message),
+            is_meaning,
+        }
+    }
+}
+
+/// `key` of a `key = value` line.
+fn key_of_line(line: &str) -> Option<String> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#'))
+        .then(|| crate::text::sanitize_line(key))
+}
+
+/// The line of `key` (`fleet.url`: the `url` line), for a value refused after parsing.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    text.lines()
+        .position(|line| key_of_line(line).as_deref() == Some(last))
+        .map(|i| i + 1)
+}
+
 fn rename(error: Error, field: &str) -> Error {
     match error {
         Error::Invalid { reason, .. } => Error::invalid(field, reason),
@@ -258,16 +341,29 @@ fn rename(error: Error, field: &str) -> Error {
     }
 }
 
-/// `90`, `90s`, `5m`, `2h`, `1d`, or combinations such as `1h30m`; at most 30 days.
+/// `90s`, `5m`, `2h`, `1d`, or combinations such as `1h30m`; at most 30 days. A number needs
+/// its unit: `--in 5` read as seconds beside `--lockout 5` read as minutes was a trap, so a
+/// bare number is refused (naming the units) rather than guessed; `0` is zero in any unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration (e.g. 90s, 5m, 1h30m, 2d)");
+    let shown = crate::text::sanitize_line(text);
+    let bad = || format!("{shown:?} is not a duration (e.g. 30s, 5m, 1h, 1h30m, 2d)");
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(bad());
     }
+    if trimmed.starts_with('-') {
+        return Err(format!(
+            "{shown:?} is negative; a duration counts forward (e.g. 30s, 5m, 1h)"
+        ));
+    }
     if trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let seconds: u64 = trimmed.parse().map_err(|_| bad())?;
-        return check_limit(Duration::from_secs(seconds), text);
+        let n: u64 = trimmed.parse().map_err(|_| bad())?;
+        if n == 0 {
+            return Ok(Duration::ZERO);
+        }
+        return Err(format!(
+            "{shown:?} has no unit; write {n}s, {n}m or {n}h (seconds, minutes, hours)"
+        ));
     }
     let mut total: u64 = 0;
     let mut number = String::new();
@@ -353,21 +449,40 @@ mod tests {
     #[test]
     fn bad_files_name_the_key() {
         for (text, key) in [
-            ("scheduled_warnings = \"5m\"", "config"),
+            ("scheduled_warnings = \"5m\"", "key `scheduled_warnings`"),
             ("scheduled_warning = \"5 minutes\"", "scheduled_warning"),
             ("immediate_warning = \"-1s\"", "immediate_warning"),
             ("idle_timeout = \"forever\"", "idle_timeout"),
             ("admin_group = \"two words\"", "admin_group"),
             ("exempt_groups = [\"ok\", \"a;b\"]", "exempt_groups"),
             ("catch_up = \"99d\"", "catch_up"),
-            ("retention_days = -3", "config"),
-            ("not toml at all", "config"),
+            ("retention_days = -3", "key `retention_days`"),
+            ("not toml at all", "config:1:"),
         ] {
             match Config::parse(text) {
-                Err(Error::Invalid { field, .. }) => assert_eq!(field, key, "{text}"),
+                Err(Error::Invalid { field, .. }) => {
+                    assert!(field.contains(key), "{text}: {field}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "admin_group = \"ops\"\n\nidle_timeout = 5\n";
+        let e = Config::parse_named("/etc/f.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/f.toml:3: key `idle_timeout`: "), "{e}");
+        let e = Config::parse_named("f", "a = \"x\"\nb = [1,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f:3:1: "), "{e}");
+        let e = Config::parse_named("f", "\nnotice_ahead = \"90\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f:2: key `notice_ahead`: "), "{e}");
     }
 
     #[test]
@@ -384,10 +499,12 @@ mod tests {
             ("[fleet]\nurl = \"\"", "fleet.url"),
             ("[fleet]\nurl = \"x\"\nhost = \"a b\"", "fleet.host"),
             ("[fleet]\nurl = \"x\"\nlabels = [\"@lab\"]", "fleet.labels"),
-            ("[fleet]\nurl = \"x\"\nlabel = []", "config"),
+            ("[fleet]\nurl = \"x\"\nlabel = []", "key `label`"),
         ] {
             match Config::parse(text) {
-                Err(Error::Invalid { field, .. }) => assert_eq!(field, key, "{text}"),
+                Err(Error::Invalid { field, .. }) => {
+                    assert!(field.contains(key), "{text}: {field}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
@@ -395,7 +512,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("90")
+            .unwrap_err()
+            .contains("90s, 90m or 90h"));
+        assert!(parse_duration("-5m").unwrap_err().contains("negative"));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         for bad in ["", "m", "5x", "1.5h", "5m3", "99999999999999999999s"] {

@@ -181,36 +181,38 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// Parses and validates a whole file; an error names the file, the entry and the field.
+/// Parses and validates a whole file. A syntax error is `FILE:LINE:COL: what`; a wrong entry
+/// is `FILE: schedule[N].FIELD: what`, by the same rules as the command line; a wrong key or
+/// type `FILE:LINE: schedule[N].KEY: what`.
 pub fn parse(
     name: &str,
     text: &str,
     default_zone: Tz,
 ) -> Result<Vec<(Option<String>, Schedule)>, Error> {
     let file: ScheduleFile = match Format::guess(name, text) {
-        Format::Json => {
-            serde_json::from_str(text).map_err(|e| Error::invalid(name, e.to_string()))?
-        }
-        Format::Toml => toml::from_str(text).map_err(|e| {
-            Error::invalid(
-                name,
-                e.message()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid TOML")
-                    .to_string(),
-            )
-        })?,
+        Format::Json => serde_json::from_str(text).map_err(|e| json_error(name, &e))?,
+        Format::Toml => toml::from_str(text).map_err(|e| toml_error(name, text, &e))?,
     };
     let mut seen_ids = std::collections::HashSet::new();
     file.schedule
         .into_iter()
         .enumerate()
         .map(|(i, entry)| {
+            // `schedule[N].FIELD` as scripts already match it; the entry's id, when it has
+            // one, last, to find it in a long file.
+            let of_id = match entry.id.as_deref() {
+                Some(id) => format!(" (entry id {})", crate::text::sanitize_line(id)),
+                None => String::new(),
+            };
             let at_entry = |e: Error| match e {
-                Error::Invalid { field, reason } => {
-                    Error::invalid(format!("{name}: schedule[{}].{field}", i + 1), reason)
-                }
+                Error::Invalid { field, reason } => Error::invalid(
+                    format!("{name}: schedule[{}].{field}", i + 1),
+                    if field == "id" {
+                        reason
+                    } else {
+                        format!("{reason}{of_id}")
+                    },
+                ),
                 other => other,
             };
             let id = match entry.id.as_deref() {
@@ -231,6 +233,48 @@ pub fn parse(
                 .map_err(at_entry)
         })
         .collect()
+}
+
+/// `FILE:LINE:COL: what` (serde_json places both syntax and meaning errors).
+fn json_error(name: &str, error: &serde_json::Error) -> Error {
+    let text = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let what = text.strip_suffix(&suffix).unwrap_or(&text);
+    Error::invalid(
+        format!("{name}:{}:{}", error.line(), error.column()),
+        crate::text::sanitize_line(what),
+    )
+}
+
+/// A syntax error at its line and column; a wrong key or type in the entry it belongs to.
+fn toml_error(name: &str, text: &str, error: &toml::de::Error) -> Error {
+    let place = crate::config::TomlPlace::of(text, error);
+    if !place.is_meaning {
+        return Error::invalid(
+            format!("{name}:{}:{}", place.line, place.column),
+            place.message,
+        );
+    }
+    // The entry is the last `[[schedule]]` header at or before the error's line.
+    let entry = text
+        .lines()
+        .take(place.line)
+        .filter(|l| l.trim().replace(' ', "") == "[[schedule]]")
+        .count();
+    let message = match place.key.as_deref() {
+        // serde's words for a value that is neither of LockoutField's forms.
+        Some("lockout") if place.message.starts_with("data did not match") => {
+            "expected minutes (0 to 1440) or a duration such as \"1h\"".to_string()
+        }
+        _ => place.message,
+    };
+    let field = match (entry, place.key) {
+        (0, Some(key)) => format!(": {key}"),
+        (0, None) => String::new(),
+        (n, Some(key)) => format!(": schedule[{n}].{key}"),
+        (n, None) => format!(": schedule[{n}]"),
+    };
+    Error::invalid(format!("{name}:{}{field}", place.line), message)
 }
 
 fn entry_to_schedule(entry: Entry, default_zone: Tz) -> Result<Schedule, Error> {
@@ -337,7 +381,7 @@ pub fn apply(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Changes, Error> {
-    let plan = plan(store, wanted)?;
+    let plan = plan(store, wanted, now)?;
     if !dry_run {
         write(store, &plan, actor, now)?;
     }
@@ -351,7 +395,11 @@ pub fn write(store: &mut Store, plan: &Plan, actor: &str, now: DateTime<Utc>) ->
 }
 
 /// What applying `wanted` would write (see `apply`), without writing.
-pub fn plan(store: &Store, wanted: Vec<(Option<String>, Schedule)>) -> Result<Plan, Error> {
+pub fn plan(
+    store: &Store,
+    wanted: Vec<(Option<String>, Schedule)>,
+    now: DateTime<Utc>,
+) -> Result<Plan, Error> {
     let entry_count = wanted.len();
     let current = store.current_schedules(None)?;
     // Fleet schedules are changed centrally (SPEC §9): apply neither claims nor deletes them.
@@ -412,6 +460,16 @@ pub fn plan(store: &Store, wanted: Vec<(Option<String>, Schedule)>) -> Result<Pl
             }
             _ => plan.creates.push((entry.id, entry.schedule)),
         }
+    }
+    // The command line's rule: a Once that can no longer fire is refused, when it would be
+    // written. An unchanged one stays (re-applying yesterday's file must not fail).
+    for (id, schedule) in plan.creates.iter().chain(plan.updates.iter()) {
+        schedule.check_not_past(now).map_err(|e| match e {
+            Error::Invalid { field, reason } => {
+                Error::invalid(format!("schedule {id}: {field}"), reason)
+            }
+            other => other,
+        })?;
     }
     plan.deletes = unclaimed;
     Ok(plan)

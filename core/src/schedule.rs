@@ -95,12 +95,7 @@ impl ImmediateInput<'_> {
             Some(text) => parse_lockout(text)?,
             None => 0,
         };
-        if lockout_minutes > 0 && !kick {
-            return Err(Error::invalid(
-                "lockout",
-                "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
-            ));
-        }
+        check_lockout_is_a_kick(kick, lockout_minutes)?;
         let local = now.with_timezone(&zone);
         let schedule = Schedule {
             group: validate_group(self.group)?,
@@ -158,7 +153,7 @@ impl ScheduleInput {
             .at
             .as_deref()
             .ok_or_else(|| Error::invalid("at", "required (HH:MM, 24-hour)"))?;
-        Ok(Schedule {
+        let schedule = Schedule {
             group: validate_group(group)?,
             recurrence: parse_recurrence(recurrence)?,
             time: parse_time(at)?,
@@ -173,7 +168,9 @@ impl ScheduleInput {
                 Some(text) => parse_lockout(text)?,
                 None => 0,
             },
-        })
+        };
+        check_lockout_is_a_kick(schedule.kick, schedule.lockout_minutes)?;
+        Ok(schedule)
     }
 
     /// Validates the given fields over an existing schedule.
@@ -199,6 +196,11 @@ impl ScheduleInput {
         }
         if let Some(lockout) = &self.lockout {
             next.lockout_minutes = parse_lockout(lockout)?;
+        }
+        // A lockout given for a warning is refused; one kept from a kick that becomes a
+        // warning stays stored but inert (`policy::lockout_end`), ready if it turns back.
+        if self.lockout.is_some() {
+            check_lockout_is_a_kick(next.kick, next.lockout_minutes)?;
         }
         Ok(next)
     }
@@ -260,14 +262,55 @@ pub fn parse_time(text: &str) -> Result<NaiveTime, Error> {
     Ok(time)
 }
 
-/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling.
+/// The one rule, for every route a schedule comes by (command line, `apply` file, socket,
+/// fleet): a warning cannot carry a lockout, since its users may keep working.
+pub fn check_lockout_is_a_kick(kick: bool, lockout_minutes: u32) -> Result<(), Error> {
+    if lockout_minutes > 0 && !kick {
+        return Err(Error::invalid(
+            "lockout",
+            "a warning (--warn) never locks anyone out: the user may keep working; use --kick",
+        ));
+    }
+    Ok(())
+}
+
+/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling, with the right spelling suggested
+/// for a name that differs only in case (`europe/berlin`).
 pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
     text.parse::<Tz>().map_err(|_| {
+        let hint = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|tz| tz.name().eq_ignore_ascii_case(text.trim()))
+            .map(|tz| format!("; did you mean {}?", tz.name()))
+            .unwrap_or_else(|| " (e.g. Europe/Berlin, UTC)".to_string());
         Error::invalid(
             "tz",
-            format!("{text:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)"),
+            format!(
+                "{:?} is not an IANA time zone{hint}",
+                crate::text::sanitize_line(text)
+            ),
         )
     })
+}
+
+/// A warning for a valid zone that is almost surely a mistake: a legacy abbreviation with a
+/// fixed offset all year (`EST` is UTC-5 in July too), where a region's name follows its
+/// daylight saving. `EST5EDT`-style names do follow it and get none.
+pub fn timezone_warning(zone: Tz) -> Option<String> {
+    let (region, offset) = match zone.name() {
+        "EST" => ("America/New_York", "UTC-5"),
+        "MST" => (
+            "America/Denver (America/Phoenix keeps no daylight saving)",
+            "UTC-7",
+        ),
+        "HST" => ("Pacific/Honolulu", "UTC-10"),
+        _ => return None,
+    };
+    Some(format!(
+        "tz: {} is a legacy abbreviation fixed at {offset} all year, without daylight saving; \
+         for local time use the IANA name, e.g. {region}",
+        zone.name()
+    ))
 }
 
 /// Lockout length, 0 (none) to one day: whole minutes (`15`, as the `Lockout` column holds
@@ -284,6 +327,15 @@ pub fn parse_lockout(text: &str) -> Result<u32, Error> {
             ),
         )
     };
+    if trimmed.starts_with('-') {
+        return Err(Error::invalid(
+            "lockout",
+            format!(
+                "{:?} is negative; a lockout is 0 to {LOCKOUT_MAX_MINUTES} minutes, or a duration such as 30m",
+                crate::text::sanitize_line(text)
+            ),
+        ));
+    }
     let minutes: u64 = if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
         trimmed.parse().map_err(|_| bad())?
     } else {
@@ -368,4 +420,82 @@ pub fn validate_message(text: &str) -> Result<String, Error> {
         ));
     }
     Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(kick: Option<bool>, lockout: Option<&str>) -> ScheduleInput {
+        ScheduleInput {
+            group: Some("lab".into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("UTC".into()),
+            kick,
+            lockout: lockout.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn field(result: Result<Schedule, Error>) -> String {
+        match result {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_warning_with_a_lockout_is_refused_on_add_and_update_alike() {
+        assert_eq!(
+            field(input(Some(false), Some("15")).into_new(Tz::UTC)),
+            "lockout"
+        );
+        let kick = input(None, Some("15")).into_new(Tz::UTC).unwrap();
+        let give = |kick: Option<bool>, lockout: Option<&str>| ScheduleInput {
+            kick,
+            lockout: lockout.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(
+            field(give(Some(false), Some("15")).apply_to(&kick)),
+            "lockout"
+        );
+        // Turned into a warning, the kick keeps its minutes, inert.
+        let warning = give(Some(false), None).apply_to(&kick).unwrap();
+        assert_eq!(field(give(None, Some("30")).apply_to(&warning)), "lockout");
+        assert!(give(None, Some("0")).apply_to(&warning).is_ok());
+        let immediate = ImmediateInput {
+            group: "lab",
+            kick: Some(false),
+            lockout: Some("15"),
+            ..Default::default()
+        };
+        let refused = immediate.into_logout(chrono::Utc::now(), std::time::Duration::ZERO, Tz::UTC);
+        assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "lockout"));
+    }
+
+    #[test]
+    fn zones_a_wrong_case_is_named_right_and_fixed_offsets_warned() {
+        let e = parse_timezone("europe/berlin").unwrap_err().to_string();
+        assert!(e.contains("did you mean Europe/Berlin?"), "{e}");
+        assert!(parse_timezone("Mars/Olympus").is_err());
+        for zone in ["EST", "MST", "HST"] {
+            let tz = parse_timezone(zone).unwrap();
+            assert!(timezone_warning(tz).unwrap().contains(zone));
+        }
+        for zone in ["EST5EDT", "America/New_York", "UTC", "Europe/Berlin"] {
+            assert_eq!(
+                timezone_warning(parse_timezone(zone).unwrap()),
+                None,
+                "{zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_lockout_says_so() {
+        let e = parse_lockout("-1").unwrap_err().to_string();
+        assert!(e.starts_with("lockout: ") && e.contains("negative"), "{e}");
+    }
 }

@@ -67,7 +67,7 @@ pub enum Command {
     /// Delete events older than DAYS days (by their Date), in small transactions
     Prune {
         /// Keep the events of the last DAYS days
-        #[arg(long, value_name = "DAYS")]
+        #[arg(long, value_name = "DAYS", allow_hyphen_values = true)]
         older_than: String,
         /// Say how many events would be deleted, and delete nothing
         #[arg(long)]
@@ -134,7 +134,7 @@ pub struct EventsArgs {
     pub event: Option<String>,
 
     /// Only events after this ReplayId (resume a subscriber where it stopped)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub after_replay_id: Option<String>,
 
     /// Keep printing new events as they are committed
@@ -156,12 +156,12 @@ pub struct LogoutArgs {
     pub action: ActionFlags,
 
     /// Countdown length, e.g. 30s, 5m (default: immediate_warning, 60s)
-    #[arg(long = "in", value_name = "DURATION")]
+    #[arg(long = "in", value_name = "DURATION", allow_hyphen_values = true)]
     pub delay: Option<String>,
 
     /// Refuse the targets' logins for this long after the logout, e.g. 30m, 1h (at most 1d);
     /// a kick only
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub lockout: Option<String>,
 
     /// Show who would be logged out, and when, without doing anything
@@ -233,7 +233,7 @@ pub struct ScheduleFlags {
     pub group: Option<String>,
 
     /// Once, on this date (YYYY-MM-DD)
-    #[arg(long, value_name = "YYYY-MM-DD")]
+    #[arg(long, value_name = "YYYY-MM-DD", allow_hyphen_values = true)]
     pub once: Option<String>,
 
     /// Every day
@@ -245,7 +245,7 @@ pub struct ScheduleFlags {
     pub weekly: Option<String>,
 
     /// Time of the logout, 24-hour HH:MM, in the schedule's zone
-    #[arg(long, value_name = "HH:MM")]
+    #[arg(long, value_name = "HH:MM", allow_hyphen_values = true)]
     pub at: Option<String>,
 
     /// IANA time zone of --at, e.g. Europe/Berlin (default: the host's zone)
@@ -257,7 +257,7 @@ pub struct ScheduleFlags {
 
     /// How long after the logout new logins of the targets are refused: minutes (0-1440) or a
     /// duration such as 30m, 1h
-    #[arg(long, value_name = "MINUTES")]
+    #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
     pub lockout: Option<String>,
 
     /// Show who the schedule would log out, and when, without writing anything
@@ -275,7 +275,12 @@ pub struct NextArgs {
     pub id: Option<String>,
 
     /// How many logouts to show (1-1000)
-    #[arg(long, value_name = "N", default_value = "10")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10",
+        allow_hyphen_values = true
+    )]
     pub count: String,
 
     /// Start after this instant (RFC 3339, e.g. 2026-12-24T12:00:00Z) instead of now

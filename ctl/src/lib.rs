@@ -27,7 +27,11 @@ use crate::commands::Context;
 
 /// `forcelogoutctl`.
 pub fn main_ctl() -> ExitCode {
-    let cli = match Cli::try_parse_from(commands::fleet::join_fleet_value(std::env::args())) {
+    let args = match utf8_args() {
+        Ok(args) => args,
+        Err(err) => return fail(&err),
+    };
+    let cli = match Cli::try_parse_from(commands::fleet::join_fleet_value(args.into_iter())) {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -68,7 +72,11 @@ pub fn main_ctl() -> ExitCode {
 
 /// `forcelogoutd`, as `forcelogoutctl daemon` starts it (with the same arguments).
 pub fn main_daemon() -> ExitCode {
-    let cli = match Cli::try_parse_from(std::env::args()) {
+    let args = match utf8_args() {
+        Ok(args) => args,
+        Err(err) => return fail(&err),
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
@@ -202,23 +210,142 @@ fn fail(err: &Error) -> ExitCode {
     ExitCode::from(err.exit_code() as u8)
 }
 
-/// Help and version print as clap renders them; a usage error becomes one line and exit 2.
+/// The arguments as text; one that is not UTF-8 is refused by its flag (or its position),
+/// since every value is text the store, the terminals and the daemon's socket carry.
+fn utf8_args() -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    let mut previous: Option<String> = None;
+    for (position, arg) in std::env::args_os().enumerate() {
+        match arg.into_string() {
+            Ok(text) => {
+                previous = Some(text.clone());
+                out.push(text);
+            }
+            Err(_) => {
+                let field = match previous.as_deref() {
+                    Some(flag)
+                        if flag.len() > 1 && flag.starts_with('-') && !flag.contains('=') =>
+                    {
+                        flag.to_string()
+                    }
+                    _ => format!("argument {position}"),
+                };
+                return Err(Error::invalid(
+                    field,
+                    "not UTF-8 text; give the value in UTF-8",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Help and version print as clap renders them; a usage error becomes one line naming the
+/// argument, and exit 2.
 fn usage_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind as Kind;
-    if matches!(
-        err.kind(),
-        Kind::DisplayHelp | Kind::DisplayVersion | Kind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
+    if matches!(err.kind(), Kind::DisplayHelp | Kind::DisplayVersion) {
         let _ = err.print();
-        return if err.kind() == Kind::DisplayHelpOnMissingArgumentOrSubcommand {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
+        return ExitCode::SUCCESS;
     }
-    let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("forcelogoutctl: {first} (see --help)");
+    let line = usage_line(&err).unwrap_or_else(|| {
+        let rendered = err.render().to_string();
+        let first = rendered.lines().next().unwrap_or("invalid arguments");
+        first.strip_prefix("error: ").unwrap_or(first).to_string()
+    });
+    eprintln!(
+        "forcelogoutctl: {} (see --help)",
+        forcelogout_core::text::sanitize_line(&line)
+    );
     ExitCode::from(2)
+}
+
+/// clap's error as `ARGUMENT: what`, from its context (its rendering spans several lines).
+fn usage_line(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind as Kind};
+    let text = |kind| match err.get(kind)? {
+        ContextValue::String(s) => Some(s.clone()),
+        ContextValue::Strings(v) => Some(v.join(", ")),
+        ContextValue::StyledStr(s) => Some(s.to_string()),
+        _ => None,
+    };
+    // `--group <G>` -> `--group`; `<GROUP>` -> `GROUP`.
+    let name = |arg: String| {
+        arg.split(", ")
+            .map(|a| {
+                let a = a.split_whitespace().next().unwrap_or(a);
+                a.trim_matches(|c| c == '<' || c == '>' || c == '.')
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let command = command_of(err);
+    let arg = text(ContextKind::InvalidArg).map(name);
+    let suggestion = text(ContextKind::SuggestedArg)
+        .or_else(|| text(ContextKind::SuggestedSubcommand))
+        .map(|s| format!("; did you mean {s}?"))
+        .unwrap_or_default();
+    Some(match err.kind() {
+        Kind::MissingRequiredArgument => format!("{command}: {} is required", arg?),
+        Kind::UnknownArgument => {
+            format!("{command}: unexpected argument {:?}{suggestion}", arg?)
+        }
+        Kind::InvalidSubcommand => format!(
+            "unknown command {:?}{suggestion}",
+            text(ContextKind::InvalidSubcommand)?
+        ),
+        Kind::ArgumentConflict => format!(
+            "{}: cannot be used with {}",
+            arg?,
+            text(ContextKind::PriorArg).map(name)?
+        ),
+        Kind::InvalidValue | Kind::ValueValidation | Kind::NoEquals => {
+            let value = text(ContextKind::InvalidValue).unwrap_or_default();
+            if value.is_empty() {
+                format!("{}: a value is required", arg?)
+            } else {
+                format!("{}: {value:?} is not a valid value", arg?)
+            }
+        }
+        Kind::TooManyValues | Kind::WrongNumberOfValues | Kind::TooFewValues => {
+            format!("{}: wrong number of values", arg?)
+        }
+        Kind::MissingSubcommand | Kind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            if command == "forcelogoutctl" {
+                "COMMAND is required".to_string()
+            } else {
+                format!("{command}: COMMAND is required")
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The (sub)command an error is about, from clap's usage line (`forcelogoutctl schedule add`
+/// -> `schedule add`).
+fn command_of(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let usage = match err.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(s)) => s.to_string(),
+        // A help shown for a missing subcommand carries its usage in its text only.
+        _ => err
+            .render()
+            .to_string()
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .skip_while(|w| *w != "forcelogoutctl" && *w != "forcelogoutd")
+        .skip(1)
+        .take_while(|w| !w.starts_with(['[', '<', '-']))
+        .collect();
+    if words.is_empty() {
+        "forcelogoutctl".to_string()
+    } else {
+        words.join(" ")
+    }
 }

@@ -30,7 +30,7 @@ pub fn apply(ctx: &Context, file: &Path, dry_run: bool, delete_all: bool) -> Res
     } else {
         ctx.open_for_writing()?
     };
-    let plan = declarative::plan(&store, wanted)?;
+    let plan = declarative::plan(&store, wanted, ctx.now())?;
     match plan.check_deletions(&name, delete_all) {
         Err(refusal) if dry_run => ctx.warn(&format!("the real run is refused: {refusal}")),
         Err(refusal) => return Err(refusal),

@@ -50,6 +50,9 @@ fn add(ctx: &Context, flags: ScheduleFlags) -> Result<(), Error> {
     let dry_run = flags.dry_run;
     let schedule = to_input(flags).into_new(host_timezone())?;
     schedule.check_not_past(now)?;
+    if let Some(warning) = forcelogout_core::schedule::timezone_warning(schedule.timezone) {
+        ctx.warn(&warning);
+    }
     if dry_run {
         return super::preview::show(ctx, &schedule, schedule.next_after(now));
     }
