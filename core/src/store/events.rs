@@ -288,24 +288,7 @@ impl super::Store {
     /// The last ReplayId delivered to subscriber `name`; a subscriber seen for the first time
     /// starts at the newest event (it is given what happens from now on).
     pub fn subscriber_cursor(&mut self, name: &str) -> Result<i64, Error> {
-        let (tx, path, _) = self.begin_write("starting a subscriber read")?;
-        tx.prepare_cached(
-            "INSERT INTO SubscriberCursors (Name, ReplayId) \
-             SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true \
-             ON CONFLICT (Name) DO NOTHING",
-        )
-        .and_then(|mut stmt| stmt.execute(rusqlite::params![name]))
-        .map_err(|e| classify(&path, "creating a subscriber cursor", e))?;
-        let cursor = tx
-            .query_row(
-                "SELECT ReplayId FROM SubscriberCursors WHERE Name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .map_err(|e| classify(&path, "reading a subscriber cursor", e))?;
-        tx.commit()
-            .map_err(|e| classify(&path, "committing a subscriber cursor", e))?;
-        Ok(cursor)
+        self.cursor_at_newest(name, "ON CONFLICT (Name) DO NOTHING")
     }
 
     /// Subscriber `name`'s cursor, if it has one: a hook's is forgotten when the hook is
@@ -320,14 +303,23 @@ impl super::Store {
     /// Starts subscriber `name` afresh at the newest event, whatever cursor it had (a hook that
     /// appeared, or came back, in the hooks directory); its new cursor.
     pub fn restart_subscriber(&mut self, name: &str) -> Result<i64, Error> {
-        let (tx, path, _) = self.begin_write("restarting a subscriber")?;
-        tx.prepare_cached(
-            "INSERT INTO SubscriberCursors (Name, ReplayId) \
-             SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true \
-             ON CONFLICT (Name) DO UPDATE SET ReplayId = excluded.ReplayId, Failures = 0, LastError = NULL",
+        self.cursor_at_newest(
+            name,
+            "ON CONFLICT (Name) DO UPDATE SET ReplayId = excluded.ReplayId, Failures = 0, LastError = NULL",
         )
-        .and_then(|mut stmt| stmt.execute(rusqlite::params![name]))
-        .map_err(|e| classify(&path, "restarting a subscriber cursor", e))?;
+    }
+
+    /// Gives subscriber `name` a cursor at the newest event (what `on_conflict` says of one it
+    /// has already) and returns its cursor, in one transaction.
+    fn cursor_at_newest(&mut self, name: &str, on_conflict: &'static str) -> Result<i64, Error> {
+        let (tx, path, _) = self.begin_write("starting a subscriber cursor write")?;
+        let insert = format!(
+            "INSERT INTO SubscriberCursors (Name, ReplayId) \
+             SELECT ?1, (SELECT coalesce(max(ReplayId), 0) FROM LogoutEvents) WHERE true {on_conflict}"
+        );
+        tx.prepare_cached(&insert)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![name]))
+            .map_err(|e| classify(&path, "writing a subscriber cursor", e))?;
         let cursor = tx
             .query_row(
                 "SELECT ReplayId FROM SubscriberCursors WHERE Name = ?1",
