@@ -23,6 +23,29 @@ pub enum Error {
     },
 }
 
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_DENIED: i32 = 4;
+
+/// `forcelogoutctl`'s exit statuses and what each means: the one table the code's
+/// `Error::exit_code` and the manual pages' EXIT STATUS are made from.
+pub const EXIT_STATUS: [(i32, &str); 4] = [
+    (EXIT_OK, "success"),
+    (
+        EXIT_FAILURE,
+        "runtime failure: the store could not be read or written, the daemon or the fleet's database could not be reached, or ignore found no warning running",
+    ),
+    (
+        EXIT_INVALID,
+        "invalid input: one line on standard error names the bad argument, file entry or configuration key; nothing was written",
+    ),
+    (
+        EXIT_DENIED,
+        "permission denied: the caller may not do this (not root or in admin_group), may not open the store, or asked to ignore a kick",
+    ),
+];
+
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Invalid {
@@ -58,12 +81,12 @@ impl Error {
         )
     }
 
-    /// The documented exit code of `forcelogoutctl` (SPEC §6.2).
+    /// The documented exit code of `forcelogoutctl` (see `EXIT_STATUS`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid { .. } => 2,
-            Error::PermissionDenied { .. } => 4,
-            Error::Store { .. } | Error::Io { .. } => 1,
+            Error::Invalid { .. } => EXIT_INVALID,
+            Error::PermissionDenied { .. } => EXIT_DENIED,
+            Error::Store { .. } | Error::Io { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -89,6 +112,26 @@ impl std::error::Error for Error {
             Error::Store { cause, .. } => Some(cause),
             Error::Io { cause, .. } => Some(cause),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod exit_status_tests {
+    use super::*;
+
+    #[test]
+    fn every_error_exits_with_a_documented_status() {
+        let documented: Vec<i32> = EXIT_STATUS.iter().map(|(code, _)| *code).collect();
+        let errors = [
+            Error::invalid("at", "bad"),
+            Error::PermissionDenied {
+                context: "x".into(),
+            },
+            Error::io("x", std::io::Error::other("x")),
+        ];
+        for error in errors {
+            assert!(documented.contains(&error.exit_code()), "{error}");
         }
     }
 }
