@@ -468,16 +468,37 @@ pub fn inspect(path: &Path) -> Result<Found, Error> {
     if meta.len() == 0 {
         return Ok(Found::Empty);
     }
-    let probe = Connection::open_with_flags(
-        immutable_uri(path),
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| classify(path, "looking at the store", e))?;
-    recognise(&probe, path)?;
-    Ok(Found::Store)
+    // An immutable look takes no lock, so it may catch pages of the file in the middle of a
+    // checkpoint by another process: what it cannot read whole is looked at again, and what it
+    // still cannot is left to the check on the real connection (made before anything is
+    // written). Only a refusal seen each time is final.
+    let mut refusal = None;
+    for _ in 0..PROBE_ATTEMPTS {
+        let probe = Connection::open_with_flags(
+            immutable_uri(path),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| classify(path, "looking at the store", e))?;
+        match recognise(&probe, path) {
+            Ok(()) => return Ok(Found::Store),
+            Err(e @ Error::Invalid { .. }) => refusal = Some(e),
+            Err(_) => refusal = None,
+        }
+        if refusal.is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(Found::Store),
+    }
 }
+
+/// How often `inspect` looks before it takes a refusal as final.
+const PROBE_ATTEMPTS: usize = 3;
 
 /// Refuses what `conn` shows unless it is a forcelogout store, one from before its application
 /// id (known by its tables), its readers' copy, or an SQLite database with no table yet.
