@@ -159,12 +159,12 @@ impl Plan {
         let kept = self.unchanged + self.updates.len();
         let reason = if self.entries == 0 {
             format!(
-                "{file} has no schedule: applying it would delete {n} current schedule{}                  (give --delete-all to allow it)",
+                "{file} has no schedule: applying it would delete {n} current schedule{} (give --delete-all to allow it)",
                 plural(n)
             )
         } else if n > 0 && kept == 0 {
             format!(
-                "applying {file} would delete every current schedule ({n})                  (give --delete-all to allow it)"
+                "applying {file} would delete every current schedule ({n}) (give --delete-all to allow it)"
             )
         } else {
             return Ok(());

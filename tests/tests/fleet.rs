@@ -372,10 +372,12 @@ fn schedules_reach_exactly_the_selected_hosts_and_a_logout_kicks_everywhere() {
         err.contains(&id) && err.contains("changed centrally"),
         "{err}"
     );
-    // `apply` of an empty file leaves it alone.
+    // `apply` of an empty file (allowed to delete every local schedule) leaves it alone.
     let empty = lab1.stack.dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
-    ok(lab1.daemon.ctl(&["apply", "-f", empty.to_str().unwrap()]));
+    ok(lab1
+        .daemon
+        .ctl(&["apply", "--delete-all", "-f", empty.to_str().unwrap()]));
     assert!(lab1.has_current(&id));
 
     ok(fleet.admin(&["schedule", "update", &id[..8], "--at", "18:30"]));
