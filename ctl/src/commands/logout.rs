@@ -19,13 +19,8 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let now = ctx.now();
     let zone = host_timezone();
     let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
-    // As `schedule add` does: a typo logs nobody out, and should not pass in silence.
-    if schedule.group != "*" && !forcelogout_core::users::name_is_known(&schedule.group) {
-        ctx.warn(&format!(
-            "no user or group named {:?} is known on this host: nobody is logged out now",
-            schedule.group
-        ));
-    }
+    // As `schedule add` does, a name no user or group has is warned of (a typo logs nobody
+    // out): after the store opens, so that a caller served by the daemon sees it once.
     if args.dry_run {
         super::schedule::warn_if_unknown(ctx, &schedule.group);
         return super::preview::show(ctx, &schedule, Some(due));
