@@ -181,20 +181,17 @@ pub(super) fn record(
     log: &dyn Fn(&str),
 ) -> Result<Vec<Reply>, Error> {
     // The reading side queues only opens and closes; anything else is declined, unwritten.
-    let writes: Vec<(usize, SessionWrite<'_>)> = waiting
+    let (made, session_writes): (Vec<usize>, Vec<SessionWrite<'_>>) = waiting
         .iter()
         .enumerate()
         .filter_map(|(index, w)| Some((index, write_of(&w.write.request)?)))
-        .collect();
-    let session_writes: Vec<SessionWrite<'_>> = writes.iter().map(|(_, w)| *w).collect();
-    let made: Vec<usize> = writes.iter().map(|(index, _)| *index).collect();
+        .unzip();
     let in_time = |k: usize| {
         let w = &waiting[made[k]];
         w.reply_to.is_none() || clock() < w.write.request.deadline
     };
     let outcomes = store.record_session_writes(&session_writes, &in_time)?;
     drop(session_writes);
-    drop(writes);
     let mut replies: Vec<Reply> = (0..waiting.len())
         .map(|_| Reply::Declined("not a session write".into()))
         .collect();
