@@ -248,16 +248,22 @@ fn usage_error(err: clap::Error) -> ExitCode {
         let _ = err.print();
         return ExitCode::SUCCESS;
     }
-    let line = usage_line(&err).unwrap_or_else(|| {
+    eprintln!("forcelogoutctl: {}", usage_error_line(&err));
+    ExitCode::from(2)
+}
+
+/// A usage error as one line naming the argument, as the terminal and the daemon's socket
+/// both print it.
+pub(crate) fn usage_error_line(err: &clap::Error) -> String {
+    let line = usage_line(err).unwrap_or_else(|| {
         let rendered = err.render().to_string();
         let first = rendered.lines().next().unwrap_or("invalid arguments");
         first.strip_prefix("error: ").unwrap_or(first).to_string()
     });
-    eprintln!(
-        "forcelogoutctl: {} (see --help)",
+    format!(
+        "{} (see --help)",
         forcelogout_core::text::sanitize_line(&line)
-    );
-    ExitCode::from(2)
+    )
 }
 
 /// clap's error as `ARGUMENT: what`, from its context (its rendering spans several lines).

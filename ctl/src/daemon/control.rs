@@ -245,10 +245,7 @@ fn handle(request: Request, caller: &Caller, shared: &Shared) -> Reply {
     let argv = std::iter::once("forcelogoutctl".to_string()).chain(request.argv);
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        Err(e) => {
-            let text = e.render().to_string();
-            return refuse(2, text.lines().next().unwrap_or("invalid arguments"));
-        }
+        Err(e) => return refuse(2, &crate::usage_error_line(&e)),
     };
     let rule = authorise::rule(&cli);
     let (out, err) = (SharedBuffer::default(), SharedBuffer::default());
