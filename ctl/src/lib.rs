@@ -111,7 +111,7 @@ fn execute(ctx: &Context, command: Command) -> Result<(), Error> {
         return commands::fleet::run_central(ctx, command);
     }
     if let Command::Fleet(command) = command {
-        return commands::fleet::run(ctx, command);
+        return commands::fleet_admin::run(ctx, command);
     }
     execute_local(ctx, command)
 }

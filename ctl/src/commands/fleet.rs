@@ -1,5 +1,5 @@
-//! `--fleet [URL]` on `schedule …`, `next`, `logout` and `events` (the central database
-//! instead of this host's store), and `fleet init|hosts|status` (SPEC §9).
+//! `--fleet [URL]` on `schedule …`, `next`, `logout` and `events`: the central database
+//! instead of this host's store (SPEC §9). `fleet …` itself is in `fleet_admin`.
 
 use chrono::{DateTime, Utc};
 use forcelogout_core::clock::{format_timestamp, host_timezone};
@@ -12,7 +12,7 @@ use forcelogout_core::Error;
 use serde::Serialize;
 
 use super::Context;
-use crate::cli::{Command, EventsArgs, FleetCommand, LogoutArgs, NextArgs, ScheduleCommand};
+use crate::cli::{Command, EventsArgs, LogoutArgs, NextArgs, ScheduleCommand};
 use crate::output::{abbreviate, Table};
 
 /// Most events one `events --fleet` prints.
@@ -58,7 +58,7 @@ pub fn refuse_fleet_flags(command: &Command) -> Result<(), Error> {
 }
 
 /// The URL: `--fleet URL`, else the configuration's `[fleet] url`.
-fn url(ctx: &Context) -> Result<FleetUrl, Error> {
+pub(super) fn url(ctx: &Context) -> Result<FleetUrl, Error> {
     let given = ctx.fleet.as_deref().unwrap_or("");
     let text = if given.is_empty() {
         match &ctx.config.fleet {
@@ -76,7 +76,7 @@ fn url(ctx: &Context) -> Result<FleetUrl, Error> {
     FleetUrl::parse(&text, &ctx.actor)
 }
 
-fn connect(ctx: &Context) -> Result<FleetDb, Error> {
+pub(super) fn connect(ctx: &Context) -> Result<FleetDb, Error> {
     let mut db = url(ctx)?.connect()?;
     db.check_schema()?;
     Ok(db)
@@ -89,162 +89,11 @@ pub fn run_central(ctx: &Context, command: Command) -> Result<(), Error> {
         Command::Next(args) => next(ctx, args),
         Command::Logout(args) => logout(ctx, args),
         Command::Events(args) => events(ctx, args),
-        Command::Fleet(command) => run(ctx, command),
+        Command::Fleet(command) => super::fleet_admin::run(ctx, command),
         _ => Err(Error::invalid(
             "fleet",
             "only schedule, next, logout, events and fleet work on the central database",
         )),
-    }
-}
-
-/// `fleet init|hosts|status`.
-pub fn run(ctx: &Context, command: FleetCommand) -> Result<(), Error> {
-    match command {
-        FleetCommand::Init => init(ctx),
-        FleetCommand::Hosts => hosts(ctx),
-        FleetCommand::Status => status(ctx),
-    }
-}
-
-fn init(ctx: &Context) -> Result<(), Error> {
-    let url = url(ctx)?;
-    let report = url.connect()?.init()?;
-    if ctx.json {
-        return ctx.print_json(&report);
-    }
-    if report.from_version == report.to_version {
-        ctx.print(&format!(
-            "{}: schema version {} is current; roles forcelogout_admin and forcelogout_host checked\n",
-            url.endpoint(),
-            report.to_version
-        ))
-    } else {
-        ctx.print(&format!(
-            "{}: schema version {} -> {}; roles forcelogout_admin and forcelogout_host ready\n",
-            url.endpoint(),
-            report.from_version,
-            report.to_version
-        ))
-    }
-}
-
-fn hosts(ctx: &Context) -> Result<(), Error> {
-    let hosts = connect(ctx)?.hosts()?;
-    if ctx.json {
-        return ctx.print_json(&hosts);
-    }
-    let mut table = Table::new(&[
-        "HOST",
-        "LABELS",
-        "LAST CONTACT (UTC)",
-        "VERSION",
-        "BEHIND",
-        "UPLOADED",
-        "PRODUCT",
-    ]);
-    for h in &hosts {
-        table.push(vec![
-            h.host.clone(),
-            if h.labels.is_empty() {
-                "-".into()
-            } else {
-                h.labels.join(",")
-            },
-            h.last_contact
-                .as_deref()
-                .map(short_time)
-                .unwrap_or_else(|| "never".into()),
-            h.schedule_version.to_string(),
-            h.versions_behind.to_string(),
-            h.last_replay_id.to_string(),
-            h.product_version.clone().unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    ctx.print(&table.render())
-}
-
-/// This host's link, from the store alone (it answers while the database is down).
-fn status(ctx: &Context) -> Result<(), Error> {
-    let store = ctx.open_for_reading()?;
-    if store.path() != ctx.db {
-        // The readers' copy has the public tables only, not the link's state.
-        return Err(Error::PermissionDenied {
-            context: format!(
-                "fleet status reads the link's state from {}, which only root may open",
-                ctx.db.display()
-            ),
-        });
-    }
-    let state = store.fleet_state()?;
-    let newest = store.max_replay_id()?;
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Status<'a> {
-        host: Option<&'a str>,
-        labels: Vec<String>,
-        #[serde(flatten)]
-        state: &'a forcelogout_core::store::FleetState,
-        newest_replay_id: i64,
-        waiting_to_upload: i64,
-        fleet_schedules: usize,
-        /// How the link's channel is protected (from the URL: it answers while the
-        /// database is down).
-        tls: Option<String>,
-    }
-    let fleet = ctx.config.fleet.as_ref();
-    let shown = Status {
-        host: fleet.map(|f| f.host.as_str()),
-        labels: fleet.map(|f| f.labels.clone()).unwrap_or_default(),
-        state: &state,
-        newest_replay_id: newest,
-        waiting_to_upload: (newest - state.uploaded_replay_id).max(0),
-        fleet_schedules: store.fleet_schedule_ids()?.len(),
-        tls: fleet.map(|_| channel(ctx)),
-    };
-    if ctx.json {
-        return ctx.print_json(&shown);
-    }
-    let Some(fleet) = fleet else {
-        return ctx.print("not in a fleet: the configuration has no [fleet] section\n");
-    };
-    let mut text = String::new();
-    text.push_str(&format!("Host:       {}\n", fleet.host));
-    text.push_str(&format!(
-        "Labels:     {}\n",
-        if fleet.labels.is_empty() {
-            "-".into()
-        } else {
-            fleet.labels.join(", ")
-        }
-    ));
-    let since = state.since.as_deref().map(short_time).unwrap_or_default();
-    text.push_str(&match (state.connected, state.since.is_some()) {
-        (true, _) => format!("Link:       connected since {since} UTC\n"),
-        (false, true) => format!("Link:       disconnected since {since} UTC\n"),
-        (false, false) => "Link:       never connected (is the daemon running?)\n".into(),
-    });
-    if let (false, Some(error)) = (state.connected, &state.last_error) {
-        text.push_str(&format!("Last error: {error}\n"));
-    }
-    if let Some(tls) = &shown.tls {
-        text.push_str(&format!("TLS:        {tls}\n"));
-    }
-    text.push_str(&format!(
-        "Schedules:  {} from the fleet, central version {}\n",
-        shown.fleet_schedules, state.schedule_version
-    ));
-    text.push_str(&format!(
-        "Events:     {} waiting to upload (uploaded to ReplayId {}, newest {})\n",
-        shown.waiting_to_upload, state.uploaded_replay_id, newest
-    ));
-    ctx.print(&forcelogout_core::text::sanitize_for_terminal(&text))
-}
-
-/// How the link's channel is protected, or why that cannot be said.
-fn channel(ctx: &Context) -> String {
-    match url(ctx) {
-        Ok(url) => url.channel(),
-        Err(e) => format!("unknown: {e}"),
     }
 }
 
@@ -553,6 +402,6 @@ fn events(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
     ctx.print(&table.render())
 }
 
-fn short_time(stamp: &str) -> String {
+pub(super) fn short_time(stamp: &str) -> String {
     stamp.get(..19).unwrap_or(stamp).replace('T', " ")
 }
