@@ -19,6 +19,7 @@ pub mod policy;
 pub mod recurrence;
 pub mod relay;
 pub mod schedule;
+pub mod schedule_store;
 pub mod sessions;
 pub mod store;
 pub mod subscribers;

@@ -1,6 +1,7 @@
 //! Tables for people. Everything that came from the store is sanitised before it reaches a
 //! terminal.
 
+use chrono::{DateTime, Utc};
 use forcelogout_core::text::sanitize_line;
 
 /// A plain text table: a header row, left-aligned columns two spaces apart.
@@ -59,5 +60,31 @@ pub fn abbreviate(text: &str, max_chars: usize) -> String {
     } else {
         let cut: String = line.chars().take(max_chars.saturating_sub(1)).collect();
         cut + "…"
+    }
+}
+
+/// An RFC 3339 stamp to the second, for a table cell: `2026-12-07 19:13:44`.
+pub fn short_time(stamp: &str) -> String {
+    stamp.get(..19).unwrap_or(stamp).replace('T', " ")
+}
+
+/// A firing instant for a table cell, to the minute (schedules fire on whole minutes);
+/// `-` for none.
+pub fn firing_time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The first 8 characters of an Id: enough to name it on the command line.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+/// The ACTION cell.
+pub fn action(kick: bool) -> &'static str {
+    if kick {
+        "kick"
+    } else {
+        "warn"
     }
 }

@@ -1,20 +1,21 @@
-//! `forcelogoutctl events` and `prune`: reading the event log, following it live, and
-//! keeping it to a retention period.
+//! `forcelogoutctl events` and `prune`: reading the event log (this host's, or with `--fleet`
+//! every host's), following it live, and keeping it to a retention period.
 
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use forcelogout_core::clock::{host_timezone, partition_date};
 use forcelogout_core::schedule::parse_date;
-use forcelogout_core::store::{EventFilter, EventRow, ScheduleEvent};
+use forcelogout_core::schedule_store::{EventQuery, Place};
+use forcelogout_core::store::{EventRow, ScheduleEvent};
+use forcelogout_core::text::sanitize_line;
 use forcelogout_core::Error;
 use nix::sys::inotify::Inotify;
 
 use super::Context;
 use crate::cli::EventsArgs;
-use crate::output::Table;
+use crate::output::short_time;
 
-/// Events read per query while catching up.
-const PAGE: usize = 1000;
 /// Rows deleted per transaction by `prune`: short enough never to hold a login up.
 const PRUNE_BATCH: usize = 2000;
 const EVENT_KINDS: [&str; 5] = ["online", "offline", "removed", "ignored", "warned"];
@@ -32,14 +33,8 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
             return schedule_changes(ctx, kind, &args);
         }
     }
-    let mut filter = EventFilter {
-        since: args
-            .since
-            .as_deref()
-            .map(parse_date)
-            .transpose()
-            .map_err(|e| rename(e, "since"))?
-            .map(|d| d.to_string()),
+    let mut query = EventQuery {
+        since: since(&args)?.map(|d| d.to_string()),
         group: args.group.clone(),
         event: args.event.clone(),
         after_replay_id: args
@@ -54,31 +49,31 @@ pub fn run(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
                 })
             })
             .transpose()?,
+        host: args.host.clone(),
     };
     if let Some(viewer) = &ctx.viewer {
-        filter.group = Some(viewer.name.clone());
+        query.group = Some(viewer.name.clone());
     }
-    if !ctx.json {
-        ctx.print(&header())?;
-    }
-    let store = ctx.open_for_reading()?;
+    let mut store = ctx.schedules_for_reading()?;
+    let place = store.place();
     // Follow: wait for the directory of what is read (the store, or its readers' copy) to
     // change rather than poll.
     let watch = if args.follow {
-        let read = Some(store.path()).filter(|p| p.exists()).unwrap_or(&ctx.db);
+        let read = store.file().filter(|p| p.exists()).unwrap_or(&ctx.db);
         Some(forcelogout_core::store::watch_writes(read)?)
     } else {
         None
     };
+    if !ctx.json {
+        ctx.print(&header(place))?;
+    }
     loop {
-        let rows = store.events(&filter, PAGE)?;
-        for row in &rows {
-            ctx.print(&render(ctx, row)?)?;
-            filter.after_replay_id = Some(row.replay_id);
-        }
-        if rows.len() == PAGE {
-            continue;
-        }
+        let mut last = None;
+        store.read_events(&query, &mut |row| {
+            last = Some(row.replay_id);
+            ctx.print(&render(ctx.json, place, row)?)
+        })?;
+        query.after_replay_id = last.or(query.after_replay_id);
         let Some(inotify) = &watch else {
             return Ok(());
         };
@@ -101,35 +96,49 @@ fn wait_for_change(inotify: &Inotify) {
     }
 }
 
-fn rename(error: Error, field: &str) -> Error {
-    match error {
-        Error::Invalid { reason, .. } => Error::invalid(field, reason),
-        other => other,
-    }
+/// `--since`, named as such when it is not a date.
+fn since(args: &EventsArgs) -> Result<Option<NaiveDate>, Error> {
+    args.since
+        .as_deref()
+        .map(parse_date)
+        .transpose()
+        .map_err(|e| match e {
+            Error::Invalid { reason, .. } => Error::invalid("since", reason),
+            other => other,
+        })
 }
 
-fn header() -> String {
-    "REPLAY  TIME (UTC)           USER            EVENT    REASON           K I  SERVICE  TTY      FROM\n".to_string()
+/// The table's header; the central database's events start with their HOST.
+fn header(place: Place) -> String {
+    let host = if place == Place::Fleet {
+        format!("{:<15} ", "HOST")
+    } else {
+        String::new()
+    };
+    format!("{host}REPLAY  TIME (UTC)           USER            EVENT    REASON           K I  SERVICE  TTY      FROM\n")
 }
 
-fn render(ctx: &Context, row: &EventRow) -> Result<String, Error> {
-    if ctx.json {
+/// One event: a JSON line, or a line of fixed-width columns (so that `--follow` can print
+/// each as it comes).
+fn render(json: bool, place: Place, row: &EventRow) -> Result<String, Error> {
+    if json {
         let mut line = serde_json::to_string(row)
             .map_err(|e| Error::io("encoding JSON", std::io::Error::other(e)))?;
         line.push('\n');
         return Ok(line);
     }
-    let cell =
-        |v: &Option<String>| forcelogout_core::text::sanitize_line(v.as_deref().unwrap_or("-"));
+    let cell = |v: &Option<String>| sanitize_line(v.as_deref().unwrap_or("-"));
+    let host = if place == Place::Fleet {
+        format!("{:<15} ", sanitize_line(&row.host))
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{:<7} {:<20} {:<15} {:<8} {:<16} {} {}  {:<8} {:<8} {}\n",
+        "{host}{:<7} {:<20} {:<15} {:<8} {:<16} {} {}  {:<8} {:<8} {}\n",
         row.replay_id,
-        row.timestamp
-            .get(..19)
-            .unwrap_or(&row.timestamp)
-            .replace('T', " "),
-        forcelogout_core::text::sanitize_line(&row.group_name),
-        row.event,
+        short_time(&row.timestamp),
+        sanitize_line(&row.group_name),
+        sanitize_line(&row.event),
         cell(&row.reason),
         u8::from(row.kick),
         u8::from(row.immediate),
@@ -139,19 +148,15 @@ fn render(ctx: &Context, row: &EventRow) -> Result<String, Error> {
     ))
 }
 
+/// `events --event created|updated|deleted`: the schedules' history of that kind.
 fn schedule_changes(ctx: &Context, kind: ScheduleEvent, args: &EventsArgs) -> Result<(), Error> {
-    let store = ctx.open_for_reading()?;
-    let since = args
-        .since
-        .as_deref()
-        .map(parse_date)
-        .transpose()
-        .map_err(|e| rename(e, "since"))?;
+    let since = since(args)?.map(|d| d.to_string());
+    let mut store = ctx.schedules_for_reading()?;
     let rows: Vec<_> = store
-        .schedule_history(args.group.as_deref())?
+        .history(args.group.as_deref())?
         .into_iter()
-        .filter(|r| r.event == kind && ctx.may_see(r))
-        .filter(|r| since.is_none_or(|d| r.date.as_str() >= d.to_string().as_str()))
+        .filter(|r| r.record.event == kind && ctx.may_see(&r.record))
+        .filter(|r| since.as_deref().is_none_or(|d| r.record.date.as_str() >= d))
         .collect();
     if ctx.json {
         let mut text = String::new();
@@ -164,21 +169,7 @@ fn schedule_changes(ctx: &Context, kind: ScheduleEvent, args: &EventsArgs) -> Re
         }
         return ctx.print(&text);
     }
-    let mut table = Table::new(&["UPDATED (UTC)", "ID", "EVENT", "ACTOR", "GROUP", "WHEN"]);
-    for r in &rows {
-        table.push(vec![
-            r.update_time
-                .get(..19)
-                .unwrap_or(&r.update_time)
-                .replace('T', " "),
-            r.id.chars().take(8).collect(),
-            r.event.as_str().into(),
-            r.actor.clone(),
-            r.schedule.group.clone(),
-            r.schedule.describe_when(),
-        ]);
-    }
-    ctx.print(&table.render())
+    ctx.print(&super::schedule::history_table(&rows, store.place()))
 }
 
 /// Deletes old events; with `dry_run`, says how many it would delete and writes nothing.
@@ -217,4 +208,55 @@ pub fn prune(ctx: &Context, older_than: &str, dry_run: bool) -> Result<(), Error
         return ctx.print_json(&serde_json::json!({ "Pruned": pruned, "Before": cutoff }));
     }
     ctx.print(&format!("pruned {pruned} events dated before {cutoff}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> EventRow {
+        EventRow {
+            date: "2026-12-07".into(),
+            timestamp: "2026-12-07T19:13:44.123456Z".into(),
+            group_name: "alice".into(),
+            event: "removed".into(),
+            immediate: true,
+            kick: true,
+            replay_id: 42,
+            event_identifier: "e42".into(),
+            related_event_identifier: None,
+            session_key: None,
+            login_key: None,
+            user_id: Some(1000),
+            schedule_id: None,
+            reason: Some("kick".into()),
+            service: Some("sshd".into()),
+            tty: Some("pts/1".into()),
+            remote_host: None,
+            host: "lab1".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_line_starts_with_its_host_only_centrally() {
+        let host = render(false, Place::Host, &row()).unwrap();
+        assert_eq!(
+            host,
+            "42      2026-12-07 19:13:44  alice           removed  kick             1 1  sshd     pts/1    -\n"
+        );
+        assert!(header(Place::Host).starts_with("REPLAY  TIME (UTC)"));
+        let fleet = render(false, Place::Fleet, &row()).unwrap();
+        assert_eq!(fleet, format!("lab1            {host}"));
+        assert!(header(Place::Fleet).starts_with("HOST            REPLAY  TIME (UTC)"));
+        // Columns line up under the header.
+        assert_eq!(
+            header(Place::Fleet).find("USER"),
+            fleet.find("alice"),
+            "{fleet}"
+        );
+        // JSON is the row, whichever store, with its Host.
+        let json = render(true, Place::Fleet, &row()).unwrap();
+        assert_eq!(json, render(true, Place::Host, &row()).unwrap());
+        assert!(json.ends_with(",\"Host\":\"lab1\"}\n"), "{json}");
+    }
 }

@@ -1,22 +1,15 @@
-//! `--fleet [URL]` on `schedule …`, `next`, `logout` and `events`: the central database
-//! instead of this host's store (SPEC §9). `fleet …` itself is in `fleet_admin`.
+//! `--fleet [URL]` on `schedule …`, `next`, `logout` and `events`: choosing the central
+//! database instead of this host's store (SPEC §9) — its URL, the connection, and the flags
+//! that mean something in one place only. The commands themselves are the same code for both
+//! (core's `ScheduleStore`); `fleet …` itself is in `fleet_admin`.
 
-use chrono::{DateTime, Utc};
-use forcelogout_core::clock::{format_timestamp, host_timezone};
-use forcelogout_core::firing::upcoming;
 use forcelogout_core::fleet::validate_selector;
-use forcelogout_core::policy::{local_time_label, lockout_end};
-use forcelogout_core::schedule::parse_date;
-use forcelogout_core::store::fleet::{CentralEventFilter, CentralSchedule, FleetDb, FleetUrl};
+use forcelogout_core::store::fleet::{FleetDb, FleetUrl};
 use forcelogout_core::Error;
-use serde::Serialize;
 
 use super::Context;
-use crate::cli::{Command, EventsArgs, LogoutArgs, NextArgs, ScheduleCommand};
-use crate::output::{abbreviate, Table};
-
-/// Most events one `events --fleet` prints.
-const EVENT_LIMIT: i64 = 100_000;
+use crate::cli::{Command, ScheduleCommand};
+pub(super) use crate::output::short_time;
 
 /// `--fleet URL` (a separate word) becomes `--fleet=URL` when the next word is a connection
 /// string (it has `=` or `://`), so that `--fleet schedule list` still means "the configured
@@ -82,13 +75,15 @@ pub(super) fn connect(ctx: &Context) -> Result<FleetDb, Error> {
     Ok(db)
 }
 
-/// A command with `--fleet`.
+/// A command with `--fleet`: the same commands as on this host's store, on the central
+/// database (`Context::place`), less what only a host's store can do.
 pub fn run_central(ctx: &Context, command: Command) -> Result<(), Error> {
+    refuse_host_flags(&command)?;
     match command {
-        Command::Schedule(command) => schedule(ctx, command),
-        Command::Next(args) => next(ctx, args),
-        Command::Logout(args) => logout(ctx, args),
-        Command::Events(args) => events(ctx, args),
+        Command::Schedule(command) => super::schedule::run(ctx, command),
+        Command::Next(args) => super::next::run(ctx, args),
+        Command::Logout(args) => super::logout::run(ctx, args),
+        Command::Events(args) => super::events::run(ctx, args),
         Command::Fleet(command) => super::fleet_admin::run(ctx, command),
         _ => Err(Error::invalid(
             "fleet",
@@ -97,311 +92,37 @@ pub fn run_central(ctx: &Context, command: Command) -> Result<(), Error> {
     }
 }
 
-fn schedule(ctx: &Context, command: ScheduleCommand) -> Result<(), Error> {
-    match command {
-        ScheduleCommand::Add(flags) => {
-            let now = ctx.now();
-            let hosts = validate_selector(flags.hosts.as_deref().unwrap_or("*"))?;
-            if flags.dry_run {
-                return Err(Error::invalid("dry-run", "not with --fleet"));
-            }
-            let schedule = super::schedule::to_input(flags).into_new(host_timezone())?;
-            schedule.check_not_past(now)?;
-            let written = connect(ctx)?.add_schedule(&schedule, &hosts, &ctx.actor, now, None)?;
-            print_written(ctx, &written, "")
-        }
-        ScheduleCommand::Update { id, flags } => {
-            let now = ctx.now();
-            let hosts = flags.hosts.as_deref().map(validate_selector).transpose()?;
-            if flags.dry_run {
-                return Err(Error::invalid("dry-run", "not with --fleet"));
-            }
-            let input = super::schedule::to_input(flags);
-            if input.is_empty() && hosts.is_none() {
-                return Err(Error::invalid(
-                    "update",
-                    "nothing to change; give at least one of --hosts, --group, --once/--daily/--weekly, --at, --tz, --kick/--warn, --message, --lockout",
-                ));
-            }
-            let written = connect(ctx)?.write_version(&id, false, &ctx.actor, now, |current| {
-                let next = input.apply_to(&current.record.schedule)?;
-                next.check_not_past(now)?;
-                Ok((next, hosts.unwrap_or_else(|| current.hosts.clone())))
-            })?;
-            print_written(ctx, &written, "updated ")
-        }
-        ScheduleCommand::Delete { id } => {
-            let written = connect(ctx)?.write_version(&id, true, &ctx.actor, ctx.now(), |c| {
-                Ok((c.record.schedule.clone(), c.hosts.clone()))
-            })?;
-            print_written(ctx, &written, "deleted ")
-        }
-        ScheduleCommand::List { history, group, .. } => {
-            let mut db = connect(ctx)?;
-            let rows = if history {
-                db.schedule_history(group.as_deref())?
-            } else {
-                db.current_schedules(group.as_deref())?
-            };
-            if ctx.json {
-                return ctx.print_json(&rows);
-            }
-            let now = ctx.now();
-            let mut table = Table::new(&[
-                "VERSION",
-                "ID",
-                "EVENT",
-                "HOSTS",
-                "GROUP",
-                "WHEN",
-                "ACTION",
-                "NEXT (UTC)",
-                "MESSAGE",
-            ]);
-            for r in &rows {
-                table.push(vec![
-                    r.version.to_string(),
-                    r.record.id.chars().take(8).collect(),
-                    r.record.event.as_str().into(),
-                    r.hosts.clone(),
-                    r.record.schedule.group.clone(),
-                    r.record.schedule.describe_when(),
-                    if r.record.schedule.kick {
-                        "kick"
-                    } else {
-                        "warn"
-                    }
-                    .into(),
-                    r.record
-                        .schedule
-                        .next_after(now)
-                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    abbreviate(&r.record.schedule.message, 40),
-                ]);
-            }
-            ctx.print(&table.render())
-        }
-        ScheduleCommand::Show { id } => {
-            let (current, versions) = connect(ctx)?.schedule(&id)?;
-            if ctx.json {
-                #[derive(Serialize)]
-                struct Shown<'a> {
-                    #[serde(flatten)]
-                    current: &'a CentralSchedule,
-                    versions: &'a [CentralSchedule],
-                }
-                return ctx.print_json(&Shown {
-                    current: &current,
-                    versions: &versions,
-                });
-            }
-            let s = &current.record.schedule;
-            let text = format!(
-                "Id:        {}\nHosts:     {}\nGroup:     {}\nWhen:      {}\nAction:    {}\nMessage:   {}\nUpdated:   {} by {}\nVersion:   {} ({} versions)\n",
-                current.record.id,
-                current.hosts,
-                s.group,
-                s.describe_when(),
-                if s.kick { "kick" } else { "warn" },
-                if s.message.is_empty() { "(none)" } else { &s.message },
-                current.record.update_time,
-                current.record.actor,
-                current.version,
-                versions.len()
-            );
-            ctx.print(&forcelogout_core::text::sanitize_for_terminal(&text))
-        }
-    }
-}
-
-fn print_written(ctx: &Context, written: &CentralSchedule, verb: &str) -> Result<(), Error> {
-    if ctx.json {
-        ctx.print_json(written)
-    } else {
-        ctx.print(&format!(
-            "{verb}{}\nfleet version {} for hosts {}\n",
-            written.record.id, written.version, written.hosts
-        ))
-    }
-}
-
-fn next(ctx: &Context, args: NextArgs) -> Result<(), Error> {
-    let count = super::next::parse_count(&args.count)?;
-    let after = match &args.after {
-        Some(text) => super::next::parse_after(text)?,
-        None => ctx.now(),
+/// `--dry-run` shows this host's sessions, `--follow` waits on this host's store file and
+/// ReplayIds count one host's events: none means anything centrally. Refused before the
+/// server is contacted.
+fn refuse_host_flags(command: &Command) -> Result<(), Error> {
+    let dry_run = match command {
+        Command::Schedule(ScheduleCommand::Add(f))
+        | Command::Schedule(ScheduleCommand::Update { flags: f, .. }) => f.dry_run,
+        Command::Logout(a) => a.dry_run,
+        _ => false,
     };
-    let mut db = connect(ctx)?;
-    let schedules = match &args.id {
-        Some(id) => vec![db.schedule(id)?.0],
-        None => db.current_schedules(None)?,
-    };
-    let mut found: Vec<(DateTime<Utc>, &CentralSchedule)> = schedules
-        .iter()
-        .flat_map(|r| {
-            let s = &r.record.schedule;
-            upcoming(s.recurrence, s.time, s.timezone, after, count)
-                .into_iter()
-                .map(move |t| (t, r))
-        })
-        .collect();
-    found.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| a.1.record.id.cmp(&b.1.record.id))
-    });
-    found.truncate(count);
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Upcoming {
-        #[serde(rename = "UTC")]
-        utc: String,
-        local: String,
-        timezone: String,
-        id: String,
-        group_name: String,
-        hosts: String,
-        kick: bool,
-    }
-    let rows: Vec<Upcoming> = found
-        .iter()
-        .map(|(t, r)| Upcoming {
-            utc: format_timestamp(*t),
-            local: t
-                .with_timezone(&r.record.schedule.timezone)
-                .format("%Y-%m-%d %H:%M %:z")
-                .to_string(),
-            timezone: r.record.schedule.timezone.name().to_string(),
-            id: r.record.id.clone(),
-            group_name: r.record.schedule.group.clone(),
-            hosts: r.hosts.clone(),
-            kick: r.record.schedule.kick,
-        })
-        .collect();
-    if ctx.json {
-        return ctx.print_json(&rows);
-    }
-    let mut table = Table::new(&["UTC", "LOCAL", "ZONE", "ID", "GROUP", "HOSTS", "ACTION"]);
-    for row in &rows {
-        table.push(vec![
-            row.utc.get(..16).unwrap_or(&row.utc).replace('T', " "),
-            row.local.clone(),
-            row.timezone.clone(),
-            row.id.chars().take(8).collect(),
-            row.group_name.clone(),
-            row.hosts.clone(),
-            if row.kick { "kick" } else { "warn" }.to_string(),
-        ]);
-    }
-    ctx.print(&table.render())
-}
-
-/// An immediate logout written centrally; each selected host's daemon enforces it.
-fn logout(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
-    let hosts = validate_selector(args.hosts.as_deref().unwrap_or("*"))?;
-    if args.dry_run {
+    if dry_run {
         return Err(Error::invalid("dry-run", "not with --fleet"));
     }
-    let now = ctx.now();
-    let zone = host_timezone();
-    let (schedule, due) = super::logout::immediate_input(&args).into_logout(
-        now,
-        super::logout::delay(ctx, &args)?,
-        zone,
-    )?;
-    let written = connect(ctx)?.add_schedule(&schedule, &hosts, &ctx.actor, now, Some(due))?;
-    if ctx.json {
-        return ctx.print_json(&written);
-    }
-    let mut text = format!(
-        "{}\nlogout of {:?} ({}) on hosts {} at {}\n",
-        written.record.id,
-        schedule.group,
-        if schedule.kick { "kick" } else { "warning" },
-        hosts,
-        local_time_label(due, zone, "%Y-%m-%d %H:%M:%S")
-    );
-    if let Some(until) = lockout_end(&schedule, due) {
-        text.push_str(&format!(
-            "logins refused until {}\n",
-            local_time_label(until, zone, "%Y-%m-%d %H:%M:%S")
-        ));
-    }
-    ctx.print(&text)
-}
-
-fn events(ctx: &Context, args: EventsArgs) -> Result<(), Error> {
-    if args.follow {
-        return Err(Error::invalid(
-            "follow",
-            "not with --fleet (follow a host's own store, or LISTEN in psql)",
-        ));
-    }
-    if args.after_replay_id.is_some() {
-        return Err(Error::invalid(
-            "after-replay-id",
-            "not with --fleet (ReplayIds are per host; use --host and --since)",
-        ));
-    }
-    let filter = CentralEventFilter {
-        since: args
-            .since
-            .as_deref()
-            .map(parse_date)
-            .transpose()
-            .map_err(|e| match e {
-                Error::Invalid { reason, .. } => Error::invalid("since", reason),
-                other => other,
-            })?
-            .map(|d| d.to_string()),
-        group: args.group,
-        event: args.event,
-        host: args.host,
-    };
-    let rows = connect(ctx)?.events(&filter, EVENT_LIMIT)?;
-    if ctx.json {
-        let mut text = String::new();
-        for row in &rows {
-            text.push_str(
-                &serde_json::to_string(row)
-                    .map_err(|e| Error::io("encoding JSON", std::io::Error::other(e)))?,
-            );
-            text.push('\n');
+    if let Command::Events(args) = command {
+        if args.follow {
+            return Err(Error::invalid(
+                "follow",
+                "not with --fleet (follow a host's own store, or LISTEN in psql)",
+            ));
         }
-        return ctx.print(&text);
+        if args.after_replay_id.is_some() {
+            return Err(Error::invalid(
+                "after-replay-id",
+                "not with --fleet (ReplayIds are per host; use --host and --since)",
+            ));
+        }
     }
-    let mut table = Table::new(&[
-        "HOST",
-        "REPLAY",
-        "TIME (UTC)",
-        "USER",
-        "EVENT",
-        "REASON",
-        "K",
-        "I",
-        "SERVICE",
-        "FROM",
-    ]);
-    for r in &rows {
-        table.push(vec![
-            r.host.clone(),
-            r.replay_id.to_string(),
-            r.timestamp
-                .get(..19)
-                .unwrap_or(&r.timestamp)
-                .replace('T', " "),
-            r.group_name.clone(),
-            r.event.clone(),
-            r.reason.clone().unwrap_or_else(|| "-".into()),
-            u8::from(r.kick).to_string(),
-            u8::from(r.immediate).to_string(),
-            r.service.clone().unwrap_or_else(|| "-".into()),
-            r.remote_host.clone().unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    ctx.print(&table.render())
+    Ok(())
 }
 
-pub(super) fn short_time(stamp: &str) -> String {
-    stamp.get(..19).unwrap_or(stamp).replace('T', " ")
+/// `--hosts`, checked before anything is opened (a host's store refuses any).
+pub(super) fn hosts_selector(given: Option<&str>) -> Result<Option<String>, Error> {
+    given.map(validate_selector).transpose()
 }

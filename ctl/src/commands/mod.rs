@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use forcelogout_core::clock::{Clock, SystemClock};
 use forcelogout_core::config::Config;
+use forcelogout_core::schedule_store::{Place, ScheduleStore};
 use forcelogout_core::store::{Access, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_core::targeting::{Identity, Targeted};
 use forcelogout_core::Error;
@@ -124,6 +125,33 @@ impl Context {
         }
     }
 
+    /// Where `schedule`, `next`, `logout` and `events` work: with `--fleet` the central
+    /// database, else this host's store. Known before anything is opened, so that bad input is
+    /// refused without creating a store or contacting a server.
+    pub fn place(&self) -> Place {
+        match self.fleet {
+            Some(_) => Place::Fleet,
+            None => Place::Host,
+        }
+    }
+
+    /// The store of this command's place, to write schedules: this host's (created on first
+    /// use; exit 4 for a caller who may not write it), or the central database.
+    pub fn schedules_for_writing(&self) -> Result<Box<dyn ScheduleStore>, Error> {
+        Ok(match self.place() {
+            Place::Host => Box::new(self.open_for_writing()?),
+            Place::Fleet => Box::new(fleet::connect(self)?),
+        })
+    }
+
+    /// The store of this command's place, to read schedules and events.
+    pub fn schedules_for_reading(&self) -> Result<Box<dyn ScheduleStore>, Error> {
+        Ok(match self.place() {
+            Place::Host => Box::new(self.open_for_reading()?),
+            Place::Fleet => Box::new(fleet::connect(self)?),
+        })
+    }
+
     /// Whether the asker may see this schedule: everyone may see what targets them.
     pub fn may_see(&self, record: &ScheduleRecord) -> bool {
         match &self.viewer {
@@ -145,5 +173,52 @@ impl Context {
             "only root and members of the group '{}' may change schedules or log users out",
             self.config.admin_group
         )
+    }
+}
+
+/// The same schedule as each store returns it, for the renderers' tests.
+#[cfg(test)]
+pub(crate) mod samples {
+    use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
+    use forcelogout_core::schedule_store::ScheduleVersion;
+    use forcelogout_core::store::{ScheduleEvent, ScheduleRecord};
+
+    pub const ID: &str = "0c1d2e3f-4a5b-6c7d-8e9f-a0b1c2d3e4f5";
+
+    pub fn record() -> ScheduleRecord {
+        let schedule = ScheduleInput {
+            group: Some("students".into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("Europe/Berlin".into()),
+            kick: Some(true),
+            message: Some("Lab closes".into()),
+            lockout: Some("15".into()),
+        }
+        .into_new(chrono_tz::UTC)
+        .expect("a valid schedule");
+        ScheduleRecord {
+            date: "2026-12-07".into(),
+            id: ID.into(),
+            update_time: "2026-12-07T19:13:44.123456Z".into(),
+            event: ScheduleEvent::Created,
+            actor: "root".into(),
+            schedule,
+            due_at: None,
+        }
+    }
+
+    /// As this host's store returns it.
+    pub fn host() -> ScheduleVersion {
+        ScheduleVersion::of_host(record())
+    }
+
+    /// As the central database returns it: with its selector and fleet version.
+    pub fn fleet() -> ScheduleVersion {
+        ScheduleVersion {
+            record: record(),
+            hosts: Some("@lab".into()),
+            version: Some(7),
+        }
     }
 }
