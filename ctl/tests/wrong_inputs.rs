@@ -415,3 +415,68 @@ fn a_wrong_input_creates_no_store() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(!db.exists() && !db.parent().unwrap().exists());
 }
+
+/// With `--fleet`, wrong input is refused as it is on this host's store (exit 2, one line
+/// naming the argument) before any server is contacted: here none listens, and only a correct
+/// command gets as far as finding that out (exit 1).
+#[test]
+fn with_fleet_wrong_input_is_refused_before_the_server_is_contacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "--fleet=host=127.0.0.1 port={closed_port} dbname=fleet user=admin sslmode=disable"
+    );
+    let fleet = |args: &[&str]| {
+        let mut argv = vec![OsString::from(&url)];
+        argv.extend(args.iter().map(OsString::from));
+        run(
+            &dir.path().join("unused.db"),
+            &dir.path().join("none.toml"),
+            &argv,
+        )
+    };
+    let add = ["schedule", "add", "--group", "g", "--daily", "--at"];
+    for (args, field) in [
+        (&[&add[..], &["10:00", "--dry-run"]].concat()[..], "dry-run"),
+        (
+            &[&add[..], &["10:00", "--hosts", "@"]].concat()[..],
+            "hosts",
+        ),
+        (&[&add[..], &["25:00"]].concat()[..], "at"),
+        (&["schedule", "update", "abcd"][..], "update"),
+        (&["logout", "g", "--dry-run"][..], "dry-run"),
+        (&["logout", "g", "--in", "soon"][..], "in"),
+        (&["next", "--count", "0"][..], "count"),
+        (&["events", "--follow"][..], "follow"),
+        (&["events", "--after-replay-id", "3"][..], "after-replay-id"),
+        (&["events", "--event", "exploded"][..], "event"),
+        (&["events", "--since", "yesterday"][..], "since"),
+        (&["sessions"][..], "fleet"),
+    ] {
+        let out = fleet(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("forcelogoutctl: {field}: ")),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // Centrally an update may change only the hosts, and says so.
+    let out = fleet(&["schedule", "update", "abcd"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts"));
+    // A correct command does contact the server, and reports it unreachable.
+    let out = fleet(&["schedule", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("unused.db").exists());
+}
