@@ -126,3 +126,99 @@ impl ScheduleStore for Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::schedule::{RecurrenceInput, ScheduleInput};
+    use crate::store::ScheduleEvent;
+
+    fn daily(group: &str) -> Schedule {
+        ScheduleInput {
+            group: Some(group.into()),
+            recurrence: Some(RecurrenceInput::Daily),
+            at: Some("18:00".into()),
+            timezone: Some("UTC".into()),
+            kick: None,
+            message: None,
+            lockout: None,
+        }
+        .into_new(chrono_tz::UTC)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hosts_store_writes_and_reads_versions_without_fleet_fields() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let mut store = Store::open_empty_in_memory().unwrap();
+        let store: &mut dyn ScheduleStore = &mut store;
+        assert_eq!(store.place(), Place::Host);
+        let added = store.add(&daily("students"), None, "root", now).unwrap();
+        assert_eq!((added.hosts.as_deref(), added.version), (None, None));
+        let id = added.record.id.clone();
+        // The change sees the full Id though the caller gave a prefix.
+        let mut seen = String::new();
+        let updated = store
+            .update(
+                &id[..8],
+                None,
+                "root",
+                now,
+                Box::new(|full_id, current| {
+                    seen = full_id.to_string();
+                    Ok(Schedule {
+                        kick: false,
+                        ..current.clone()
+                    })
+                }),
+            )
+            .unwrap();
+        assert_eq!(seen, id);
+        assert!(!updated.record.schedule.kick);
+        let (current, versions) = store.with_versions(&id[..8]).unwrap();
+        assert_eq!(current, updated);
+        assert_eq!(versions.len(), 2);
+        assert_eq!(store.current_one(&id).unwrap(), updated);
+        store.delete(&id, "root", now).unwrap();
+        assert!(store.current(None).unwrap().is_empty());
+        let events: Vec<ScheduleEvent> = store
+            .history(Some("students"))
+            .unwrap()
+            .iter()
+            .map(|v| v.record.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ScheduleEvent::Created,
+                ScheduleEvent::Updated,
+                ScheduleEvent::Deleted
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hosts_store_refuses_a_selector_and_a_host_filter() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let mut store = Store::open_empty_in_memory().unwrap();
+        let field = |e: Error| match e {
+            Error::Invalid { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        let refused = store.add(&daily("g"), Some("*"), "root", now).unwrap_err();
+        assert_eq!(field(refused), "hosts");
+        let refused = store
+            .issue_logout(&daily("g"), Some("@lab"), "root", now, now)
+            .unwrap_err();
+        assert_eq!(field(refused), "hosts");
+        let query = EventQuery {
+            host: Some("lab1".into()),
+            ..EventQuery::default()
+        };
+        let refused = store.read_events(&query, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(field(refused), "host");
+        assert!(store.history(None).unwrap().is_empty(), "nothing written");
+    }
+}
