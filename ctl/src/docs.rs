@@ -68,7 +68,7 @@ fn command_pages(command: &clap::Command, path: &[String], dir: &Path) -> std::i
         .clone()
         .name(&*Box::leak(name.clone().into_boxed_str()));
     let man = clap_mangen::Man::new(page)
-        .title(name.to_uppercase())
+        .title(name.clone())
         .section("8")
         .source(source())
         .manual(MANUAL);
@@ -184,7 +184,7 @@ fn configuration_page() -> String {
     let fleet = markdown::section(CONFIGURATION, "## [fleet]");
     let (intro, keys) = file.split_at(file.find("\n|").map_or(file.len(), |n| n + 1));
     let mut roff = format!(
-        ".TH FORCELOGOUT.TOML 5 \"\" \"{}\" \"File Formats Manual\"\n\
+        ".TH forcelogout.toml 5 \"\" \"{}\" \"File Formats Manual\"\n\
          .SH NAME\nforcelogout.toml \\- configuration of forcelogout\n\
          .SH SYNOPSIS\n/etc/forcelogout/forcelogout.toml\n\
          .SH DESCRIPTION\n",
@@ -224,7 +224,7 @@ fn sql_page() -> String {
     let tables = markdown::section(REFERENCE, "## Tables");
     let functions = markdown::section(REFERENCE, "## SQL functions");
     let mut roff = format!(
-        ".TH FORCELOGOUT\\-SQL 7 \"\" \"{}\" \"Miscellaneous Information Manual\"\n\
+        ".TH forcelogout\\-sql 7 \"\" \"{}\" \"Miscellaneous Information Manual\"\n\
          .SH NAME\nforcelogout\\-sql \\- the forcelogout store in sqlite3: its tables and SQL functions\n\
          .SH SYNOPSIS\n.nf\n\\fBsqlite3\\fR \\fB\\-cmd\\fR '.load /usr/lib/sqlite3/forcelogout'\n\
          \\&.load /usr/lib/sqlite3/forcelogout\n\

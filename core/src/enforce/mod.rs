@@ -2,6 +2,10 @@
 //! warning, messages to terminals, termination, and the stale-session sweep. The daemon calls
 //! `Enforcer::step` whenever something may be due; `forcelogoutctl logout` without a daemon
 //! drives the same code until its logout is done.
+//!
+//! This file holds the `Enforcer`, its `step` and what the parts share; `countdown.rs` the
+//! countdowns and the logouts that end them, `idle.rs` idle logout, `retention.rs` the
+//! stale-session sweep and the retention prune.
 
 mod countdown;
 pub mod desktop;
