@@ -25,9 +25,12 @@ install -D -m 0644 packaging/tmpfiles/forcelogout.conf "$stage/usr/lib/tmpfiles.
 install -D -m 0644 packaging/pam-configs/forcelogout "$stage/usr/share/pam-configs/forcelogout"
 install -D -m 0644 packaging/forcelogout.toml "$stage/etc/forcelogout/forcelogout.toml"
 install -d -m 0755 "$stage/etc/forcelogout/hooks.d"
-install -d -m 0755 "$stage/usr/share/man/man8"
-for page in "$docs"/man/*.8 packaging/man/pam_forcelogout.8; do
-    gzip -9n < "$page" > "$stage/usr/share/man/man8/$(basename "$page").gz"
+# Each page in the directory of its section: forcelogoutctl*(8), pam_forcelogout(8),
+# forcelogout.toml(5), forcelogout-sql(7).
+for page in "$docs"/man/*.[578] packaging/man/pam_forcelogout.8; do
+    section=${page##*.}
+    install -d -m 0755 "$stage/usr/share/man/man$section"
+    gzip -9n < "$page" > "$stage/usr/share/man/man$section/$(basename "$page").gz"
 done
 install -D -m 0644 "$docs/completions/forcelogoutctl.bash" "$stage/usr/share/bash-completion/completions/forcelogoutctl"
 install -D -m 0644 "$docs/completions/_forcelogoutctl" "$stage/usr/share/zsh/vendor-completions/_forcelogoutctl"

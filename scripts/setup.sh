@@ -10,6 +10,7 @@ packages=(
   pamtester openssh-server openssh-client   # real PAM and sshd tests
   util-linux procps bsdutils      # runuser, unshare, script; ps
   dpkg-dev binutils lintian rpm   # building and checking the .deb and the .rpm
+  man-db                          # man -l: ctl/tests/man_pages.rs renders every man page
   systemd dbus libpam-systemd dbus-user-session   # a real systemd + logind, booted in namespaces by the systemd_* tests
   libdbus-1-dev                   # desktop notifications: the dbus crate links libdbus-1
   dbus xvfb dunst xdotool imagemagick python3-dbus   # the desktop test: a real bus, X, notification server

@@ -98,8 +98,8 @@ unsafe fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<String> {
         .filter_map(|i| {
             // SAFETY: i < argc, and argv holds argc pointers.
             let arg = unsafe { *argv.add(i) };
-            // SAFETY: each non-null entry is a NUL-terminated string.
             (!arg.is_null()).then(|| {
+                // SAFETY: each non-null entry is a NUL-terminated string.
                 unsafe { CStr::from_ptr(arg) }
                     .to_string_lossy()
                     .into_owned()

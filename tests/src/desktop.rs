@@ -30,6 +30,22 @@ pub struct Desktop {
     daemon_pid: Option<u32>,
 }
 
+/// The shell lines that mount the namespace's private tmpfs on /tmp. A build under /tmp (a
+/// clone there) would vanish under it, so its artefact directory is moved aside through
+/// `aside` (a directory outside /tmp) first, and put back at the same path inside.
+fn private_tmp_keeping(artefacts: &Path, aside: &Path) -> String {
+    let tmpfs = "mount -t tmpfs -o mode=1777 tmpfs /tmp";
+    if !artefacts.starts_with("/tmp") {
+        return tmpfs.to_string();
+    }
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let (artefacts, aside) = (quote(artefacts), quote(aside));
+    format!(
+        "mkdir -p {aside}\nmount --bind {artefacts} {aside}\n{tmpfs}\n\
+         mkdir -p {artefacts}\nmount --move {aside} {artefacts}"
+    )
+}
+
 fn bus_path() -> String {
     format!("/run/user/{UID}/bus")
 }
@@ -84,14 +100,15 @@ impl Desktop {
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let setup = format!(
             "for f in passwd group; do mount --bind {t}/$f /etc/$f; done\n\
-             mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
+             {private_tmp}\n\
              mkdir -m 1777 /tmp/.X11-unix\n\
              mount -t tmpfs -o mode=0755 tmpfs /run/user\n\
              mkdir -m 0700 /run/user/{UID}\n\
              chown {UID}:{UID} /run/user/{UID}\n\
              touch {t}/ready\n\
              exec sleep 100000",
-            t = t.display()
+            t = t.display(),
+            private_tmp = private_tmp_keeping(&crate::artefact_dir(), &t.join("artefacts")),
         );
         let holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-ec", &setup])

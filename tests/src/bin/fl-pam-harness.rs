@@ -183,12 +183,15 @@ fn main() {
     let stdin = std::io::stdin();
     for step in &steps {
         let started = Instant::now();
-        // SAFETY (all calls below): pamh is the live handle from pam_start_confdir.
         let rc = match step.as_str() {
+            // SAFETY: pamh is the live handle from pam_start_confdir.
             "acct" => unsafe { pam_acct_mgmt(pamh, flags) },
+            // SAFETY: as above.
             "open" => unsafe { pam_open_session(pamh, flags) },
+            // SAFETY: as above.
             "close" => unsafe { pam_close_session(pamh, flags) },
             // A fresh handle in the same process: the modules' PAM data is gone.
+            // SAFETY: pamh is live until this pam_end; the new handle replaces it.
             "restart" => unsafe {
                 pam_end(pamh, PAM_SUCCESS);
                 let rc = pam_start_confdir(
@@ -229,7 +232,9 @@ fn main() {
             s if s.starts_with("bench:") => {
                 for _ in 0..s[6..].parse::<usize>().unwrap_or(0) {
                     let t = Instant::now();
+                    // SAFETY: pamh is the live handle from pam_start_confdir.
                     let open = unsafe { pam_open_session(pamh, flags) };
+                    // SAFETY: as above.
                     let close = unsafe { pam_close_session(pamh, flags) };
                     emit(&format!(
                         "pair us={} open={open} close={close}",
@@ -242,6 +247,7 @@ fn main() {
                 for _ in 0..s[6..].parse::<usize>().unwrap_or(0) {
                     let t = Instant::now();
                     let mut handle: *mut PamHandleT = ptr::null_mut();
+                    // SAFETY: C strings and the conversation outlive the call; `handle` is written by it.
                     let start = unsafe {
                         pam_start_confdir(
                             service.as_ptr(),
@@ -263,9 +269,13 @@ fn main() {
                         let rc = call();
                         (rc, t.elapsed().as_micros())
                     };
+                    // SAFETY: `handle` is live: pam_start_confdir succeeded.
                     let (acct, acct_us) = timed(&|| unsafe { pam_acct_mgmt(handle, flags) });
+                    // SAFETY: as above.
                     let (open, open_us) = timed(&|| unsafe { pam_open_session(handle, flags) });
+                    // SAFETY: as above.
                     let (close, close_us) = timed(&|| unsafe { pam_close_session(handle, flags) });
+                    // SAFETY: `handle` is live and not used after this.
                     unsafe { pam_end(handle, close) };
                     emit(&format!(
                         "login us={} acct={acct_us} open={open_us} close={close_us} rc={acct},{open},{close}",
