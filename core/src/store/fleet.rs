@@ -21,9 +21,11 @@ use crate::ids;
 use crate::schedule::Schedule;
 
 pub use super::fleet_channel::{FleetTls, SILENCE_LIMIT};
+pub use super::fleet_enrolment::Enrolment;
+pub use super::fleet_host::{CentralVersion, HostDb, HostIdentity, HostView, Poll, DIVERGED};
 pub use super::fleet_schema::InitReport;
 pub use super::fleet_tls::{Check, TlsMode};
-pub use super::fleet_url::FleetUrl;
+pub use super::fleet_url::{url_for_hosts, FleetUrl};
 
 /// A statement running longer than this is cancelled by the server (a central database that
 /// is overloaded or stuck on a lock is reported, and the link starts again).
@@ -34,8 +36,11 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group role that writes schedules and reads everything.
 pub const ADMIN_ROLE: &str = "forcelogout_admin";
-/// The group role every host's login role belongs to.
+/// The group role whose members may call the host functions (and nothing else).
 pub const HOST_ROLE: &str = "forcelogout_host";
+/// The login role hosts use unless their URL names one: a member of `HOST_ROLE`, shared by
+/// every host (a pooler pools per role), created by the site.
+pub const LINK_ROLE: &str = "forcelogout_link";
 /// The channel a new schedule version is announced on.
 pub const CHANNEL: &str = "forcelogout_schedules";
 
@@ -102,8 +107,10 @@ pub struct CentralSchedule {
 pub struct FleetHost {
     pub host: String,
     pub labels: Vec<String>,
+    /// Whether the host has a secret (an enrolled host; rows from before secrets have none).
+    pub enrolled: bool,
+    pub enrolled_at: Option<String>,
     pub last_contact: Option<String>,
-    pub connected_since: Option<String>,
     pub schedule_version: i64,
     /// Central versions this host has not applied yet.
     pub versions_behind: i64,
@@ -342,8 +349,9 @@ impl FleetDb {
         let rows = self
             .client
             .query(
-                "SELECT Host, Labels, to_char(LastContact AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                 to_char(ConnectedSince AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                "SELECT Host, Labels, SecretHash IS NOT NULL, \
+                 to_char(EnrolledAt AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 to_char(LastContact AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                  ScheduleVersion, \
                  (SELECT coalesce(max(Version), 0) FROM LogoutSchedules) - ScheduleVersion, \
                  LastReplayId, ProductVersion FROM FleetHosts ORDER BY Host",
@@ -355,12 +363,13 @@ impl FleetDb {
             .map(|r| FleetHost {
                 host: r.get(0),
                 labels: r.get(1),
-                last_contact: r.get(2),
-                connected_since: r.get(3),
-                schedule_version: r.get(4),
-                versions_behind: r.get(5),
-                last_replay_id: r.get(6),
-                product_version: r.get(7),
+                enrolled: r.get(2),
+                enrolled_at: r.get(3),
+                last_contact: r.get(4),
+                schedule_version: r.get(5),
+                versions_behind: r.get(6),
+                last_replay_id: r.get(7),
+                product_version: r.get(8),
             })
             .collect())
     }

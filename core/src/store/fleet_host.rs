@@ -1,184 +1,192 @@
-//! The statements a host's fleet link runs on the central database: the schedule versions
-//! it copies, its bookkeeping row and its event uploads.
+//! The statements a host's fleet link runs on the central database: three functions, each
+//! authenticating the host by its name and secret (`fleet_schema`, `CENTRAL_V2`).
+//!
+//! Every statement goes through a transaction pooler (pgbouncer in transaction mode): it is an
+//! unnamed statement with its parameter types given (`query_typed`: parse, bind and execute
+//! in one round trip, nothing prepared that a later transaction on another server connection
+//! would miss), in a transaction of its own, and the link sets nothing in the session: no
+//! SET, no LISTEN. The link's guards against a stalled server are on the client side
+//! (`tcp_user_timeout`, keepalives, and the channel's silence limit, `fleet_channel`).
 
-use std::time::Duration;
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Row};
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-
-use super::fleet::{
-    central_from_row, pg_error, pg_failure, CentralSchedule, FleetDb, CHANNEL, EVENT_COLUMNS,
-    SCHEDULE_COLUMNS,
-};
+use super::fleet::{central_from_row, pg_error, CentralSchedule, FleetTls};
 use super::EventRow;
 use crate::error::Error;
 
-impl FleetDb {
-    /// Subscribes to schedule announcements. The host's bookkeeping writes (its FleetHosts
-    /// row) need not wait for the server's fsync: losing one in a server crash only shows an
-    /// older position. Uploads of events turn it back on for their own transactions.
-    pub fn listen(&mut self) -> Result<(), Error> {
-        self.client
-            .batch_execute(&format!("LISTEN {CHANNEL}; SET synchronous_commit = off"))
-            .map_err(self.fail("listening for schedule changes"))
+/// The SQLSTATE `forcelogout_host_poll` raises when the host's position is not in the
+/// server's history (a failover lost the version it applied).
+pub const DIVERGED: &str = "FLRSY";
+
+/// The columns of `forcelogout_host_row`, the key as text (the client has no uuid type here).
+const HOST_ROW_COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, \
+     Timezone, Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt, Hosts, Version, \
+     VersionKey::text, Labels, LastReplayId";
+
+/// A host's connection to the central database (or to a pooler in front of it).
+pub struct HostDb {
+    client: Client,
+    endpoint: String,
+}
+
+/// What the central database has for this host: its labels and upload position, and
+/// schedule versions (a row that fails validation comes back as its error, for the caller to
+/// log and skip).
+#[derive(Debug)]
+pub struct HostView {
+    pub labels: Vec<String>,
+    /// The highest ReplayId of this host's events the database has.
+    pub last_replay_id: i64,
+    /// From `current`: the newest Version and its key (`None`: no versions at all).
+    pub newest: Option<(i64, String)>,
+    pub versions: Vec<CentralVersion>,
+}
+
+/// A central version and its key; the row's error if it fails validation.
+#[derive(Debug)]
+pub struct CentralVersion {
+    pub version: i64,
+    pub key: String,
+    pub row: Result<CentralSchedule, Error>,
+}
+
+/// What a poll found.
+#[derive(Debug)]
+pub enum Poll {
+    /// The versions after the position (none: idle), and the host's central state.
+    Found(HostView),
+    /// The position is not in this server's history: resynchronise.
+    Diverged,
+}
+
+/// Who the host is, for every call.
+#[derive(Clone, Copy)]
+pub struct HostIdentity<'a> {
+    pub host: &'a str,
+    pub secret: &'a str,
+}
+
+impl HostDb {
+    /// Connects, and sets nothing: a pooler's server connection is shared.
+    pub(super) fn open(
+        config: &postgres::Config,
+        tls: FleetTls,
+        endpoint: String,
+    ) -> Result<HostDb, Error> {
+        let client = config
+            .connect(tls)
+            .map_err(|e| pg_error(&format!("connecting to {endpoint}"), e))?;
+        Ok(HostDb { client, endpoint })
     }
 
-    /// Waits up to `timeout` for an announcement; whether one (or more) came.
-    pub fn wait_for_announcement(&mut self, timeout: Duration) -> Result<bool, Error> {
-        let endpoint = self.endpoint.clone();
-        let mut notifications = self.client.notifications();
-        let fail = |e| pg_error(&format!("waiting for schedule changes on {endpoint}"), e);
-        let got = notifications
-            .timeout_iter(timeout)
-            .next()
-            .map_err(fail)?
-            .is_some();
-        // Drain what else is already there: one look at the table answers them all.
-        while notifications.iter().next().map_err(fail)?.is_some() {}
-        Ok(got)
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
-    /// Registers this host (or updates its labels and version) and returns the central
-    /// positions: (schedule version it reported, last ReplayId the database has).
-    pub fn enrol(
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn failure(&self, what: &str, e: postgres::Error) -> Error {
+        if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+            return Error::io(
+                format!("fleet: {} has an older forcelogout schema", self.endpoint),
+                std::io::Error::other("run forcelogoutctl --fleet fleet init on it"),
+            );
+        }
+        pg_error(&format!("{what} on {}", self.endpoint), e)
+    }
+
+    /// The poll: versions after `(after, after_key)`, at most `limit`, with the host's
+    /// labels and upload position; reports `applied` and `product` (written only if changed).
+    pub fn poll(
         &mut self,
-        host: &str,
-        labels: &[String],
+        me: HostIdentity<'_>,
+        after: (i64, Option<&str>),
+        applied: i64,
         product: &str,
-    ) -> Result<(i64, i64), Error> {
-        let row = self
-            .client
-            .query_one(
-                "INSERT INTO FleetHosts (Host, Labels, LastContact, ConnectedSince, ProductVersion) \
-                 VALUES ($1, $2, now(), now(), $3) \
-                 ON CONFLICT (Host) DO UPDATE SET Labels = EXCLUDED.Labels, LastContact = now(), \
-                 ConnectedSince = now(), ProductVersion = EXCLUDED.ProductVersion \
-                 RETURNING ScheduleVersion, LastReplayId",
-                &[&host, &labels, &product],
-            )
-            .map_err(self.fail("registering this host"))?;
-        Ok((row.get(0), row.get(1)))
+        limit: i32,
+    ) -> Result<Poll, Error> {
+        let sql = format!(
+            "SELECT {HOST_ROW_COLUMNS} FROM \
+             forcelogout_host_poll($1, $2, $3, $4::uuid, $5, $6, $7)"
+        );
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
+            (&me.host, Type::TEXT),
+            (&me.secret, Type::TEXT),
+            (&after.0, Type::INT8),
+            (&after.1, Type::TEXT),
+            (&applied, Type::INT8),
+            (&product, Type::TEXT),
+            (&limit, Type::INT4),
+        ];
+        match self.client.query_typed(&sql, &params) {
+            Ok(rows) => Ok(Poll::Found(view(&rows))),
+            Err(e) if e.code().map(SqlState::code) == Some(DIVERGED) => Ok(Poll::Diverged),
+            Err(e) => Err(self.failure("polling for schedule changes", e)),
+        }
     }
 
-    /// Central versions after `position`, oldest first, at most `limit`; a row that fails
-    /// validation comes back as its error, for the caller to log and skip.
-    #[allow(clippy::type_complexity)]
-    pub fn versions_after(
-        &mut self,
-        position: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Result<CentralSchedule, Error>)>, Error> {
-        let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM LogoutSchedules WHERE Version > $1 ORDER BY Version LIMIT $2"
-        );
+    /// The current central set (latest version per Id, not deleted), and the newest version.
+    pub fn current(&mut self, me: HostIdentity<'_>) -> Result<HostView, Error> {
+        let sql = format!("SELECT {HOST_ROW_COLUMNS} FROM forcelogout_host_current($1, $2)");
+        let params: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&me.host, Type::TEXT), (&me.secret, Type::TEXT)];
         let rows = self
             .client
-            .query(&sql, &[&position, &limit])
-            .map_err(self.fail("reading schedule changes"))?;
-        Ok(rows
-            .iter()
-            .map(|row| (row.get::<_, i64>(17), central_from_row(row)))
-            .collect())
+            .query_typed(&sql, &params)
+            .map_err(|e| self.failure("reading the current schedules", e))?;
+        Ok(view(&rows))
     }
 
-    /// Reports the schedule version this host has applied (its local commit is done), with
-    /// when it first had it (`AppliedAt`); also the host's heartbeat (`LastContact`).
-    pub fn report_version(&mut self, host: &str, version: i64) -> Result<(), Error> {
-        self.client
-            .execute(
-                "UPDATE FleetHosts SET AppliedAt = CASE WHEN ScheduleVersion = $2 THEN AppliedAt \
-                 ELSE now() END, ScheduleVersion = $2, LastContact = now() WHERE Host = $1",
-                &[&host, &version],
+    /// Uploads a batch of this host's events (ReplayId order) and returns the new central
+    /// upload position; an event already there (same EventIdentifier) is skipped.
+    pub fn upload(&mut self, me: HostIdentity<'_>, events: &[EventRow]) -> Result<i64, Error> {
+        let batch = serde_json::to_string(events).map_err(|e| {
+            Error::io(
+                "fleet: encoding an upload batch",
+                std::io::Error::other(e.to_string()),
             )
-            .map_err(self.fail("reporting the schedule version"))?;
-        Ok(())
-    }
-
-    /// Uploads a batch of this host's events (ReplayId order) and its new position in one
-    /// transaction; an event already there (same EventIdentifier) is skipped, so a batch
-    /// sent twice is stored once. Returns how many rows were new.
-    pub fn upload(&mut self, host: &str, events: &[EventRow]) -> Result<u64, Error> {
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        let col =
-            |f: &dyn Fn(&EventRow) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        let dates = col(&|e| Some(e.date.clone()));
-        let stamps = col(&|e| Some(e.timestamp.clone()));
-        let groups = col(&|e| Some(e.group_name.clone()));
-        let kinds = col(&|e| Some(e.event.clone()));
-        let immediate: Vec<bool> = events.iter().map(|e| e.immediate).collect();
-        let kick: Vec<bool> = events.iter().map(|e| e.kick).collect();
-        let replay: Vec<i64> = events.iter().map(|e| e.replay_id).collect();
-        let identifiers = col(&|e| Some(e.event_identifier.clone()));
-        let related = col(&|e| e.related_event_identifier.clone());
-        let sessions = col(&|e| e.session_key.clone());
-        let logins = col(&|e| e.login_key.clone());
-        let uids: Vec<Option<i64>> = events.iter().map(|e| e.user_id).collect();
-        let schedules = col(&|e| e.schedule_id.clone());
-        let reasons = col(&|e| e.reason.clone());
-        let services = col(&|e| e.service.clone());
-        let ttys = col(&|e| e.tty.clone());
-        let remotes = col(&|e| e.remote_host.clone());
-        let params: [&(dyn ToSql + Sync); 18] = [
-            &dates,
-            &stamps,
-            &groups,
-            &kinds,
-            &immediate,
-            &kick,
-            &replay,
-            &identifiers,
-            &related,
-            &sessions,
-            &logins,
-            &uids,
-            &schedules,
-            &reasons,
-            &services,
-            &ttys,
-            &remotes,
-            &host,
+        })?;
+        let params: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&me.host, Type::TEXT),
+            (&me.secret, Type::TEXT),
+            (&batch, Type::TEXT),
         ];
-        let endpoint = self.endpoint.clone();
-        let fail = |what: &str| pg_failure(&endpoint, what);
-        let mut tx = self
+        let row = self
             .client
-            .transaction()
-            .map_err(fail("starting an upload"))?;
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .map_err(fail("starting an upload"))?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO LogoutEvents ({EVENT_COLUMNS}) \
-                     SELECT d, t, g, ev, im, k, r, ei, rel, sk, lk, u, si, re, sv, tt, rh, $18 \
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], \
-                     $6::bool[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::int8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[]) \
-                     AS x(d, t, g, ev, im, k, r, ei, rel, sk, lk, u, si, re, sv, tt, rh) \
-                     ORDER BY r ON CONFLICT (EventIdentifier) DO NOTHING"
-                ),
-                &params,
-            )
-            .map_err(fail("uploading events"))?;
-        tx.execute(
-            "UPDATE FleetHosts SET LastReplayId = $2, LastContact = now() WHERE Host = $1",
-            &[&host, &last.replay_id],
-        )
-        .map_err(fail("recording the upload position"))?;
-        tx.commit().map_err(fail("committing an upload"))?;
-        Ok(inserted)
+            .query_typed_one("SELECT forcelogout_host_upload($1, $2, $3::jsonb)", &params)
+            .map_err(|e| self.failure("uploading events", e))?;
+        Ok(row.get(0))
     }
+}
 
-    /// Resets the central upload position (a host whose store was recreated starts again).
-    pub fn reset_upload_position(&mut self, host: &str, replay_id: i64) -> Result<(), Error> {
-        self.client
-            .execute(
-                "UPDATE FleetHosts SET LastReplayId = $2 WHERE Host = $1",
-                &[&host, &replay_id],
-            )
-            .map_err(self.fail("resetting the upload position"))?;
-        Ok(())
+/// The header row (labels, position, newest version) and the version rows after it.
+fn view(rows: &[Row]) -> HostView {
+    let mut view = HostView {
+        labels: Vec::new(),
+        last_replay_id: 0,
+        newest: None,
+        versions: Vec::new(),
+    };
+    for row in rows {
+        let version: Option<i64> = row.get(17);
+        let key: Option<String> = row.get(18);
+        let labels: Option<Vec<String>> = row.get(19);
+        match labels {
+            Some(labels) => {
+                view.labels = labels;
+                view.last_replay_id = row.get(20);
+                view.newest = version.zip(key);
+            }
+            None => view.versions.push(CentralVersion {
+                version: version.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                row: central_from_row(row),
+            }),
+        }
     }
+    view
 }

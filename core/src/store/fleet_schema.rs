@@ -8,7 +8,7 @@ use super::fleet::{pg_error, pg_failure, FleetDb};
 use crate::error::Error;
 
 /// Central schema migrations, as the local store's: `FleetSchema.Version` is how many ran.
-const MIGRATIONS: &[&str] = &[CENTRAL_V1];
+pub(super) const MIGRATIONS: &[&str] = &[CENTRAL_V1, CENTRAL_V2];
 
 const CENTRAL_V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -118,6 +118,157 @@ CREATE POLICY host_own_row ON FleetHosts FOR ALL TO forcelogout_host
     USING (Host = current_user) WITH CHECK (Host = current_user);
 "#;
 
+/// Hosts without roles of their own (SPEC §9, "Identity and enrolment"): every host logs in as
+/// one shared member of `forcelogout_host` (so that a transaction pooler can pool them all on
+/// a few server connections) and proves who it is with its secret, checked by the functions
+/// below, the only things the host role may use. Versions get a key that a failover which lost
+/// transactions cannot issue again, so that a host can tell its position from a reissued one.
+const CENTRAL_V2: &str = r#"
+ALTER TABLE LogoutSchedules ADD COLUMN VersionKey uuid NOT NULL DEFAULT gen_random_uuid();
+ALTER TABLE LogoutSchedules ADD CONSTRAINT LogoutSchedules_VersionKey UNIQUE (VersionKey);
+-- The key is drawn by the trigger too, so that no INSERT can give a version a key it chose.
+CREATE OR REPLACE FUNCTION forcelogout_schedule_version() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM forcelogout_lock_schedules();
+    NEW.Version := nextval('LogoutSchedules_Version');
+    NEW.VersionKey := gen_random_uuid();
+    RETURN NEW;
+END $$;
+
+-- The secret is 32 random bytes: nobody can guess it, so its hash needs no salt and no
+-- slow key derivation (those protect passwords people choose); SHA-256 is enough to make
+-- a copy of this table useless for logging in.
+ALTER TABLE FleetHosts ADD COLUMN SecretHash bytea, ADD COLUMN EnrolledAt timestamptz,
+    DROP COLUMN ConnectedSince;
+
+DROP POLICY host_inserts_own ON LogoutEvents;
+DROP POLICY host_reads_own ON LogoutEvents;
+DROP POLICY host_own_row ON FleetHosts;
+CREATE POLICY admin_enrols ON FleetHosts FOR INSERT TO forcelogout_admin WITH CHECK (true);
+CREATE POLICY admin_renews ON FleetHosts FOR UPDATE TO forcelogout_admin
+    USING (true) WITH CHECK (true);
+
+-- The host whose (name, secret) this is, or SQLSTATE 28000. The hash is computed before the
+-- lookup, whether the host exists or not, and the comparison is of hashes: how long it takes
+-- tells nothing about the secret.
+CREATE FUNCTION forcelogout_host_auth(p_host text, p_secret text) RETURNS FleetHosts
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    given bytea := sha256(convert_to(coalesce(p_secret, ''), 'UTF8'));
+    me FleetHosts;
+BEGIN
+    SELECT * INTO me FROM FleetHosts h WHERE h.Host = p_host;
+    IF me.SecretHash IS NULL OR me.SecretHash <> given THEN
+        RAISE EXCEPTION 'host %: not enrolled or wrong secret', p_host USING ERRCODE = '28000';
+    END IF;
+    RETURN me;
+END $$;
+
+-- What the two read functions return: a header row (schedule columns NULL) with the host's
+-- central labels and upload position (and, from forcelogout_host_current, the newest Version
+-- and its key), then one row per schedule version.
+CREATE TYPE forcelogout_host_row AS (
+    Date text, Id text, GroupName text, UpdateTime text, Schedule text, ScheduleDate text,
+    Time text, Timezone text, Days integer, Immediate boolean, Kick boolean, Event text,
+    Message text, Actor text, Lockout integer, DueAt text, Hosts text, Version bigint,
+    VersionKey uuid, Labels text[], LastReplayId bigint
+);
+
+-- A host's one call per poll interval. History diverged (the version the host stands on is
+-- not on this server: a failover lost it) is SQLSTATE FLRSY, and the host resynchronises.
+-- Bookkeeping is written only when it changed, the heartbeat at most every 5 minutes: an
+-- idle host reads three primary keys and writes nothing.
+CREATE FUNCTION forcelogout_host_poll(p_host text, p_secret text, p_after_version bigint,
+    p_after_key uuid, p_applied_version bigint, p_product text, p_limit integer)
+    RETURNS SETOF forcelogout_host_row
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    me FleetHosts := forcelogout_host_auth(p_host, p_secret);
+BEGIN
+    IF p_after_version > 0 AND NOT EXISTS (SELECT 1 FROM LogoutSchedules s
+            WHERE s.Version = p_after_version AND s.VersionKey = p_after_key) THEN
+        RAISE EXCEPTION 'host %: version % is not in this server''s history', p_host,
+            p_after_version USING ERRCODE = 'FLRSY';
+    END IF;
+    IF me.ScheduleVersion IS DISTINCT FROM p_applied_version
+            OR me.ProductVersion IS DISTINCT FROM p_product
+            OR me.LastContact IS NULL OR me.LastContact < now() - interval '5 minutes' THEN
+        -- Losing this row in a server crash only shows an older position.
+        PERFORM set_config('synchronous_commit', 'off', true);
+        UPDATE FleetHosts h SET
+            AppliedAt = CASE WHEN h.ScheduleVersion = p_applied_version THEN h.AppliedAt
+                        ELSE now() END,
+            ScheduleVersion = p_applied_version, ProductVersion = p_product, LastContact = now()
+        WHERE h.Host = p_host;
+    END IF;
+    RETURN NEXT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, me.Labels, me.LastReplayId)::forcelogout_host_row;
+    RETURN QUERY SELECT s.Date, s.Id, s.GroupName, s.UpdateTime, s.Schedule, s.ScheduleDate,
+        s.Time, s.Timezone, s.Days, s.Immediate, s.Kick, s.Event, s.Message, s.Actor, s.Lockout,
+        s.DueAt, s.Hosts, s.Version, s.VersionKey, NULL::text[], NULL::bigint
+        FROM LogoutSchedules s WHERE s.Version > p_after_version ORDER BY s.Version
+        LIMIT p_limit;
+END $$;
+
+-- For a resynchronisation: the current set (latest version per Id, not deleted) and, in the
+-- header, the newest Version and its key, all of one snapshot (STABLE).
+CREATE FUNCTION forcelogout_host_current(p_host text, p_secret text)
+    RETURNS SETOF forcelogout_host_row
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    me FleetHosts := forcelogout_host_auth(p_host, p_secret);
+    newest LogoutSchedules;
+BEGIN
+    SELECT * INTO newest FROM LogoutSchedules s ORDER BY s.Version DESC LIMIT 1;
+    RETURN NEXT ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL, NULL, newest.Version, newest.VersionKey, me.Labels,
+        me.LastReplayId)::forcelogout_host_row;
+    RETURN QUERY SELECT l.Date, l.Id, l.GroupName, l.UpdateTime, l.Schedule, l.ScheduleDate,
+        l.Time, l.Timezone, l.Days, l.Immediate, l.Kick, l.Event, l.Message, l.Actor, l.Lockout,
+        l.DueAt, l.Hosts, l.Version, l.VersionKey, NULL::text[], NULL::bigint
+        FROM (SELECT DISTINCT ON (s.Id) * FROM LogoutSchedules s ORDER BY s.Id, s.Version DESC) l
+        WHERE l.Event <> 'deleted' ORDER BY l.Version;
+END $$;
+
+-- A batch of the host's events (a JSON array of its local rows), stored with Host = the
+-- authenticated host; an event already there (same EventIdentifier) is skipped, so a batch
+-- sent twice is stored once. Returns the host's new upload position, the batch's highest
+-- ReplayId. One transaction, durable whatever the server's synchronous_commit default.
+CREATE FUNCTION forcelogout_host_upload(p_host text, p_secret text, p_events jsonb)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    me FleetHosts := forcelogout_host_auth(p_host, p_secret);
+    newest bigint;
+BEGIN
+    INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId,
+        EventIdentifier, RelatedEventIdentifier, SessionKey, LoginKey, UserId, ScheduleId,
+        Reason, Service, Tty, RemoteHost, Host)
+    SELECT e."Date", e."Timestamp", e."GroupName", e."Event", e."Immediate", e."Kick",
+        e."ReplayId", e."EventIdentifier", e."RelatedEventIdentifier", e."SessionKey",
+        e."LoginKey", e."UserId", e."ScheduleId", e."Reason", e."Service", e."Tty",
+        e."RemoteHost", me.Host
+    FROM jsonb_to_recordset(p_events) AS e("Date" text, "Timestamp" text, "GroupName" text,
+        "Event" text, "Immediate" boolean, "Kick" boolean, "ReplayId" bigint,
+        "EventIdentifier" text, "RelatedEventIdentifier" text, "SessionKey" text,
+        "LoginKey" text, "UserId" bigint, "ScheduleId" text, "Reason" text, "Service" text,
+        "Tty" text, "RemoteHost" text)
+    ORDER BY e."ReplayId"
+    ON CONFLICT (EventIdentifier) DO NOTHING;
+    SELECT max((x ->> 'ReplayId')::bigint) INTO newest FROM jsonb_array_elements(p_events) x;
+    newest := coalesce(newest, me.LastReplayId);
+    UPDATE FleetHosts h SET LastReplayId = newest, LastContact = now() WHERE h.Host = me.Host;
+    RETURN newest;
+END $$;
+
+REVOKE ALL ON FUNCTION forcelogout_host_auth(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION forcelogout_host_poll(text, text, bigint, uuid, bigint, text, integer)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION forcelogout_host_current(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION forcelogout_host_upload(text, text, jsonb) FROM PUBLIC;
+"#;
+
 /// Run at every `fleet init`, after the migrations: the two group roles and what each may do.
 /// Granting what is already granted changes nothing.
 const ROLES: &str = r#"
@@ -134,16 +285,20 @@ END $$;
 
 const GRANTS: &str = r#"
 REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM PUBLIC;
-GRANT SELECT ON FleetSchema TO forcelogout_admin, forcelogout_host;
+-- Hosts use the functions only: no table, no sequence, not even the schema's version.
+REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM forcelogout_host;
+GRANT SELECT ON FleetSchema TO forcelogout_admin;
 GRANT SELECT, INSERT ON LogoutSchedules TO forcelogout_admin;
 GRANT EXECUTE ON FUNCTION forcelogout_lock_schedules() TO forcelogout_admin;
 GRANT SELECT ON LogoutEvents TO forcelogout_admin;
 GRANT SELECT, DELETE ON FleetHosts TO forcelogout_admin;
-GRANT SELECT ON LogoutSchedules TO forcelogout_host;
-GRANT INSERT ON LogoutEvents TO forcelogout_host;
--- ON CONFLICT (EventIdentifier) needs it; host_reads_own limits it to the host's own rows.
-GRANT SELECT (EventIdentifier) ON LogoutEvents TO forcelogout_host;
-GRANT SELECT, INSERT, UPDATE ON FleetHosts TO forcelogout_host;
+GRANT INSERT (Host, Labels, SecretHash, EnrolledAt),
+    UPDATE (Labels, SecretHash, EnrolledAt) ON FleetHosts TO forcelogout_admin;
+GRANT EXECUTE ON FUNCTION
+    forcelogout_host_poll(text, text, bigint, uuid, bigint, text, integer),
+    forcelogout_host_current(text, text),
+    forcelogout_host_upload(text, text, jsonb)
+    TO forcelogout_host;
 "#;
 
 /// What `fleet init` did.

@@ -10,6 +10,8 @@ pub mod fleet;
 #[cfg(feature = "fleet")]
 mod fleet_channel;
 #[cfg(feature = "fleet")]
+mod fleet_enrolment;
+#[cfg(feature = "fleet")]
 mod fleet_host;
 mod fleet_local;
 #[cfg(feature = "fleet")]
