@@ -1,6 +1,7 @@
 //! The fleet (SPEC §9) against a real PostgreSQL 15 started by the test: the central schema
-//! and its two roles, schedules going down to exactly the selected hosts, logouts everywhere,
-//! events going up exactly once through an outage and a SIGKILL.
+//! and its two roles, hosts' identities (enrol, renew, retire), schedules going down to exactly
+//! the selected hosts, logouts everywhere, events going up exactly once through an outage and
+//! a SIGKILL, and a host resynchronising after its version was lost.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,11 +12,14 @@ use forcelogout_tests::postgres::{unavailable, Postgres};
 use forcelogout_tests::{ctl_path, query, PamStack};
 
 const ADMIN: &str = "flt_admin";
+/// The login every host shares (its identity is its secret).
+const LINK: &str = "forcelogout_link";
 
-/// A running central database with the schema, and an administrator's login.
+/// A running central database with the schema, an administrator's login and the hosts' one.
 struct Fleet {
     pg: Postgres,
     admin_passfile: PathBuf,
+    link_passfile: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -28,6 +32,17 @@ struct Host {
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The output, after checking that the command succeeded.
+fn ok_output(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 fn ok(out: Output) -> String {
@@ -57,6 +72,7 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let fleet = Fleet {
             admin_passfile: PathBuf::new(),
+            link_passfile: PathBuf::new(),
             pg,
             dir,
         };
@@ -64,10 +80,55 @@ impl Fleet {
         let admin_passfile = fleet
             .pg
             .create_login(ADMIN, "forcelogout_admin", fleet.dir.path());
+        let link_passfile = fleet
+            .pg
+            .create_login(LINK, "forcelogout_host", fleet.dir.path());
         Some(Fleet {
             admin_passfile,
+            link_passfile,
             ..fleet
         })
+    }
+
+    /// The URL hosts use: the shared link login.
+    fn link_url(&self) -> String {
+        self.pg.tcp_url(LINK, &self.link_passfile)
+    }
+
+    /// `fleet enrol NAME --labels ... --secret-file DIR/NAME.secret`: the host's [fleet]
+    /// lines, as printed, and its secret file.
+    fn enrol(&self, name: &str, labels: &[&str], dir: &Path) -> (String, PathBuf) {
+        let secret_file = dir.join(format!("{name}.secret"));
+        let lines = ok(self.admin(&[
+            "fleet",
+            "enrol",
+            name,
+            "--labels",
+            &labels.join(","),
+            "--secret-file",
+            secret_file.to_str().unwrap(),
+            "--host-url",
+            &self.link_url(),
+        ]));
+        (lines, secret_file)
+    }
+
+    /// `forcelogout_host_poll` called by the link login with this name and secret: its
+    /// output, or the error.
+    fn poll_as(&self, host: &str, secret: &str) -> Result<String, String> {
+        let out = self.pg.psql_as(
+            LINK,
+            &self.link_passfile,
+            &format!(
+                "SELECT Labels, LastReplayId FROM forcelogout_host_poll('{host}', '{secret}', \
+                 0, NULL, 0, 'test', 10) LIMIT 1"
+            ),
+        );
+        if out.status.success() {
+            Ok(text(&out))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// `forcelogoutctl --fleet URL ARGS` with no configuration file.
@@ -89,20 +150,11 @@ impl Fleet {
         self.ctl_url(&self.pg.tcp_url(ADMIN, &self.admin_passfile), args)
     }
 
+    /// An enrolled host with a running daemon, configured with the lines `fleet enrol` printed.
     fn host(&self, name: &str, labels: &[&str]) -> Host {
         let stack = PamStack::standard("");
-        let passfile = self
-            .pg
-            .create_login(name, "forcelogout_host", stack.dir.path());
-        let labels: Vec<String> = labels.iter().map(|l| format!("\"{l}\"")).collect();
-        let daemon = Daemon::start(
-            &stack.db,
-            &format!(
-                "immediate_warning = \"1s\"\n[fleet]\nurl = \"{}\"\nhost = \"{name}\"\nlabels = [{}]\n",
-                self.pg.tcp_url(name, &passfile),
-                labels.join(", ")
-            ),
-        );
+        let (lines, _) = self.enrol(name, labels, stack.dir.path());
+        let daemon = Daemon::start(&stack.db, &format!("immediate_warning = \"1s\"\n{lines}"));
         Host {
             name: name.to_string(),
             stack,
@@ -207,15 +259,36 @@ fn init_is_idempotent_and_the_roles_hold() {
     );
 
     let dir = fleet.dir.path();
-    let lab1 = pg.create_login("lab1", "forcelogout_host", dir);
-    pg.psql("INSERT INTO FleetHosts (Host, LastReplayId) VALUES ('lab2', 7)");
+    let (_, lab1_file) = fleet.enrol("lab1", &["lab"], dir);
+    let (_, lab2_file) = fleet.enrol("lab2", &["lab"], dir);
+    let lab1 = std::fs::read_to_string(&lab1_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let lab2 = std::fs::read_to_string(&lab2_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let link = |sql: &str| pg.psql_as(LINK, &fleet.link_passfile, sql);
     let refusal = |sql: &str, expected: &str| {
-        let out = pg.psql_as("lab1", &lab1, sql);
+        let out = link(sql);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sql}: accepted");
         assert!(err.contains(expected), "{sql}: {err}");
     };
-    // A host can neither issue logouts nor rewrite history nor speak for another host.
+    // The host login touches no table: it can neither issue logouts nor rewrite or read
+    // history nor speak for another host.
+    for table in [
+        "logoutschedules",
+        "logoutevents",
+        "fleethosts",
+        "fleetschema",
+    ] {
+        refusal(
+            &format!("SELECT count(*) FROM {table}"),
+            &format!("permission denied for table {table}"),
+        );
+    }
     refusal(
         "INSERT INTO LogoutSchedules (Date, Id, GroupName, UpdateTime, Schedule, Time, Timezone, \
          Immediate, Kick, Event, Actor) VALUES ('2026-11-23', 'x', '*', 't', 'Daily', '10:00', \
@@ -223,56 +296,58 @@ fn init_is_idempotent_and_the_roles_hold() {
         "permission denied for table logoutschedules",
     );
     refusal(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e1', 'lab2')",
+        "permission denied for table logoutevents",
+    );
+    refusal(
+        "UPDATE FleetHosts SET LastReplayId = 99",
+        "permission denied for table fleethosts",
+    );
+    refusal(
         "DELETE FROM LogoutEvents",
         "permission denied for table logoutevents",
     );
     refusal(
-        "UPDATE LogoutEvents SET GroupName = 'nobody'",
-        "permission denied for table logoutevents",
+        "SELECT forcelogout_host_auth('lab1', 'x')",
+        "permission denied for function forcelogout_host_auth",
     );
-    refusal(
-        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
-         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
-         'e1', 'lab2')",
-        "violates row-level security policy",
-    );
-    refusal(
-        "INSERT INTO FleetHosts (Host) VALUES ('lab3')",
-        "violates row-level security policy",
-    );
-    // Its own row it may write; another's it cannot even see to update.
-    ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "INSERT INTO FleetHosts (Host) VALUES ('lab1')",
-    ));
-    refusal(
-        "UPDATE FleetHosts SET Host = 'lab2' WHERE Host = 'lab1'",
-        "violates row-level security policy",
-    );
-    let out = ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "UPDATE FleetHosts SET LastReplayId = 99 WHERE Host = 'lab2'",
-    ));
-    assert_eq!(out.trim(), "UPDATE 0");
+    // The functions know each host by its secret: a wrong one, or another host's, is refused
+    // by PostgreSQL itself (SQLSTATE 28000).
+    assert_eq!(fleet.poll_as("lab1", &lab1).unwrap().trim(), "{lab}|0");
+    for (host, secret) in [
+        ("lab1", "0".repeat(64)),
+        ("lab1", lab2.clone()),
+        ("lab2", lab1.clone()),
+        ("lab3", lab1.clone()),
+    ] {
+        let err = fleet.poll_as(host, &secret).unwrap_err();
+        assert!(
+            err.contains("not enrolled or wrong secret"),
+            "{host}: {err}"
+        );
+    }
+    // An upload is stored under the authenticated host, whatever the rows say.
+    let upload = |secret: &str, identifier: &str| {
+        link(&format!(
+            "SELECT forcelogout_host_upload('lab1', '{secret}', '[{{\"Date\": \"2026-11-23\", \
+             \"Timestamp\": \"t\", \"GroupName\": \"alice\", \"Event\": \"online\", \
+             \"Immediate\": false, \"Kick\": false, \"ReplayId\": 5, \
+             \"EventIdentifier\": \"{identifier}\", \"Host\": \"lab2\"}}]')"
+        ))
+    };
+    assert_eq!(text(&ok_output(upload(&lab1, "e1"))).trim(), "5");
+    assert!(!upload(&lab2, "e2").status.success());
     assert_eq!(
-        pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab2'")
+        pg.psql("SELECT Host, ReplayId FROM LogoutEvents").trim(),
+        "lab1|5"
+    );
+    assert_eq!(
+        pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab1'")
             .trim(),
-        "7"
+        "5"
     );
-    refusal(
-        "DELETE FROM FleetHosts",
-        "permission denied for table fleethosts",
-    );
-    // Its own events it may insert.
-    ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
-         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
-         'e1', 'lab1')",
-    ));
     // The administrator writes schedules, and cannot rewrite events either.
     let admin = |sql: &str| pg.psql_as(ADMIN, &fleet.admin_passfile, sql);
     assert!(!admin("DELETE FROM LogoutEvents").status.success());
@@ -306,10 +381,8 @@ fn init_is_idempotent_and_the_roles_hold() {
     let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("chmod 600"), "{err}");
-    let (code, err) = refused(&fleet.ctl_url(
-        &pg.tcp_url("lab1", &lab1),
-        &["logout", "games", "--hosts", "*"],
-    ));
+    let (code, err) =
+        refused(&fleet.ctl_url(&fleet.link_url(), &["logout", "games", "--hosts", "*"]));
     assert_eq!(code, 4, "the host role issued a logout: {err}");
     let (code, err) = refused(&fleet.admin(&["logout", "games", "--hosts", "@"]));
     assert_eq!(code, 2, "{err}");
@@ -580,16 +653,8 @@ fn a_daemon_killed_in_the_middle_of_an_upload_leaves_no_duplicate_and_no_gap() {
             ))
             .unwrap();
     }
-    let passfile = fleet
-        .pg
-        .create_login("lab9", "forcelogout_host", stack.dir.path());
-    let mut daemon = Daemon::start(
-        &stack.db,
-        &format!(
-            "[fleet]\nurl = \"{}\"\nhost = \"lab9\"\n",
-            fleet.pg.tcp_url("lab9", &passfile)
-        ),
-    );
+    let (lines, _) = fleet.enrol("lab9", &[], stack.dir.path());
+    let mut daemon = Daemon::start(&stack.db, &lines);
     let count = || fleet.count("SELECT count(*) FROM LogoutEvents");
     assert!(
         wait_until(Duration::from_secs(60), || count() > 0),
@@ -676,4 +741,181 @@ fn tls_is_verified_as_libpq_users_expect() {
     // Without TLS the server's pg_hba.conf has no line for us: a refused login.
     let (code, err) = refused(&list(url("127.0.0.1", "disable", None)));
     assert_eq!(code, 4, "{err}");
+}
+
+#[test]
+fn enrol_renew_and_retire_give_and_take_a_hosts_identity() {
+    let Some(fleet) = Fleet::start() else { return };
+    let dir = fleet.dir.path();
+    let (lines, secret_file) = fleet.enrol("lab5", &["lab", "floor2"], dir);
+    assert!(lines.starts_with("[fleet]\nurl = "), "{lines}");
+    assert!(lines.contains("host = \"lab5\""), "{lines}");
+    assert!(
+        lines.contains(&format!("secret_file = \"{}\"", secret_file.display())),
+        "{lines}"
+    );
+    let mode = std::fs::metadata(&secret_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let first = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(first.len(), 64);
+    assert_eq!(
+        fleet.poll_as("lab5", &first).unwrap().trim(),
+        "{lab,floor2}|0"
+    );
+
+    // Enrolled already: refused without --renew, and an existing secret file is never
+    // replaced (nothing changes centrally either).
+    let (code, err) = refused(&fleet.admin(&["fleet", "enrol", "lab5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--renew"), "{err}");
+    let (code, err) = refused(&fleet.admin(&[
+        "fleet",
+        "enrol",
+        "lab6",
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        fleet.count("SELECT count(*) FROM FleetHosts WHERE Host = 'lab6'"),
+        0
+    );
+    assert!(fleet.poll_as("lab5", &first).is_ok());
+
+    // Renewed: a new secret, printed for configuration management; the old one stops working.
+    let out = ok(fleet.admin(&[
+        "--json", "fleet", "enrol", "lab5", "--renew", "--labels", "office",
+    ]));
+    let renewed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(renewed["Renewed"], true, "{out}");
+    assert_eq!(renewed["Labels"], serde_json::json!(["office"]), "{out}");
+    assert_eq!(
+        renewed["SecretFile"], "/etc/forcelogout/fleet.secret",
+        "{out}"
+    );
+    assert!(
+        renewed["Url"]
+            .as_str()
+            .unwrap()
+            .contains("user=forcelogout_link"),
+        "{out}"
+    );
+    let second = renewed["Secret"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert!(fleet.poll_as("lab5", &first).is_err());
+    assert_eq!(fleet.poll_as("lab5", &second).unwrap().trim(), "{office}|0");
+    // Without --labels a renewal keeps them.
+    let out = ok(fleet.admin(&["--json", "fleet", "enrol", "lab5", "--renew"]));
+    let third: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(third["Labels"], serde_json::json!(["office"]), "{out}");
+    let hosts = ok(fleet.admin(&["fleet", "hosts"]));
+    assert!(
+        hosts.contains("lab5") && hosts.contains("office"),
+        "{hosts}"
+    );
+
+    // Retired: the row goes, the secret with it; its events stay.
+    let third = third["Secret"].as_str().unwrap().to_string();
+    fleet.pg.psql(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e-lab5', 'lab5')",
+    );
+    ok(fleet.admin(&["fleet", "retire", "lab5"]));
+    assert!(fleet.poll_as("lab5", &third).is_err());
+    assert_eq!(
+        fleet.count("SELECT count(*) FROM LogoutEvents WHERE Host = 'lab5'"),
+        1
+    );
+    let (code, err) = refused(&fleet.admin(&["fleet", "retire", "lab5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not enrolled"), "{err}");
+}
+
+#[test]
+fn a_host_drops_a_version_a_failover_lost_and_takes_the_reissued_one() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab"]);
+    let limit = Duration::from_secs(30);
+    let add = |group: &str, hosts: &str| {
+        first_line(&ok(fleet.admin(&[
+            "schedule", "add", "--group", group, "--daily", "--at", "18:00", "--tz", "UTC",
+            "--hosts", hosts,
+        ])))
+    };
+    let kept = add("students", "*");
+    let lost = add("staff", "@lab");
+    assert!(
+        wait_until(limit, || lab1.has_current(&kept) && lab1.has_current(&lost)),
+        "{}",
+        lab1.daemon.log()
+    );
+    // The server loses version 2 (as an asynchronous standby promoted before it had it), and
+    // numbers the next version 2 again.
+    fleet.pg.psql(
+        "DELETE FROM LogoutSchedules WHERE Version = 2; \
+         SELECT setval('logoutschedules_version', 1)",
+    );
+    let reissued = add("guests", "lab1");
+    assert_eq!(
+        fleet.count(&format!(
+            "SELECT Version FROM LogoutSchedules WHERE Id = '{reissued}'"
+        )),
+        2
+    );
+    assert!(
+        wait_until(limit, || lab1.has_current(&reissued)
+            && !lab1.has_current(&lost)
+            && lab1.has_current(&kept)),
+        "{}",
+        lab1.daemon.log()
+    );
+    assert_eq!(lab1.versions(&lost), ["created", "deleted"]);
+    assert!(
+        wait_until(limit, || lab1.daemon.log().contains("resynchronised")),
+        "{}",
+        lab1.daemon.log()
+    );
+    // Labels are central: a renewal with other labels moves the host off @lab schedules.
+    let lab_only = add("lab-users", "@lab");
+    assert!(wait_until(limit, || lab1.has_current(&lab_only)));
+    ok(fleet.admin(&[
+        "fleet",
+        "enrol",
+        "lab1",
+        "--renew",
+        "--labels",
+        "office",
+        "--secret-file",
+        lab1.stack
+            .dir
+            .path()
+            .join("renewed.secret")
+            .to_str()
+            .unwrap(),
+    ]));
+    // The host still has the old secret: it is refused until its file is replaced.
+    assert!(wait_until(limit, || {
+        let status = ok(lab1.daemon.ctl(&["fleet", "status", "--json"]));
+        status.contains("wrong secret")
+    }));
+    std::fs::rename(
+        lab1.stack.dir.path().join("renewed.secret"),
+        lab1.stack.dir.path().join("lab1.secret"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(limit, || !lab1.has_current(&lab_only)
+            && lab1.has_current(&kept)),
+        "{}",
+        lab1.daemon.log()
+    );
+    let status = ok(lab1.daemon.ctl(&["fleet", "status"]));
+    assert!(status.contains("Labels:     office"), "{status}");
 }
