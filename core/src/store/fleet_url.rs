@@ -11,6 +11,7 @@ use std::time::Duration;
 use postgres::config::{Host, SslMode, SslNegotiation};
 
 use super::fleet::{FleetDb, FleetTls};
+use super::fleet_host::HostDb;
 use super::fleet_tls::TlsSettings;
 use crate::error::Error;
 
@@ -140,6 +141,16 @@ impl FleetUrl {
 
     /// Opens a connection with a `tls()` built before.
     pub fn connect_with(&self, tls: &FleetTls) -> Result<FleetDb, Error> {
+        FleetDb::open(&self.client_config(tls)?, tls.clone(), self.endpoint())
+    }
+
+    /// Opens a host link's connection (through a pooler, possibly) with a `tls()` built before.
+    pub fn connect_host(&self, tls: &FleetTls) -> Result<HostDb, Error> {
+        HostDb::open(&self.client_config(tls)?, tls.clone(), self.endpoint())
+    }
+
+    /// The client's configuration for a connection: TLS as `tls` does it, the password.
+    fn client_config(&self, tls: &FleetTls) -> Result<postgres::Config, Error> {
         let mut config = self.config.clone();
         if tls.is_local() {
             config.ssl_mode(SslMode::Disable);
@@ -156,7 +167,7 @@ impl FleetUrl {
         if let Some(password) = self.password()? {
             config.password(password);
         }
-        FleetDb::open(&config, tls.clone(), self.endpoint())
+        Ok(config)
     }
 
     /// The password from the password file (libpq's format and lookup: `passfile=`, else
@@ -224,7 +235,8 @@ fn hosts_are_local(config: &mut postgres::Config) -> Result<bool, String> {
 
 /// The link's guards against a server or network that stalls: the connect timeout (5 s unless
 /// the URL says), TCP_USER_TIMEOUT and keepalives (unless the URL says). The statement and
-/// lock timeouts are set on each connection (`FleetDb::open`); a server that goes silent
+/// lock timeouts are set on each administrator's connection (`FleetDb::open`; the host link
+/// sets nothing in its sessions, which a pooler shares); a server that goes silent
 /// after a request is noticed by the channel (`fleet_channel`).
 fn set_link_timeouts(config: &mut postgres::Config) {
     if config.get_connect_timeout().is_none() {
@@ -365,16 +377,16 @@ fn split_uri(text: &str) -> Result<(String, Vec<(String, String)>), String> {
     Ok((rest, extracted))
 }
 
-type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+pub(super) type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
 
-fn skip_spaces(chars: &mut Chars<'_>) {
+pub(super) fn skip_spaces(chars: &mut Chars<'_>) {
     while chars.peek().is_some_and(|c| c.is_whitespace()) {
         chars.next();
     }
 }
 
 /// A value of a `key=value` string: quoted (`'…'`, with `\` escapes) or up to a space.
-fn read_value(chars: &mut Chars<'_>, key: &str) -> Result<String, String> {
+pub(super) fn read_value(chars: &mut Chars<'_>, key: &str) -> Result<String, String> {
     let mut value = String::new();
     if chars.peek() == Some(&'\'') {
         chars.next();
