@@ -33,6 +33,8 @@ const PAGES_WITH_EXAMPLES: &[&str] = &[
     "forcelogoutctl-fleet-init",
     "forcelogoutctl-fleet-hosts",
     "forcelogoutctl-fleet-status",
+    "forcelogoutctl-fleet-enrol",
+    "forcelogoutctl-fleet-retire",
     "pam_forcelogout",
     "forcelogout.toml",
     "forcelogout-sql",
@@ -464,6 +466,13 @@ fn the_configuration_page_describes_every_key_the_parser_takes() {
     // The [fleet] table has a section of its own.
     assert!(top.remove("fleet"), "the parser takes [fleet]");
     assert_eq!(page_keys(&page.sections["KEYS"]), top);
-    let fleet = parser_keys("[fleet]\nurl = \"host=db\"\nnot_a_key = 1\n");
+    let mut fleet = parser_keys("[fleet]\nurl = \"host=db\"\nnot_a_key = 1\n");
+    // `labels` is known only to be refused with its own message: labels are central now.
+    let refused =
+        forcelogout_core::config::Config::parse("[fleet]\nurl = \"host=db\"\nlabels = []\n")
+            .expect_err("[fleet] labels is refused")
+            .to_string();
+    assert!(refused.contains("fleet.labels"), "{refused}");
+    fleet.remove("labels");
     assert_eq!(page_keys(&page.sections["THE [FLEET] TABLE"]), fleet);
 }

@@ -183,6 +183,26 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         )],
     ),
     (
+        "fleet enrol",
+        &[
+            (
+                "Enrol lab1 with two labels; print its [fleet] section, write its secret to a file:",
+                "forcelogoutctl --fleet fleet enrol lab1 --labels lab,floor2 --secret-file lab1.secret",
+            ),
+            (
+                "Give lab1 a new secret and new labels (the old secret stops working at once):",
+                "forcelogoutctl --fleet fleet enrol lab1 --labels lab --renew",
+            ),
+        ],
+    ),
+    (
+        "fleet retire",
+        &[(
+            "Take lab1 out of the fleet (its events stay):",
+            "forcelogoutctl --fleet fleet retire lab1",
+        )],
+    ),
+    (
         "fleet status",
         &[("This host's link to the fleet:", "forcelogoutctl fleet status")],
     ),
