@@ -1,7 +1,7 @@
 //! The daemon's writing side of the session socket: group commit, and a store that is busy.
 
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::server::{send_reply, QueuedWrite};
 use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH};
 use crate::error::Error;
-use crate::store::{SessionWrite, SessionWritten, Store};
+use crate::store::{Access, SessionWrite, SessionWritten, Store, SESSION_WRITER_CHECKPOINT_AT};
 
 /// The longest the writer waits on another process's write lock in one attempt: a write
 /// whose module still waits is answered `Queued` before its deadline instead.
@@ -41,15 +41,20 @@ pub struct SessionWriter {
     pause: Duration,
     /// Whether the last attempt failed (the failure is logged once, not at every attempt).
     stalled: bool,
+    /// Wakes the checkpointer once the WAL has grown past `SESSION_WRITER_CHECKPOINT_AT`;
+    /// `None` where it could not start (the writer then copies the WAL itself at its bound).
+    checkpointer: Option<SyncSender<()>>,
 }
 
 impl SessionWriter {
     pub fn new(store: Store) -> SessionWriter {
+        let checkpointer = start_checkpointer(&store);
         SessionWriter {
             store,
             waiting: Vec::new(),
             pause: FIRST_PAUSE,
             stalled: false,
+            checkpointer,
         }
     }
 
@@ -87,6 +92,12 @@ impl SessionWriter {
                 }
                 self.pause = FIRST_PAUSE;
                 self.stalled = false;
+                if self.store.wal_bytes() > SESSION_WRITER_CHECKPOINT_AT {
+                    if let Some(checkpointer) = &self.checkpointer {
+                        // Full: a checkpoint is asked for already.
+                        let _ = checkpointer.try_send(());
+                    }
+                }
             }
             Err(e) => {
                 self.keep_waiting(clock(), log);
@@ -162,6 +173,24 @@ impl SessionWriter {
     }
 }
 
+/// The session writer's checkpointer: a thread with a connection of its own that copies the
+/// WAL into the database whenever the writer asks, beside its commits, so that a login's
+/// commit never waits for that copy or its fsync of the database file. A failed or partial
+/// copy is left to the next request, and to the writer's own bound. It ends with the writer.
+fn start_checkpointer(writer: &Store) -> Option<SyncSender<()>> {
+    let store = Store::open(writer.path(), Access::ReadWrite, LONGEST_BUSY_WAIT).ok()?;
+    let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("checkpoints".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                let _ = store.checkpoint();
+            }
+        })
+        .ok()?;
+    Some(ask)
+}
+
 impl From<QueuedWrite> for Waiting {
     fn from(queued: QueuedWrite) -> Waiting {
         Waiting {
@@ -218,11 +247,14 @@ pub(super) fn record(
 fn write_of(request: &Request) -> Option<SessionWrite<'_>> {
     Some(match &request.action {
         Action::Open {
-            session_key, login, ..
+            session_key,
+            login,
+            notices,
         } => SessionWrite::Open {
             session_key,
             login,
             process: &request.process,
+            shows_notices: *notices,
             now: request.now,
         },
         Action::Close { session_key } => SessionWrite::Close {
