@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::server::{send_reply, QueuedWrite};
 use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH};
 use crate::error::Error;
-use crate::store::{Access, SessionWrite, SessionWritten, Store, SESSION_WRITER_CHECKPOINT_AT};
+use crate::store::{Access, SessionWrite, SessionWritten, Store};
 
 /// The longest the writer waits on another process's write lock in one attempt: a write
 /// whose module still waits is answered `Queued` before its deadline instead.
@@ -20,6 +20,9 @@ const ANSWERED_BUSY_WAIT: Duration = Duration::from_millis(100);
 /// A write is answered `Queued` this long before its module stops waiting (the reply has to
 /// reach it).
 const REPLY_MARGIN: Duration = Duration::from_millis(100);
+/// The session writes after which the writer asks its checkpointer to copy the WAL: about 200
+/// frames (a write is 6 to 12). Counted, because the WAL's file keeps its size between cycles.
+const WRITES_PER_CHECKPOINT: usize = 24;
 /// Pauses between attempts on a busy store: from the first to the longest, doubling.
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
@@ -41,9 +44,11 @@ pub struct SessionWriter {
     pause: Duration,
     /// Whether the last attempt failed (the failure is logged once, not at every attempt).
     stalled: bool,
-    /// Wakes the checkpointer once the WAL has grown past `SESSION_WRITER_CHECKPOINT_AT`;
-    /// `None` where it could not start (the writer then copies the WAL itself at its bound).
+    /// Wakes the checkpointer every `WRITES_PER_CHECKPOINT` writes; `None` where it could not
+    /// start (the writer then copies the WAL itself at its bound).
     checkpointer: Option<SyncSender<()>>,
+    /// Writes committed since the checkpointer was last woken.
+    since_checkpoint: usize,
 }
 
 impl SessionWriter {
@@ -55,6 +60,7 @@ impl SessionWriter {
             pause: FIRST_PAUSE,
             stalled: false,
             checkpointer,
+            since_checkpoint: 0,
         }
     }
 
@@ -85,6 +91,7 @@ impl SessionWriter {
                         self.waiting.len()
                     ));
                 }
+                self.since_checkpoint += self.waiting.len();
                 for (waiting, reply) in self.waiting.drain(..).zip(replies) {
                     if let Some(stream) = waiting.reply_to {
                         send_reply(&stream, &reply, log);
@@ -92,12 +99,7 @@ impl SessionWriter {
                 }
                 self.pause = FIRST_PAUSE;
                 self.stalled = false;
-                if self.store.wal_bytes() > SESSION_WRITER_CHECKPOINT_AT {
-                    if let Some(checkpointer) = &self.checkpointer {
-                        // Full: a checkpoint is asked for already.
-                        let _ = checkpointer.try_send(());
-                    }
-                }
+                self.ask_for_checkpoint();
             }
             Err(e) => {
                 self.keep_waiting(clock(), log);
@@ -111,6 +113,19 @@ impl SessionWriter {
             }
         }
         Ok(())
+    }
+
+    /// Wakes the checkpointer once enough writes are in the WAL (after the replies: the copy
+    /// runs beside the next commits, never before a reply).
+    fn ask_for_checkpoint(&mut self) {
+        if self.since_checkpoint < WRITES_PER_CHECKPOINT {
+            return;
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            // Full: a copy is asked for already.
+            let _ = checkpointer.try_send(());
+        }
+        self.since_checkpoint = 0;
     }
 
     /// Takes queued writes up to `MAX_BATCH` held: waits for one when none is held, and at
@@ -178,6 +193,9 @@ impl SessionWriter {
 /// commit never waits for that copy or its fsync of the database file. A failed or partial
 /// copy is left to the next request, and to the writer's own bound. It ends with the writer.
 fn start_checkpointer(writer: &Store) -> Option<SyncSender<()>> {
+    if writer.path() == std::path::Path::new(":memory:") {
+        return None;
+    }
     let store = Store::open(writer.path(), Access::ReadWrite, LONGEST_BUSY_WAIT).ok()?;
     let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()

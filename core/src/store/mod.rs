@@ -58,13 +58,14 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WAL_LIMIT_BYTES: u64 = 32 + 64 * (4096 + 24);
 /// The bound for the daemon's session writer instead (see `Store::for_session_writer`): 1024
 /// frames, where it copies the WAL itself before a write. Its checkpointer (a connection of
-/// its own, off the logins' path) copies it from `SESSION_WRITER_CHECKPOINT_AT` on, so the
-/// writer's commits carry no copy and no fsync of the database file; and the WAL's file keeps
-/// its size from one cycle to the next, so a commit's fdatasync carries no change of size.
-/// While the daemon runs no process opens the store alone, so nothing re-reads the WAL.
+/// its own, off the logins' path) copies it every couple of hundred frames, so the writer's
+/// commits carry no copy and no fsync of the database file; and the WAL's file keeps its size
+/// from one cycle to the next, so a commit's fdatasync carries no change of size. While the
+/// daemon runs no process opens the store alone, so nothing re-reads the WAL.
 pub const SESSION_WRITER_WAL_LIMIT_BYTES: u64 = 32 + 1024 * (4096 + 24);
-/// The WAL size from which the session writer's checkpointer copies the WAL: 256 frames.
-pub const SESSION_WRITER_CHECKPOINT_AT: u64 = 32 + 256 * (4096 + 24);
+/// The WAL frames after which a connection of the PAM module copies the WAL into the
+/// database: the bound less room for one login's write (about a dozen frames).
+pub const ONE_CALL_CHECKPOINT_FRAMES: i64 = 48;
 /// The largest WAL a connection opened for one PAM call copies before writing: a WAL grown
 /// far past the bound (a prune, or a reader that held its snapshot for long) is left to the
 /// next long-lived writer, so that a login never pays for copying it.
@@ -264,10 +265,21 @@ impl Store {
         &self.path
     }
 
-    /// For a connection that makes one call's writes (the PAM module's): it copies a WAL
-    /// into the database before writing only up to `ONE_CALL_CHECKPOINT_CAP`.
+    /// For a connection that makes one login's writes (the PAM module's): it copies a WAL
+    /// into the database before writing only up to `ONE_CALL_CHECKPOINT_CAP`; and after a
+    /// commit that leaves `ONE_CALL_CHECKPOINT_FRAMES` or more in the WAL (SQLite's automatic
+    /// checkpoint, which counts frames, not the file's size), so that the WAL's file stays
+    /// below `WAL_LIMIT_BYTES` and is overwritten in place from one cycle to the next: no
+    /// truncation, and no commit whose sync has to record a change of the file's size.
     pub fn for_one_call(mut self) -> Store {
         self.checkpoint_cap = ONE_CALL_CHECKPOINT_CAP;
+        let frames = if self.wal_bytes() > ONE_CALL_CHECKPOINT_CAP {
+            0
+        } else {
+            ONE_CALL_CHECKPOINT_FRAMES
+        };
+        // Only the moment of the copy depends on it: a failure leaves SQLite's default.
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", frames);
         self
     }
 
