@@ -89,11 +89,27 @@ fn too_late() -> Reply {
     Reply::Declined("the module stopped waiting".into())
 }
 
-/// An open or a close to record, and the notices its reply will carry (worked out before the
-/// write is queued).
+/// An open or a close to record, and the notices its reply will carry: worked out by the
+/// reading side, while the writing side commits (`coming`), or before the write is queued.
 struct WriteRequest {
     request: Box<Request>,
     notices: Vec<String>,
+    coming: Option<std::sync::mpsc::Receiver<Vec<String>>>,
+}
+
+/// The longest the writing side waits for an open's notices after its commit: the reading
+/// side works them out right after queueing the write; past this the reply goes without.
+const NOTICES_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl WriteRequest {
+    /// The notices for the reply, once the reading side has them (see `NOTICES_WAIT`).
+    fn take_notices(&mut self) -> Vec<String> {
+        let mut notices = std::mem::take(&mut self.notices);
+        if let Some(coming) = self.coming.take() {
+            notices.extend(coming.recv_timeout(NOTICES_WAIT).unwrap_or_default());
+        }
+        notices
+    }
 }
 
 #[cfg(test)]

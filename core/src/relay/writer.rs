@@ -181,7 +181,7 @@ impl SessionWriter {
                 send_reply(&stream, &too_late(), log);
                 return false;
             }
-            let notices = std::mem::take(&mut waiting.write.notices);
+            let notices = waiting.write.take_notices();
             send_reply(&stream, &Reply::Queued { notices }, log);
             true
         });
@@ -247,7 +247,7 @@ pub(super) fn record(
         replies[index] = match outcome {
             Ok(SessionWritten::Opened(opened)) => Reply::Opened {
                 opened,
-                notices: std::mem::take(&mut w.write.notices),
+                notices: w.write.take_notices(),
             },
             Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
             Ok(SessionWritten::TooLate) => too_late(),
