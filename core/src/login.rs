@@ -19,6 +19,9 @@ use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
 use crate::text::sanitize_for_terminal;
 
+mod kept_store;
+pub use kept_store::KeptStore;
+
 /// What the PAM adapter gives the logic: the handle's items, data, conversation and syslog.
 pub trait PamHandler {
     fn user(&self) -> Result<String, Error>;
@@ -45,69 +48,6 @@ pub trait PamHandler {
     fn keep_store(&mut self, kept: KeptStore) {
         kept.release();
     }
-}
-
-/// A store one hook of a login leaves open for the next hooks of the same handle (`account`,
-/// `open_session`, `close_session`), so that a login opens the store once, not three times:
-/// opening it costs more than the login's two commits (SQLite reads the schema, and a
-/// process alone with the store rebuilds the WAL's index). Fork-safe: only the process that
-/// opened it ever uses or closes it; in another (a child that inherited the handle) it is
-/// left untouched and never closed. Used only while the file at the path is the one opened.
-pub struct KeptStore {
-    owner: u32,
-    file: (u64, u64),
-    store: Option<Store>,
-}
-
-impl KeptStore {
-    fn new(store: Store) -> Option<KeptStore> {
-        let file = file_id(store.path())?;
-        Some(KeptStore {
-            owner: std::process::id(),
-            file,
-            store: Some(store),
-        })
-    }
-
-    /// The store kept for `db`, taken out; `None` in another process, for another path, or
-    /// when the file there is no longer the one opened (replaced, removed).
-    fn take(&mut self, db: &std::path::Path) -> Option<Store> {
-        if self.owner != std::process::id() {
-            return None;
-        }
-        let store = self.store.take()?;
-        (store.path() == db && file_id(db) == Some(self.file)).then_some(store)
-    }
-
-    /// Keeps `store` in this slot, in place of what it held (which is closed, or, from
-    /// another process, left alone).
-    fn put(&mut self, store: Store) {
-        let Some(file) = file_id(store.path()) else {
-            return;
-        };
-        if self.owner != std::process::id() {
-            std::mem::forget(self.store.take());
-        }
-        *self = KeptStore {
-            owner: std::process::id(),
-            file,
-            store: Some(store),
-        };
-    }
-
-    /// At the handle's end: closes the store in the process that opened it; in another one
-    /// it is never touched (SQLite's connections must not cross a fork) and its memory is
-    /// left to the process's exit or exec.
-    pub fn release(mut self) {
-        if self.owner != std::process::id() {
-            std::mem::forget(self.store.take());
-        }
-    }
-}
-
-fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The store kept in the handle for `args.db`, with this hook's busy timeout.

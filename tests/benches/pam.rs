@@ -25,17 +25,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use forcelogout_core::config::Config;
-use forcelogout_core::policy;
-use forcelogout_core::relay;
 use forcelogout_core::schedule::{RecurrenceInput, ScheduleInput};
-use forcelogout_core::sessions::{LoginFacts, ProcessFacts};
-use forcelogout_core::store::{Access, RemovalReason, Store};
+use forcelogout_core::store::{Access, Store};
 use forcelogout_tests::daemon::Daemon;
 use forcelogout_tests::{is_root, Login, PamStack, Transcript, USERS};
 
+#[path = "pam/breakdown.rs"]
+mod breakdown;
 #[path = "pam/wtmpdb.rs"]
 mod wtmpdb;
+
+use breakdown::{breakdown, rows_floor};
 
 const LOGINS_PER_ROUND: usize = 100;
 const PARALLEL_LOGINS: usize = 200;
@@ -194,36 +194,14 @@ fn main() {
     }
     let (stacks, daemon, down_config) = stacks();
 
-    // The durable commits a login needs, on the same disk, measured in every round beside the
-    // logins (this machine's disk is shared, and its fsyncs vary from minute to minute).
+    let rounds = rounds();
     let bare_db = stacks[0].stack.db.with_file_name("bare.db");
     let mut bare = Store::open(&bare_db, Access::Create, Duration::from_secs(5)).expect("store");
-    bare.bare_insert_commits(20).expect("warm-up");
-    let mut commit_samples: Vec<u64> = Vec::new();
-    let rounds = rounds();
-    let mut samples: Vec<Vec<Login>> = vec![Vec::new(); stacks.len()];
-    let mut failures = 0;
-    // How long one process alone, with the daemon down, holds the store's write lock.
-    let mut held_alone = Duration::ZERO;
-    for _ in 0..rounds {
-        for (i, s) in stacks.iter().enumerate() {
-            let probe = (s.kind == Kind::DaemonDown)
-                .then(|| (WriteLockProbe::start(&s.stack.db), Instant::now()));
-            let t = s.stack.run(USER, &[&format!("login:{LOGINS_PER_ROUND}")]);
-            if let Some((probe, started)) = probe {
-                held_alone += started.elapsed().mul_f64(probe.held_fraction());
-            }
-            failures += t.logins.iter().filter(|l| failed(l)).count()
-                + LOGINS_PER_ROUND.saturating_sub(t.logins.len());
-            samples[i].extend(t.logins);
-            for _ in 0..LOGINS_PER_ROUND / 2 {
-                let one = bare.bare_insert_commits(1).expect("bare commit");
-                commit_samples.push(one.as_micros() as u64);
-            }
-        }
-    }
+    let measured = run_rounds(&stacks, rounds, &mut bare);
+    let (samples, commit_samples, held_alone, mut failures) = measured;
     let commit_us = median(commit_samples) as f64;
     let floor = rows_floor(&stacks[1].stack.db, &mut bare);
+    drop(bare);
 
     println!(
         "a login through libpam (start, account, open, close, end), {} per stack in {rounds} interleaved rounds:",
@@ -289,13 +267,60 @@ fn main() {
         }
     }
     println!("failed PAM calls in the whole run: {failures}");
+    print_goals(&stacks, &added, 2.0 * commit_us, parallel_p99, failures);
+    drop(daemon);
+}
+
+/// What the interleaved rounds measured: each stack's logins, the bare commits beside them, how
+/// long the daemon-down stack held the write lock, and the failed calls.
+type Rounds = (Vec<Vec<Login>>, Vec<u64>, Duration, usize);
+
+/// The stacks' logins in `rounds` interleaved rounds, with bare commits on `bare` beside them.
+fn run_rounds(stacks: &[Stack], rounds: usize, bare: &mut Store) -> Rounds {
+    // The durable commits a login needs, on the same disk, measured in every round beside the
+    // logins (this machine's disk is shared, and its fsyncs vary from minute to minute).
+    bare.bare_insert_commits(20).expect("warm-up");
+    let mut commit_samples: Vec<u64> = Vec::new();
+    let mut samples: Vec<Vec<Login>> = vec![Vec::new(); stacks.len()];
+    let mut failures = 0;
+    // How long one process alone, with the daemon down, holds the store's write lock.
+    let mut held_alone = Duration::ZERO;
+    for _ in 0..rounds {
+        for (i, s) in stacks.iter().enumerate() {
+            let probe = (s.kind == Kind::DaemonDown)
+                .then(|| (WriteLockProbe::start(&s.stack.db), Instant::now()));
+            let t = s.stack.run(USER, &[&format!("login:{LOGINS_PER_ROUND}")]);
+            if let Some((probe, started)) = probe {
+                held_alone += started.elapsed().mul_f64(probe.held_fraction());
+            }
+            failures += t.logins.iter().filter(|l| failed(l)).count()
+                + LOGINS_PER_ROUND.saturating_sub(t.logins.len());
+            samples[i].extend(t.logins);
+            for _ in 0..LOGINS_PER_ROUND / 2 {
+                let one = bare.bare_insert_commits(1).expect("bare commit");
+                commit_samples.push(one.as_micros() as u64);
+            }
+        }
+    }
+    (samples, commit_samples, held_alone, failures)
+}
+
+/// Each goal, and whether this run reached it.
+fn print_goals(
+    stacks: &[Stack],
+    added: &[f64],
+    two_commits: f64,
+    parallel_p99: u64,
+    failures: usize,
+) {
+    let peer = stacks.iter().position(|s| s.kind == Kind::Peer);
+    let verdict = |reached: bool| if reached { "reached" } else { "not reached" };
     println!("goals:");
     for (i, stack) in stacks.iter().enumerate() {
         let Some((to_peer, to_commits)) = goals(stack.kind) else {
             continue;
         };
-        let commits = added[i] / (2.0 * commit_us);
-        let verdict = |reached: bool| if reached { "reached" } else { "not reached" };
+        let commits = added[i] / two_commits;
         let peer_part = peer.map_or("no peer in this run".to_string(), |p| {
             let ratio = added[i] / added[p];
             format!(
@@ -311,10 +336,9 @@ fn main() {
     }
     println!(
         "  8 processes, daemon up      p99 {parallel_p99} µs (≤ 10000: {}), failed PAM calls {failures} (0: {})",
-        if parallel_p99 <= 10_000 { "reached" } else { "not reached" },
-        if failures == 0 { "reached" } else { "not reached" }
+        verdict(parallel_p99 <= 10_000),
+        verdict(failures == 0)
     );
-    drop(daemon);
 }
 
 /// Each call's median added to pam_permit.so's, and its p99.
@@ -478,196 +502,4 @@ fn schedstat_us(path: &Path) -> Option<u64> {
     let line = std::fs::read_to_string(path).ok()?;
     let nanoseconds: u64 = line.split_whitespace().next()?.parse().ok()?;
     Some(nanoseconds / 1000)
-}
-
-/// The rows' floor, measured beside the same run's bare commits.
-struct Floor {
-    rows: u64,
-    pairs: u64,
-    cpu: u64,
-}
-
-/// The floor under both paths: the rows SPEC §3 has a login write (the session row and
-/// `online`; its deletion, `removed` and `offline`), as the daemon's session writer writes
-/// them, into the daemon-down stack's store on one open connection with its statements
-/// prepared (no PAM, no socket, no NSS), against two bare commits right after each login.
-fn rows_floor(db: &Path, bare: &mut Store) -> Floor {
-    const N: usize = 200;
-    let login = login_facts();
-    let process = ProcessFacts::of_current_process();
-    let mut warm = Store::open(db, Access::ReadWrite, Duration::from_secs(1))
-        .expect("store")
-        .for_session_writer()
-        .expect("writer");
-    let (mut rows, mut rows_cpu, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..N {
-        let key = forcelogout_core::ids::new_id().expect("id");
-        let cpu = thread_cpu_us();
-        let started = Instant::now();
-        warm.open_session(&key, &login, &process, Utc::now())
-            .expect("open");
-        warm.close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
-            .expect("close");
-        rows.push(started.elapsed().as_micros() as u64);
-        rows_cpu.push(thread_cpu_us() - cpu);
-        let two = bare.bare_insert_commits(2).expect("bare commits");
-        pairs.push(two.as_micros() as u64);
-    }
-    // What the writer's checkpointer does off the logins' path.
-    warm.checkpoint().expect("checkpoint");
-    Floor {
-        rows: median(rows),
-        pairs: median(pairs),
-        cpu: median(rows_cpu),
-    }
-}
-
-fn login_facts() -> LoginFacts {
-    LoginFacts {
-        user: USER.into(),
-        uid: 1,
-        service: Some("fltest".into()),
-        ..LoginFacts::default()
-    }
-}
-
-/// Medians of `N` runs of a login's steps, each timed in turn, in µs.
-struct Steps {
-    names: Vec<&'static str>,
-    samples: Vec<Vec<u64>>,
-}
-
-impl Steps {
-    fn new(names: &[&'static str]) -> Steps {
-        Steps {
-            names: names.to_vec(),
-            samples: vec![Vec::new(); names.len()],
-        }
-    }
-
-    /// Times `f` as step `i`.
-    fn time<T>(&mut self, i: usize, f: impl FnOnce() -> T) -> T {
-        let started = Instant::now();
-        let value = f();
-        self.samples[i].push(started.elapsed().as_micros() as u64);
-        value
-    }
-
-    /// Prints each step's median, their sum, and what the measured `total` has besides.
-    fn print(self, path: &str, total: f64) {
-        let medians: Vec<u64> = self.samples.into_iter().map(median).collect();
-        let sum: u64 = medians.iter().sum();
-        println!("  {path}: a login adds {total:.0} µs, of which");
-        for (name, us) in self.names.iter().zip(&medians) {
-            println!("    {us:>6} µs  {name}");
-        }
-        println!(
-            "    {:>6.0} µs  the rest: libpam loading and calling the module, the socket, this process's caches",
-            total - sum as f64
-        );
-    }
-}
-
-/// Where a login's time goes, on both paths: each step the module takes, in its order, through
-/// the same core code, in this process, `N` logins; the rest of the measured total is what
-/// happens outside these steps (libpam's loading of the module, its calls).
-fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, measured: (f64, f64)) {
-    const N: usize = 200;
-    let budget = Duration::from_secs(1);
-    let login = login_facts();
-    println!("where the time goes, median of {N} logins made step by step in this process:");
-    let mut steps = Steps::new(&[
-        "the configuration file, read at each of the 3 calls",
-        "process facts (/proc), at open and close",
-        "NSS: the user's uid, at open",
-        "opening the store for writing, once (account keeps it for the session's calls)",
-        "account: reading the kick schedules and deciding",
-        "open: its commit (the session row, online)",
-        "open: the notices (the schedules read, NSS user and groups)",
-        "close: its commit (the row deleted, removed, offline)",
-    ]);
-    for _ in 0..N {
-        let config = steps.time(0, || {
-            (0..3)
-                .map(|_| Config::load(down_config).expect("config"))
-                .last()
-                .expect("config")
-        });
-        let process = steps.time(1, || {
-            drop(ProcessFacts::of_current_process());
-            ProcessFacts::of_current_process()
-        });
-        steps.time(2, || drop(nix::unistd::User::from_name(USER)));
-        let mut store = steps.time(3, || {
-            Store::open(&down.db, Access::ReadWrite, budget)
-                .expect("store")
-                .for_one_call()
-        });
-        steps.time(4, || {
-            let kicks = store.current_kick_schedules_lenient().expect("read").0;
-            policy::account_decision(&kicks, USER, &config, Utc::now()).expect("decision")
-        });
-        let key = forcelogout_core::ids::new_id().expect("id");
-        steps.time(5, || {
-            store
-                .open_session(&key, &login, &process, Utc::now())
-                .expect("open")
-        });
-        steps.time(6, || {
-            let schedules = store.current_schedules_lenient().expect("read").0;
-            policy::notices_among(&schedules, &config, USER, Utc::now()).expect("notices")
-        });
-        steps.time(7, || {
-            store
-                .close_session(Some(&key), &process, RemovalReason::Logout, Utc::now())
-                .expect("close")
-        });
-    }
-    steps.print("daemon down", measured.0);
-
-    let up_config = Config::load(&daemon.config).expect("config");
-    let mut steps = Steps::new(&[
-        "the configuration file, read at each of the 3 calls",
-        "process facts (/proc), at open and close",
-        "NSS: the user's uid, at open",
-        "account: the round trip, the daemon deciding",
-        "open: the round trip, the daemon's notices and one commit",
-        "close: the round trip and one commit",
-    ]);
-    let ask = |process: &ProcessFacts, action: relay::Action| {
-        let request = relay::Request {
-            db: daemon.db.clone(),
-            deadline: Utc::now() + chrono::Duration::seconds(1),
-            now: Utc::now(),
-            process: process.clone(),
-            action,
-        };
-        relay::call(&up_config.session_socket, &request, budget).expect("daemon")
-    };
-    for _ in 0..N {
-        steps.time(0, || {
-            for _ in 0..3 {
-                drop(Config::load(&daemon.config).expect("config"));
-            }
-        });
-        let process = steps.time(1, || {
-            drop(ProcessFacts::of_current_process());
-            ProcessFacts::of_current_process()
-        });
-        steps.time(2, || drop(nix::unistd::User::from_name(USER)));
-        let account = relay::Action::Account { user: USER.into() };
-        steps.time(3, || drop(ask(&ProcessFacts::default(), account)));
-        let key = forcelogout_core::ids::new_id().expect("id");
-        let open = relay::Action::Open {
-            session_key: key.clone(),
-            login: login.clone(),
-            notices: true,
-        };
-        steps.time(4, || drop(ask(&process, open)));
-        let close = relay::Action::Close {
-            session_key: Some(key),
-        };
-        steps.time(5, || drop(ask(&process, close)));
-    }
-    steps.print("daemon up", measured.1);
 }
