@@ -97,16 +97,19 @@ struct WriteRequest {
     coming: Option<std::sync::mpsc::Receiver<Vec<String>>>,
 }
 
-/// The longest the writing side waits for an open's notices after its commit: the reading
-/// side works them out right after queueing the write; past this the reply goes without.
+/// The longest the writing side waits for the notices of the opens it answers together, after
+/// their commit: the reading side works them out right after queueing the writes; past this
+/// the replies go without.
 const NOTICES_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl WriteRequest {
-    /// The notices for the reply, once the reading side has them (see `NOTICES_WAIT`).
-    fn take_notices(&mut self) -> Vec<String> {
+    /// The notices for the reply, once the reading side has them; at `until` at the latest
+    /// (one bound for a whole batch: a stuck NSS look-up delays the batch once, not per open).
+    fn take_notices(&mut self, until: std::time::Instant) -> Vec<String> {
         let mut notices = std::mem::take(&mut self.notices);
         if let Some(coming) = self.coming.take() {
-            notices.extend(coming.recv_timeout(NOTICES_WAIT).unwrap_or_default());
+            let wait = until.saturating_duration_since(std::time::Instant::now());
+            notices.extend(coming.recv_timeout(wait).unwrap_or_default());
         }
         notices
     }

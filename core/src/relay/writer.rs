@@ -2,12 +2,12 @@
 
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError, SyncSender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use super::server::{send_reply, QueuedWrite};
-use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH};
+use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH, NOTICES_WAIT};
 use crate::error::Error;
 use crate::store::{Access, SessionWrite, SessionWritten, Store};
 
@@ -173,6 +173,7 @@ impl SessionWriter {
     /// waits, and its write kept; a write whose module has stopped waiting is dropped (that
     /// module writes the store itself).
     fn keep_waiting(&mut self, now: DateTime<Utc>, log: &dyn Fn(&str)) {
+        let notices_until = Instant::now() + NOTICES_WAIT;
         self.waiting.retain_mut(|waiting| {
             let Some(stream) = waiting.reply_to.take() else {
                 return true;
@@ -181,7 +182,7 @@ impl SessionWriter {
                 send_reply(&stream, &too_late(), log);
                 return false;
             }
-            let notices = waiting.write.take_notices();
+            let notices = waiting.write.take_notices(notices_until);
             send_reply(&stream, &Reply::Queued { notices }, log);
             true
         });
@@ -239,6 +240,7 @@ pub(super) fn record(
     };
     let outcomes = store.record_session_writes(&session_writes, &in_time)?;
     drop(session_writes);
+    let notices_until = Instant::now() + NOTICES_WAIT;
     let mut replies: Vec<Reply> = (0..waiting.len())
         .map(|_| Reply::Declined("not a session write".into()))
         .collect();
@@ -247,7 +249,7 @@ pub(super) fn record(
         replies[index] = match outcome {
             Ok(SessionWritten::Opened(opened)) => Reply::Opened {
                 opened,
-                notices: w.write.take_notices(),
+                notices: w.write.take_notices(notices_until),
             },
             Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
             Ok(SessionWritten::TooLate) => too_late(),
