@@ -19,6 +19,9 @@ use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
 use crate::text::sanitize_for_terminal;
 
+mod kept_store;
+pub use kept_store::KeptStore;
+
 /// What the PAM adapter gives the logic: the handle's items, data, conversation and syslog.
 pub trait PamHandler {
     fn user(&self) -> Result<String, Error>;
@@ -36,6 +39,34 @@ pub trait PamHandler {
     fn error(&mut self, text: &str);
     /// A line to syslog (authpriv), as pam_syslog does.
     fn log(&self, level: LogLevel, text: &str);
+    /// The slot in which this handle keeps a store open from one hook to the next (see
+    /// `KeptStore`); `None` where the handle keeps none.
+    fn kept_store(&mut self) -> Option<&mut KeptStore> {
+        None
+    }
+    /// Leaves `kept` in the handle, which releases it (`KeptStore::release`) at its end.
+    fn keep_store(&mut self, kept: KeptStore) {
+        kept.release();
+    }
+}
+
+/// The store kept in the handle for `args.db`, with this hook's busy timeout.
+fn take_kept(h: &mut dyn PamHandler, args: &ModuleArgs, busy: Duration) -> Option<Store> {
+    let store = h.kept_store()?.take(&args.db)?;
+    store.set_busy_timeout(busy).ok()?;
+    Some(store)
+}
+
+/// Leaves `store` in the handle for the login's next hooks.
+fn keep(h: &mut dyn PamHandler, store: Store) {
+    match h.kept_store() {
+        Some(slot) => slot.put(store),
+        None => {
+            if let Some(kept) = KeptStore::new(store) {
+                h.keep_store(kept);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,10 +244,13 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
     let (decision, recorder) = match ctx.relay(&config, ProcessFacts::default(), action) {
         Ok(relay::Reply::Account(decision)) => (decision, "the daemon".to_string()),
         outcome => {
-            let store = open_for_reading(&ctx.args, ctx.remaining(started))?;
+            let (store, keepable) = store_for_account(h, ctx, started)?;
             let log = |line: &str| h.log(LogLevel::Error, line);
             let kicks = policy::enforceable(store.current_kick_schedules_lenient()?, &log);
             let decision = policy::account_decision(&kicks, &user, &config, ctx.now)?;
+            if keepable {
+                keep(h, store);
+            }
             (
                 decision,
                 format!("this process ({})", why_not_relayed(&outcome)),
@@ -291,6 +325,39 @@ fn open_for_writing(args: &ModuleArgs, busy_timeout: Duration) -> Result<Store, 
     Ok(Store::open(&args.db, Access::ReadWrite, busy_timeout)?.for_one_call())
 }
 
+/// The store `account` reads, and whether the login's session hooks may use it after: the one
+/// kept in the handle; else, for root and a store that exists, the store opened for writing
+/// (what `open_session` would open next); else the read path.
+fn store_for_account(
+    h: &mut dyn PamHandler,
+    ctx: &HookContext,
+    started: Instant,
+) -> Result<(Store, bool), Error> {
+    let busy = ctx.remaining(started);
+    if let Some(store) = take_kept(h, &ctx.args, busy) {
+        return Ok((store, true));
+    }
+    if nix::unistd::geteuid().is_root() && ctx.args.db.is_file() {
+        if let Ok(store) = open_for_writing(&ctx.args, busy) {
+            return Ok((store, true));
+        }
+    }
+    Ok((open_for_reading(&ctx.args, busy)?, false))
+}
+
+/// The store a session hook writes: the one kept in the handle, else opened for this call.
+fn store_for_writing(
+    h: &mut dyn PamHandler,
+    ctx: &HookContext,
+    started: Instant,
+) -> Result<Store, Error> {
+    let busy = ctx.remaining(started);
+    match take_kept(h, &ctx.args, busy) {
+        Some(store) => Ok(store),
+        None => open_for_writing(&ctx.args, busy),
+    }
+}
+
 /// `open_session`: registers the session, writes `online` if it is the user's first, and
 /// shows the notices: the last forced logout's message, and logouts coming soon.
 pub fn open_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
@@ -348,8 +415,14 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             (opened, notices, "the daemon, later".into())
         }
         outcome => {
-            let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
-            let opened = store.open_session(&session_key, &login, &process, ctx.now)?;
+            let mut store = store_for_writing(h, ctx, started)?;
+            let opened = store.open_session_showing(
+                &session_key,
+                &login,
+                &process,
+                ctx.speaks(),
+                ctx.now,
+            )?;
             let notices = if ctx.speaks() {
                 let log = |line: &str| h.log(LogLevel::Error, line);
                 let schedules = policy::enforceable(store.current_schedules_lenient()?, &log);
@@ -357,6 +430,8 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             } else {
                 Vec::new()
             };
+            // For this login's close_session.
+            keep(h, store);
             (
                 opened,
                 notices,
@@ -427,7 +502,7 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
                 Ok((later, "the daemon, later (the store is busy)".to_string()))
             }
             outcome => {
-                let mut store = open_for_writing(&ctx.args, ctx.remaining(started))?;
+                let mut store = store_for_writing(h, ctx, started)?;
                 let closed = store.close_session(
                     session_key.as_deref(),
                     &process,

@@ -611,6 +611,28 @@ fn pam_silent_opens_say_nothing_to_the_user() {
     assert_eq!(lab.sessions().len(), 1);
 }
 
+#[test]
+fn the_message_a_quiet_or_silent_open_did_not_show_waits_for_the_next_open_that_speaks() {
+    let lab = lab_with_notices_pending();
+    let quiet = lab.ctx_with(ModuleArgs {
+        quiet: true,
+        ..lab.args()
+    });
+    let silent = login::HookContext {
+        silent: true,
+        ..lab.ctx()
+    };
+    open(&lab, &quiet, Vec::new());
+    open(&lab, &silent, Vec::new());
+    let shown = Expect::Info(Text::exact(
+        "You were logged out by the administrator:\nThe lab closes for cleaning.",
+    ));
+    let coming = || Expect::Info(Text::containing(&["Maintenance."]));
+    open(&lab, &lab.ctx(), vec![shown, coming()]);
+    // Shown once: the next open that speaks has only the logout coming.
+    open(&lab, &lab.ctx(), vec![coming()]);
+}
+
 // The relay to the daemon, and the fallback to the store
 
 fn opened(request: &relay::Request, message: Option<&str>) -> Reply {

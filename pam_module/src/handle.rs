@@ -4,15 +4,16 @@ use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use forcelogout_core::login::{LogLevel, PamHandler, PamItem};
+use forcelogout_core::login::{KeptStore, LogLevel, PamHandler, PamItem};
 use forcelogout_core::Error;
 
 use libc::{c_char, c_int, c_void};
 
 use crate::ffi::*;
 
-/// The module's PAM data key: namespaced, so no other module can read or replace it.
 const PERCENT_S: &CStr = c"%s";
+/// The PAM data under which a hook keeps the store open for the login's next hooks.
+const KEPT_STORE_DATA: &CStr = c"forcelogout.kept_store";
 
 pub struct Handle {
     pamh: *mut PamHandle,
@@ -134,6 +135,37 @@ impl PamHandler for Handle {
         Ok(())
     }
 
+    fn kept_store(&mut self) -> Option<&mut KeptStore> {
+        let mut data: *const c_void = ptr::null();
+        // SAFETY: pamh is live; the name is NUL-terminated; libpam only writes `data`.
+        let rc = unsafe { pam_get_data(self.pamh, KEPT_STORE_DATA.as_ptr(), &mut data) };
+        if rc != code(PamReturnCode::SUCCESS) || data.is_null() {
+            return None;
+        }
+        // SAFETY: only `keep_store` sets this name, with a Box<KeptStore> it gave up; libpam
+        // keeps it until `release_kept_store` at pam_end. A handle is used by one thread at
+        // a time, and the borrow lasts no longer than `&mut self`.
+        Some(unsafe { &mut *(data as *mut KeptStore) })
+    }
+
+    fn keep_store(&mut self, kept: KeptStore) {
+        let raw = Box::into_raw(Box::new(kept));
+        // SAFETY: pamh is live; libpam copies the name and keeps `raw` until pam_end, then
+        // calls `release_kept_store`, which takes back ownership.
+        let rc = unsafe {
+            pam_set_data(
+                self.pamh,
+                KEPT_STORE_DATA.as_ptr(),
+                raw.cast(),
+                Some(release_kept_store),
+            )
+        };
+        if rc != code(PamReturnCode::SUCCESS) {
+            // SAFETY: libpam did not take `raw`; it came from Box::into_raw above.
+            unsafe { Box::from_raw(raw) }.release();
+        }
+    }
+
     fn info(&mut self, text: &str) {
         self.say(PamMessageStyle::TEXT_INFO, text);
     }
@@ -160,6 +192,17 @@ extern "C" fn free_string_data(_pamh: *mut PamHandle, data: *mut c_void, _status
         if !data.is_null() {
             // SAFETY: `data` came from CString::into_raw in set_data, freed only here.
             drop(unsafe { CString::from_raw(data.cast()) });
+        }
+    }));
+}
+
+/// libpam's cleanup for the kept store, at pam_end: closed in the process that opened it,
+/// never touched in another (see `KeptStore::release`).
+extern "C" fn release_kept_store(_pamh: *mut PamHandle, data: *mut c_void, _status: c_int) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if !data.is_null() {
+            // SAFETY: `data` came from Box::into_raw in keep_store, released only here.
+            unsafe { Box::from_raw(data.cast::<KeptStore>()) }.release();
         }
     }));
 }

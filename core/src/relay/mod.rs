@@ -89,11 +89,30 @@ fn too_late() -> Reply {
     Reply::Declined("the module stopped waiting".into())
 }
 
-/// An open or a close to record, and the notices its reply will carry (worked out before the
-/// write is queued).
+/// An open or a close to record, and the notices its reply will carry: worked out by the
+/// reading side, while the writing side commits (`coming`), or before the write is queued.
 struct WriteRequest {
     request: Box<Request>,
     notices: Vec<String>,
+    coming: Option<std::sync::mpsc::Receiver<Vec<String>>>,
+}
+
+/// The longest the writing side waits for the notices of the opens it answers together, after
+/// their commit: the reading side works them out right after queueing the writes; past this
+/// the replies go without.
+const NOTICES_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl WriteRequest {
+    /// The notices for the reply, once the reading side has them; at `until` at the latest
+    /// (one bound for a whole batch: a stuck NSS look-up delays the batch once, not per open).
+    fn take_notices(&mut self, until: std::time::Instant) -> Vec<String> {
+        let mut notices = std::mem::take(&mut self.notices);
+        if let Some(coming) = self.coming.take() {
+            let wait = until.saturating_duration_since(std::time::Instant::now());
+            notices.extend(coming.recv_timeout(wait).unwrap_or_default());
+        }
+        notices
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,8 @@ pub fn take_requests(
     listener.set_nonblocking(false)?;
     more?;
     let requests: Vec<Result<Request, Reply>> = streams.iter().map(read_request).collect();
-    let triaged = triage(reader, config, requests, clock, log);
+    let mut deferred = Vec::new();
+    let triaged = triage_with(reader, config, requests, clock, log, Some(&mut deferred));
     for (stream, triaged) in streams.into_iter().zip(triaged) {
         match triaged {
             Triaged::Answer(reply) => send_reply(&stream, &reply, log),
@@ -68,7 +69,39 @@ pub fn take_requests(
             }
         }
     }
+    // While the writing side commits: the opens' notices (NSS, the schedules), which their
+    // replies carry once committed.
+    let mut notices_of = notices_reader(reader, config, log);
+    for (login, now, notices) in deferred {
+        let _ = notices.send(notices_of(&login, now));
+    }
     Ok(())
+}
+
+/// An open whose notices are worked out after its write is queued: its user, the time of
+/// its call, and where its notices go.
+type DeferredNotices = (LoginFacts, DateTime<Utc>, SyncSender<Vec<String>>);
+
+/// The notices of a login at `now`, the current schedules read at the first call only.
+fn notices_reader<'a>(
+    reader: &'a Store,
+    config: &'a Config,
+    log: &'a dyn Fn(&str),
+) -> impl FnMut(&LoginFacts, DateTime<Utc>) -> Vec<String> + 'a {
+    let mut schedules = None;
+    move |login: &LoginFacts, now: DateTime<Utc>| {
+        let schedules = schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
+            Ok(read) => policy::enforceable(read, log),
+            Err(e) => {
+                log(&format!("notices: {e}"));
+                Vec::new()
+            }
+        });
+        policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
+            log(&format!("notices: {e}"));
+            Vec::new()
+        })
+    }
 }
 
 pub(super) fn send_reply(stream: &UnixStream, reply: &Reply, log: &dyn Fn(&str)) {
@@ -121,6 +154,7 @@ fn read_request(stream: &UnixStream) -> Result<Request, Reply> {
 /// Sorts requests read together: refusals and `account` are answered from `reader`; opens
 /// and closes become writes, each open with the notices its reply will carry (the current
 /// schedules are read once for all of them).
+#[cfg(test)]
 pub(super) fn triage(
     reader: &Store,
     config: &Config,
@@ -128,26 +162,27 @@ pub(super) fn triage(
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> Vec<Triaged> {
+    triage_with(reader, config, requests, clock, log, None)
+}
+
+/// `triage`; with `deferred`, an open's notices are left to work out once its write is
+/// queued: the write carries the receiving end, `deferred` the rest.
+fn triage_with(
+    reader: &Store,
+    config: &Config,
+    requests: Vec<Result<Request, Reply>>,
+    clock: &dyn Fn() -> DateTime<Utc>,
+    log: &dyn Fn(&str),
+    mut deferred: Option<&mut Vec<DeferredNotices>>,
+) -> Vec<Triaged> {
     // Looked up once per batch; each request's store is compared with it.
     let own_store = file_id(reader.path());
-    let mut schedules = None;
-    let mut notices_of = |login: &LoginFacts, now: DateTime<Utc>| {
-        let schedules = schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
-            Ok(read) => policy::enforceable(read, log),
-            Err(e) => {
-                log(&format!("notices: {e}"));
-                Vec::new()
-            }
-        });
-        policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
-            log(&format!("notices: {e}"));
-            Vec::new()
-        })
-    };
-    let write = |request: Request, notices: Vec<String>| {
+    let mut notices_of = notices_reader(reader, config, log);
+    let write = |request: Request, notices: Vec<String>, coming| {
         Triaged::Write(WriteRequest {
             request: Box::new(request),
             notices,
+            coming,
         })
     };
     requests
@@ -170,11 +205,18 @@ pub(super) fn triage(
                     login,
                     notices: true,
                     ..
-                } => {
-                    let notices = notices_of(login, r.now);
-                    write(r, notices)
-                }
-                Action::Open { .. } | Action::Close { .. } => write(r, Vec::new()),
+                } => match deferred.as_deref_mut() {
+                    Some(deferred) => {
+                        let (send, coming) = std::sync::mpsc::sync_channel(1);
+                        deferred.push((login.clone(), r.now, send));
+                        write(r, Vec::new(), Some(coming))
+                    }
+                    None => {
+                        let notices = notices_of(login, r.now);
+                        write(r, notices, None)
+                    }
+                },
+                Action::Open { .. } | Action::Close { .. } => write(r, Vec::new(), None),
             },
         })
         .collect()

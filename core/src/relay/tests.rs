@@ -317,6 +317,7 @@ fn queue_write(queue: &std::sync::mpsc::SyncSender<QueuedWrite>, request: Reques
     let write = WriteRequest {
         request: Box::new(request),
         notices: vec!["a notice".into()],
+        coming: None,
     };
     queue.try_send(QueuedWrite { stream, write }).ok().unwrap();
     module

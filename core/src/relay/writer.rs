@@ -1,15 +1,15 @@
 //! The daemon's writing side of the session socket: group commit, and a store that is busy.
 
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvError, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use super::server::{send_reply, QueuedWrite};
-use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH};
+use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH, NOTICES_WAIT};
 use crate::error::Error;
-use crate::store::{SessionWrite, SessionWritten, Store};
+use crate::store::{Access, SessionWrite, SessionWritten, Store};
 
 /// The longest the writer waits on another process's write lock in one attempt: a write
 /// whose module still waits is answered `Queued` before its deadline instead.
@@ -20,6 +20,9 @@ const ANSWERED_BUSY_WAIT: Duration = Duration::from_millis(100);
 /// A write is answered `Queued` this long before its module stops waiting (the reply has to
 /// reach it).
 const REPLY_MARGIN: Duration = Duration::from_millis(100);
+/// The session writes after which the writer asks its checkpointer to copy the WAL: about 200
+/// frames (a write is 6 to 12). Counted, because the WAL's file keeps its size between cycles.
+const WRITES_PER_CHECKPOINT: usize = 24;
 /// Pauses between attempts on a busy store: from the first to the longest, doubling.
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
@@ -41,15 +44,23 @@ pub struct SessionWriter {
     pause: Duration,
     /// Whether the last attempt failed (the failure is logged once, not at every attempt).
     stalled: bool,
+    /// Wakes the checkpointer every `WRITES_PER_CHECKPOINT` writes; `None` where it could not
+    /// start (the writer then copies the WAL itself at its bound).
+    checkpointer: Option<SyncSender<()>>,
+    /// Writes committed since the checkpointer was last woken.
+    since_checkpoint: usize,
 }
 
 impl SessionWriter {
     pub fn new(store: Store) -> SessionWriter {
+        let checkpointer = start_checkpointer(&store);
         SessionWriter {
             store,
             waiting: Vec::new(),
             pause: FIRST_PAUSE,
             stalled: false,
+            checkpointer,
+            since_checkpoint: 0,
         }
     }
 
@@ -80,6 +91,7 @@ impl SessionWriter {
                         self.waiting.len()
                     ));
                 }
+                self.since_checkpoint += self.waiting.len();
                 for (waiting, reply) in self.waiting.drain(..).zip(replies) {
                     if let Some(stream) = waiting.reply_to {
                         send_reply(&stream, &reply, log);
@@ -87,6 +99,7 @@ impl SessionWriter {
                 }
                 self.pause = FIRST_PAUSE;
                 self.stalled = false;
+                self.ask_for_checkpoint();
             }
             Err(e) => {
                 self.keep_waiting(clock(), log);
@@ -100,6 +113,19 @@ impl SessionWriter {
             }
         }
         Ok(())
+    }
+
+    /// Wakes the checkpointer once enough writes are in the WAL (after the replies: the copy
+    /// runs beside the next commits, never before a reply).
+    fn ask_for_checkpoint(&mut self) {
+        if self.since_checkpoint < WRITES_PER_CHECKPOINT {
+            return;
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            // Full: a copy is asked for already.
+            let _ = checkpointer.try_send(());
+        }
+        self.since_checkpoint = 0;
     }
 
     /// Takes queued writes up to `MAX_BATCH` held: waits for one when none is held, and at
@@ -147,6 +173,7 @@ impl SessionWriter {
     /// waits, and its write kept; a write whose module has stopped waiting is dropped (that
     /// module writes the store itself).
     fn keep_waiting(&mut self, now: DateTime<Utc>, log: &dyn Fn(&str)) {
+        let notices_until = Instant::now() + NOTICES_WAIT;
         self.waiting.retain_mut(|waiting| {
             let Some(stream) = waiting.reply_to.take() else {
                 return true;
@@ -155,11 +182,32 @@ impl SessionWriter {
                 send_reply(&stream, &too_late(), log);
                 return false;
             }
-            let notices = std::mem::take(&mut waiting.write.notices);
+            let notices = waiting.write.take_notices(notices_until);
             send_reply(&stream, &Reply::Queued { notices }, log);
             true
         });
     }
+}
+
+/// The session writer's checkpointer: a thread with a connection of its own that copies the
+/// WAL into the database whenever the writer asks, beside its commits, so that a login's
+/// commit never waits for that copy or its fsync of the database file. A failed or partial
+/// copy is left to the next request, and to the writer's own bound. It ends with the writer.
+fn start_checkpointer(writer: &Store) -> Option<SyncSender<()>> {
+    if writer.path() == std::path::Path::new(":memory:") {
+        return None;
+    }
+    let store = Store::open(writer.path(), Access::ReadWrite, LONGEST_BUSY_WAIT).ok()?;
+    let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("checkpoints".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                let _ = store.checkpoint();
+            }
+        })
+        .ok()?;
+    Some(ask)
 }
 
 impl From<QueuedWrite> for Waiting {
@@ -192,6 +240,7 @@ pub(super) fn record(
     };
     let outcomes = store.record_session_writes(&session_writes, &in_time)?;
     drop(session_writes);
+    let notices_until = Instant::now() + NOTICES_WAIT;
     let mut replies: Vec<Reply> = (0..waiting.len())
         .map(|_| Reply::Declined("not a session write".into()))
         .collect();
@@ -200,7 +249,7 @@ pub(super) fn record(
         replies[index] = match outcome {
             Ok(SessionWritten::Opened(opened)) => Reply::Opened {
                 opened,
-                notices: std::mem::take(&mut w.write.notices),
+                notices: w.write.take_notices(notices_until),
             },
             Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
             Ok(SessionWritten::TooLate) => too_late(),
@@ -218,11 +267,14 @@ pub(super) fn record(
 fn write_of(request: &Request) -> Option<SessionWrite<'_>> {
     Some(match &request.action {
         Action::Open {
-            session_key, login, ..
+            session_key,
+            login,
+            notices,
         } => SessionWrite::Open {
             session_key,
             login,
             process: &request.process,
+            shows_notices: *notices,
             now: request.now,
         },
         Action::Close { session_key } => SessionWrite::Close {

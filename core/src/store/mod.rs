@@ -62,14 +62,20 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// checkpoint: it never waits for, or blocks, another reader or writer), and its commit then
 /// starts the WAL again from the top, truncated back to this size.
 pub const WAL_LIMIT_BYTES: u64 = 32 + 64 * (4096 + 24);
-/// The bound for the daemon's session writer instead (see `Store::for_session_writer`): 256
-/// frames. While the daemon runs, no process opens the store alone, so nothing re-reads the
-/// WAL; fewer copies into the database mean fewer fsyncs per login recorded.
-pub const SESSION_WRITER_WAL_LIMIT_BYTES: u64 = 32 + 256 * (4096 + 24);
+/// The bound for the daemon's session writer instead (see `Store::for_session_writer`): 1024
+/// frames, where it copies the WAL itself before a write. Its checkpointer (a connection of
+/// its own, off the logins' path) copies it every couple of hundred frames, so the writer's
+/// commits carry no copy and no fsync of the database file; and the WAL's file keeps its size
+/// from one cycle to the next, so a commit's fdatasync carries no change of size. While the
+/// daemon runs no process opens the store alone, so nothing re-reads the WAL.
+pub const SESSION_WRITER_WAL_LIMIT_BYTES: u64 = 32 + 1024 * (4096 + 24);
+/// The WAL frames after which a connection of the PAM module copies the WAL into the
+/// database: the bound less room for one login's write (about a dozen frames).
+pub const ONE_CALL_CHECKPOINT_FRAMES: i64 = 48;
 /// The largest WAL a connection opened for one PAM call copies before writing: a WAL grown
 /// far past the bound (a prune, or a reader that held its snapshot for long) is left to the
 /// next long-lived writer, so that a login never pays for copying it.
-pub const ONE_CALL_CHECKPOINT_CAP: u64 = 16 * WAL_LIMIT_BYTES;
+pub const ONE_CALL_CHECKPOINT_CAP: u64 = 2 * SESSION_WRITER_WAL_LIMIT_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -265,20 +271,52 @@ impl Store {
         &self.path
     }
 
-    /// For a connection that makes one call's writes (the PAM module's): it copies a WAL
-    /// into the database before writing only up to `ONE_CALL_CHECKPOINT_CAP`.
+    /// For a connection that makes one login's writes (the PAM module's): it copies a WAL
+    /// into the database before writing only up to `ONE_CALL_CHECKPOINT_CAP`; and after a
+    /// commit that leaves `ONE_CALL_CHECKPOINT_FRAMES` or more in the WAL (SQLite's automatic
+    /// checkpoint, which counts frames, not the file's size), so that the WAL's file stays
+    /// below `WAL_LIMIT_BYTES` and is overwritten in place from one cycle to the next: no
+    /// truncation, and no commit whose sync has to record a change of the file's size.
     pub fn for_one_call(mut self) -> Store {
         self.checkpoint_cap = ONE_CALL_CHECKPOINT_CAP;
+        let frames = if self.wal_bytes() > ONE_CALL_CHECKPOINT_CAP {
+            0
+        } else {
+            ONE_CALL_CHECKPOINT_FRAMES
+        };
+        // Only the moment of the copy depends on it: a failure leaves SQLite's default.
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", frames);
         self
     }
 
     /// For the daemon's session writer, which commits the logins of the whole host: its WAL
-    /// bound is `SESSION_WRITER_WAL_LIMIT_BYTES`. Left by a daemon that stopped, such a WAL
-    /// is re-read by the processes that open the store alone until the first write of the
-    /// module copies it (it is well within `ONE_CALL_CHECKPOINT_CAP`).
+    /// bound is `SESSION_WRITER_WAL_LIMIT_BYTES`, and its commits never copy the WAL on their
+    /// own (SQLite's automatic checkpoint is off): a checkpointer does it beside them (see
+    /// `wal_bytes` and `checkpoint`). Left by a daemon that stopped, such a WAL is re-read by
+    /// the processes that open the store alone until the first write of the module copies it
+    /// (it is within `ONE_CALL_CHECKPOINT_CAP`).
     pub fn for_session_writer(mut self) -> Result<Store, Error> {
         self.bound_wal_at(SESSION_WRITER_WAL_LIMIT_BYTES)?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| self.fail("turning the automatic checkpoint off", e))?;
         Ok(self)
+    }
+
+    /// The size of the store's WAL file now (0 when there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
+    }
+
+    /// Copies the WAL into the database as far as no reader still needs it (a passive
+    /// checkpoint: it never waits for, or blocks, another reader or writer), so that the next
+    /// write starts the WAL again from the top.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.fail("copying the WAL into the database", e))
     }
 
     /// This connection's WAL bound: where it copies the WAL before a write (`bound_wal`), and
@@ -337,13 +375,9 @@ impl Store {
     /// Passive: it takes no lock another connection waits for, and gives up where a reader
     /// still needs the WAL; a failure leaves the WAL to the next writer.
     fn bound_wal(&self) {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let size = self.wal_bytes();
         if size > self.wal_limit && size <= self.checkpoint_cap {
-            let _ = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            let _ = self.checkpoint();
         }
     }
 

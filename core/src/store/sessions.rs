@@ -35,6 +35,9 @@ pub enum SessionWrite<'a> {
         session_key: &'a str,
         login: &'a LoginFacts,
         process: &'a ProcessFacts,
+        /// The login shows notices: the last forced logout's message is taken (see
+        /// `Store::open_session`); otherwise it stays pending.
+        shows_notices: bool,
         now: DateTime<Utc>,
     },
     Close {
@@ -56,7 +59,8 @@ pub enum SessionWritten {
 impl Store {
     /// Registers the session `session_key` (chosen by the caller, so that a retry through
     /// another path is recognised) and writes `online` if it is the user's only live one.
-    /// A key already registered is left as it is.
+    /// A key already registered is left as it is. The login shows notices: the message of the
+    /// last forced logout not yet shown is taken, to be shown now.
     pub fn open_session(
         &mut self,
         session_key: &str,
@@ -64,8 +68,22 @@ impl Store {
         process: &ProcessFacts,
         now: DateTime<Utc>,
     ) -> Result<Opened, Error> {
+        self.open_session_showing(session_key, login, process, true, now)
+    }
+
+    /// `open_session`; a login that shows no notices (PAM_SILENT, `quiet`) leaves the last
+    /// forced logout's message pending for the next login that does.
+    pub fn open_session_showing(
+        &mut self,
+        session_key: &str,
+        login: &LoginFacts,
+        process: &ProcessFacts,
+        shows_notices: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Opened, Error> {
         let (tx, path, zone) = self.begin_write("starting the session write")?;
-        let opened = open_in_tx(&tx, &path, zone, session_key, login, process, now)?;
+        let facts = (login, process, shows_notices);
+        let opened = open_in_tx(&tx, &path, zone, session_key, facts, now)?;
         tx.commit()
             .map_err(on_error(&path, "committing the session"))?;
         Ok(opened)
@@ -113,9 +131,13 @@ impl Store {
                     session_key,
                     login,
                     process,
+                    shows_notices,
                     now,
-                } => open_in_tx(&savepoint, &path, zone, session_key, login, process, now)
-                    .map(SessionWritten::Opened),
+                } => {
+                    let facts = (login, process, shows_notices);
+                    open_in_tx(&savepoint, &path, zone, session_key, facts, now)
+                        .map(SessionWritten::Opened)
+                }
                 SessionWrite::Close {
                     session_key,
                     process,
@@ -148,13 +170,15 @@ impl Store {
     }
 }
 
+/// The login, its process, and whether it shows notices.
+type OpenFacts<'a> = (&'a LoginFacts, &'a ProcessFacts, bool);
+
 fn open_in_tx(
     tx: &rusqlite::Connection,
     path: &std::path::Path,
     zone: chrono_tz::Tz,
     session_key: &str,
-    login: &LoginFacts,
-    process: &ProcessFacts,
+    (login, process, shows_notices): OpenFacts<'_>,
     now: DateTime<Utc>,
 ) -> Result<Opened, Error> {
     let fail = |context| on_error(path, context);
@@ -209,8 +233,13 @@ fn open_in_tx(
         };
         append(tx, path, &event, now, zone)?;
     }
-    let last_logout_message = take_unseen_logout_message(tx, &login.user)
-        .map_err(fail("reading the last logout message"))?;
+    // A login that shows nothing leaves the message for the next one that does.
+    let last_logout_message = if shows_notices {
+        take_unseen_logout_message(tx, &login.user)
+            .map_err(fail("reading the last logout message"))?
+    } else {
+        None
+    };
     Ok(Opened {
         session_key: session_key.to_string(),
         online,
