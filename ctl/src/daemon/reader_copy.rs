@@ -2,7 +2,8 @@
 //! current, with connections of its own, so that nothing else ever waits on the copy or on
 //! the readers who hold it. It syncs at start, then whenever the live database or its WAL is
 //! written (inotify on the store's directory; the copy is in a sub-directory, so its own writes
-//! wake nobody), at most every `COALESCE`. A sync a reader of the copy holds up is tried again
+//! wake nobody), at most every `COALESCE`, sleeping through the writes that come while a look
+//! is already due. A sync a reader of the copy holds up is tried again
 //! with back-off, and the failure is logged once, not at every attempt.
 
 use std::ffi::OsString;
@@ -91,6 +92,13 @@ impl Refresher {
     /// Waits on the store's directory until the next look; what the events that came say.
     fn wait(&self, watch: &Inotify) -> Woken {
         let timeout = self.next_look().saturating_duration_since(Instant::now());
+        if self.pending {
+            // A look is already due: the writes before it change nothing, so the thread
+            // sleeps through them instead of waking at each (a login writes the WAL a dozen
+            // times), then reads what came (the descriptor does not block).
+            std::thread::sleep(timeout);
+            return drain(watch, &self.names);
+        }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
