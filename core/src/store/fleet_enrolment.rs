@@ -5,7 +5,7 @@
 //! hosts.
 
 use super::fleet::{pg_failure, FleetDb};
-use super::fleet_url::{read_value, skip_spaces};
+use super::fleet_url::{conninfo_pairs, quote_value};
 use crate::error::Error;
 
 /// What `fleet enrol` did.
@@ -116,40 +116,13 @@ pub fn url_for_hosts(admin_url: &str, role: &str) -> Result<String, Error> {
         return Ok(format!("{scheme}{hosts}{path}?{}", pairs.join("&")));
     }
     let mut kept = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        skip_spaces(&mut chars);
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        skip_spaces(&mut chars);
-        if chars.next() != Some('=') {
-            return Err(bad(format!("{key:?} has no value (key=value)")));
-        }
-        skip_spaces(&mut chars);
-        let value = read_value(&mut chars, &key).map_err(bad)?;
+    for (key, value) in conninfo_pairs(text).map_err(bad)? {
         if !personal(&key) {
             kept.push(format!("{key}={}", quote_value(&value)));
         }
     }
     kept.push(format!("user={role}"));
     Ok(kept.join(" "))
-}
-
-/// A `key=value` string's value, quoted when it must be.
-fn quote_value(value: &str) -> String {
-    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
-        return value.to_string();
-    }
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]

@@ -324,31 +324,11 @@ fn split_libpq_only(text: &str) -> Result<(String, Vec<(String, String)>), Strin
     }
     let mut extracted = Vec::new();
     let mut kept = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        skip_spaces(&mut chars);
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        skip_spaces(&mut chars);
-        if chars.next() != Some('=') {
-            return Err(format!("{key:?} has no value (key=value)"));
-        }
-        skip_spaces(&mut chars);
-        let value = read_value(&mut chars, &key)?;
+    for (key, value) in conninfo_pairs(text)? {
         if LIBPQ_ONLY.contains(&key.as_str()) {
             extracted.push((key, value));
         } else {
-            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
-            kept.push(format!("{key}='{quoted}'"));
+            kept.push(format!("{key}={}", quote_value(&value)));
         }
     }
     Ok((kept.join(" "), extracted))
@@ -375,6 +355,41 @@ fn split_uri(text: &str) -> Result<(String, Vec<(String, String)>), String> {
         format!("{base}?{}", kept.join("&"))
     };
     Ok((rest, extracted))
+}
+
+/// The `(key, value)` pairs of a `key=value` connection string, in order, values unquoted.
+pub(super) fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        skip_spaces(&mut chars);
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        skip_spaces(&mut chars);
+        if chars.next() != Some('=') {
+            return Err(format!("{key:?} has no value (key=value)"));
+        }
+        skip_spaces(&mut chars);
+        let value = read_value(&mut chars, &key)?;
+        pairs.push((key, value));
+    }
+}
+
+/// A `key=value` string's value, quoted when it must be.
+pub(super) fn quote_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 pub(super) type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
@@ -443,7 +458,7 @@ mod tests {
             "host=db port=5433 sslmode=verify-full passfile='/etc/fl pass' user=lab1",
         )
         .unwrap();
-        assert_eq!(rest, "host='db' port='5433' user='lab1'");
+        assert_eq!(rest, "host=db port=5433 user=lab1");
         assert_eq!(
             found,
             [
