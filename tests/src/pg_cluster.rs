@@ -89,7 +89,7 @@ impl Pgbouncer {
              auth_type = hba\nauth_hba_file = {}\nauth_file = {}\nauth_user = {SERVER_USER}\n\
              admin_users = {SERVER_USER}\nstats_users = {SERVER_USER}\n\
              pool_mode = {}\ndefault_pool_size = {default_pool_size}\n\
-             max_db_connections = {default_pool_size}\nmax_client_conn = {max_client_conn}\n\
+             max_client_conn = {max_client_conn}\n\
              server_login_retry = 1\nlogfile = {}\n\
              ignore_startup_parameters = extra_float_digits,options\n",
             pg.socket_dir.display(),
