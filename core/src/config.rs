@@ -53,10 +53,26 @@ pub struct Config {
 pub struct FleetConfig {
     /// A libpq connection string or URI; no password in it (`passfile=` or a client key).
     pub url: String,
-    /// This host's name in the fleet, and its PostgreSQL login role (default: the host name).
+    /// This host's name in the fleet (default: the host name). Its labels are central, set
+    /// with `fleet enrol --labels`.
     pub host: String,
-    /// Labels a schedule's `Hosts` may select with `@label`.
-    pub labels: Vec<String>,
+    /// The file holding the host's secret (`fleet enrol` makes it): 0600, owned by the user
+    /// the link runs as.
+    pub secret_file: PathBuf,
+}
+
+/// Where `fleet enrol` tells hosts to keep their secret, unless it is told otherwise.
+pub const DEFAULT_SECRET_FILE: &str = "/etc/forcelogout/fleet.secret";
+
+/// A host's `[fleet]` section, as `fleet enrol` prints it for the host's configuration.
+pub fn fleet_section_text(url: &str, host: &str, secret_file: &Path) -> String {
+    let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+    format!(
+        "[fleet]\nurl = {}\nhost = {}\nsecret_file = {}\n",
+        quote(url),
+        quote(host),
+        quote(&secret_file.to_string_lossy())
+    )
 }
 
 #[derive(Deserialize)]
@@ -64,7 +80,9 @@ pub struct FleetConfig {
 struct FileFleet {
     url: String,
     host: Option<String>,
-    labels: Option<Vec<String>>,
+    secret_file: Option<PathBuf>,
+    /// Refused: labels are central now. Read only to say so.
+    labels: Option<toml::Value>,
 }
 
 /// A fleet host name or label: what a `Hosts` selector can name (no `*`, `@`, blanks).
@@ -248,6 +266,13 @@ impl Config {
 }
 
 fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
+    if file.labels.is_some() {
+        return Err(Error::invalid(
+            "fleet.labels",
+            "is no longer read: a host's labels are set centrally, with \
+             forcelogoutctl --fleet fleet enrol HOST --labels a,b --renew",
+        ));
+    }
     if file.url.trim().is_empty() {
         return Err(Error::invalid("fleet.url", "is empty"));
     }
@@ -258,15 +283,19 @@ fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
     };
+    let secret_file = file
+        .secret_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_FILE));
+    if !secret_file.is_absolute() {
+        return Err(Error::invalid(
+            "fleet.secret_file",
+            format!("{} is not an absolute path", secret_file.display()),
+        ));
+    }
     Ok(FleetConfig {
         url: file.url,
         host: validate_fleet_name("fleet.host", &host)?,
-        labels: file
-            .labels
-            .unwrap_or_default()
-            .iter()
-            .map(|l| validate_fleet_name("fleet.labels", l))
-            .collect::<Result<_, _>>()?,
+        secret_file,
     })
 }
 
@@ -488,17 +517,38 @@ mod tests {
     #[test]
     fn the_fleet_section() {
         let config = Config::parse(
-            "[fleet]\nurl = \"host=db.example.org dbname=forcelogout\"\nhost = \"lab1\"\nlabels = [\"lab\", \"floor2\"]\n",
+            "[fleet]\nurl = \"host=db.example.org dbname=forcelogout\"\nhost = \"lab1\"\n",
         )
         .unwrap();
         let fleet = config.fleet.unwrap();
         assert_eq!(fleet.host, "lab1");
-        assert_eq!(fleet.labels, ["lab", "floor2"]);
+        assert_eq!(fleet.secret_file, Path::new(DEFAULT_SECRET_FILE));
         assert!(Config::default().fleet.is_none());
+        let config =
+            Config::parse("[fleet]\nurl = \"x\"\nsecret_file = \"/etc/fl/lab1.secret\"\n").unwrap();
+        assert_eq!(
+            config.fleet.unwrap().secret_file,
+            Path::new("/etc/fl/lab1.secret")
+        );
+        let printed = fleet_section_text(
+            "host=db sslrootcert='/etc/a b.crt' user=forcelogout_link",
+            "lab1",
+            Path::new("/etc/forcelogout/fleet.secret"),
+        );
+        let fleet = Config::parse(&printed).unwrap().fleet.unwrap();
+        assert_eq!(
+            fleet.url,
+            "host=db sslrootcert='/etc/a b.crt' user=forcelogout_link"
+        );
+        assert_eq!(fleet.host, "lab1");
         for (text, key) in [
             ("[fleet]\nurl = \"\"", "fleet.url"),
             ("[fleet]\nurl = \"x\"\nhost = \"a b\"", "fleet.host"),
-            ("[fleet]\nurl = \"x\"\nlabels = [\"@lab\"]", "fleet.labels"),
+            ("[fleet]\nurl = \"x\"\nlabels = [\"lab\"]", "fleet.labels"),
+            (
+                "[fleet]\nurl = \"x\"\nsecret_file = \"fleet.secret\"",
+                "fleet.secret_file",
+            ),
             ("[fleet]\nurl = \"x\"\nlabel = []", "key `label`"),
         ] {
             match Config::parse(text) {

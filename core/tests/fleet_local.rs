@@ -51,7 +51,10 @@ fn fleet_schedules_are_marked_and_left_alone_by_local_commands() {
         .unwrap();
     let id = "0f1e2d3c-4b5a-4697-8877-665544332211";
     store
-        .apply_fleet_versions(&[(central(id, ScheduleEvent::Created, "18:00"), 7)], 9)
+        .apply_fleet_versions(
+            &[(central(id, ScheduleEvent::Created, "18:00"), 7)],
+            (9, "k9"),
+        )
         .unwrap();
     assert_eq!(store.fleet_state().unwrap().schedule_version, 9);
     assert_eq!(
@@ -98,7 +101,10 @@ fn fleet_schedules_are_marked_and_left_alone_by_local_commands() {
 
     // The fleet's own deletion goes through.
     store
-        .apply_fleet_versions(&[(central(id, ScheduleEvent::Deleted, "18:00"), 8)], 10)
+        .apply_fleet_versions(
+            &[(central(id, ScheduleEvent::Deleted, "18:00"), 8)],
+            (10, "k10"),
+        )
         .unwrap();
     assert!(store.fleet_schedule_ids().unwrap().is_empty());
     assert_eq!(store.fleet_state().unwrap().schedule_version, 10);

@@ -116,6 +116,44 @@ pub enum FleetCommand {
     Hosts,
     /// This host's link to the fleet: connected or not, since when, what waits to upload
     Status,
+    /// Give a host its identity in the fleet: a new secret (its SHA-256 is stored centrally)
+    /// and its labels. Prints the host's [fleet] lines; the secret goes to --secret-file, or
+    /// is printed after the lines. An enrolled host is refused unless --renew
+    Enrol(EnrolArgs),
+    /// Take a host's identity away: its secret stops working at once (its events stay)
+    Retire {
+        /// The host's name in the fleet ([fleet] host of its configuration)
+        #[arg(value_name = "HOST")]
+        host: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnrolArgs {
+    /// The host's name in the fleet ([fleet] host of its configuration; default there: its
+    /// host name)
+    #[arg(value_name = "HOST")]
+    pub host: String,
+
+    /// The host's labels, which schedules select with --hosts @LABEL (comma-separated; with
+    /// --renew and without --labels the host keeps its labels)
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+
+    /// Write the secret to this new file (mode 0600; an existing file is never replaced),
+    /// and name it as the host's secret_file; copy it to the host at that path
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Give an enrolled host a new secret (the old one stops working at once) and, with
+    /// --labels, new labels
+    #[arg(long)]
+    pub renew: bool,
+
+    /// The URL hosts connect with, for the printed [fleet] lines (default: the URL this
+    /// command uses, with user=forcelogout_link and without its passfile)
+    #[arg(long, value_name = "URL")]
+    pub host_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

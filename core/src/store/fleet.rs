@@ -1,7 +1,8 @@
-//! The central PostgreSQL database of a fleet (SPEC §9): its schema and roles, and every
-//! statement the administrators' commands and the hosts' daemons run on it. Feature `fleet`
-//! only: the PAM module never links a network client. The URL and password file are in
-//! `fleet_url`, TLS settings in `fleet_tls`, the connection's byte stream in `fleet_channel`.
+//! The central PostgreSQL database of a fleet (SPEC §9): the connection, and the statements
+//! the administrators' commands run on it. Feature `fleet` only: the PAM module never links a
+//! network client. The schema and roles are in `fleet_schema`, the host link's statements in
+//! `fleet_host`, the URL and password file in `fleet_url`, TLS settings in `fleet_tls`, the
+//! connection's byte stream in `fleet_channel`.
 //!
 //! Names are unquoted, so PostgreSQL folds them to lower case and `psql` users type them as
 //! in SQLite (`SELECT * FROM LogoutEvents WHERE Host = 'lab1'`).
@@ -10,8 +11,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
 use postgres::{Client, Row};
 
 use super::schedules::RawRow;
@@ -22,8 +21,11 @@ use crate::ids;
 use crate::schedule::Schedule;
 
 pub use super::fleet_channel::{FleetTls, SILENCE_LIMIT};
+pub use super::fleet_enrolment::Enrolment;
+pub use super::fleet_host::{CentralVersion, HostDb, HostIdentity, HostView, Poll, DIVERGED};
+pub use super::fleet_schema::InitReport;
 pub use super::fleet_tls::{Check, TlsMode};
-pub use super::fleet_url::FleetUrl;
+pub use super::fleet_url::{url_for_hosts, FleetUrl};
 
 /// A statement running longer than this is cancelled by the server (a central database that
 /// is overloaded or stuck on a lock is reported, and the link starts again).
@@ -34,159 +36,25 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group role that writes schedules and reads everything.
 pub const ADMIN_ROLE: &str = "forcelogout_admin";
-/// The group role every host's login role belongs to.
+/// The group role whose members may call the host functions (and nothing else).
 pub const HOST_ROLE: &str = "forcelogout_host";
+/// The login role hosts use unless their URL names one: a member of `HOST_ROLE`, shared by
+/// every host (a pooler pools per role), created by the site.
+pub const LINK_ROLE: &str = "forcelogout_link";
 /// The channel a new schedule version is announced on.
 pub const CHANNEL: &str = "forcelogout_schedules";
 
-/// Central schema migrations, as the local store's: `FleetSchema.Version` is how many ran.
-const MIGRATIONS: &[&str] = &[CENTRAL_V1];
-
-const CENTRAL_V1: &str = r#"
-CREATE TABLE LogoutSchedules (
-    Date         text    NOT NULL,
-    Id           text    NOT NULL,
-    GroupName    text    NOT NULL,
-    UpdateTime   text    NOT NULL,
-    Schedule     text    NOT NULL CHECK (Schedule IN ('Once', 'Daily', 'Weekly')),
-    ScheduleDate text    CHECK ((Schedule = 'Once') = (ScheduleDate IS NOT NULL)),
-    Time         text    NOT NULL,
-    Timezone     text    NOT NULL,
-    Days         integer CHECK ((Schedule = 'Weekly') = (Days IS NOT NULL) AND (Days IS NULL OR Days BETWEEN 1 AND 127)),
-    Immediate    boolean NOT NULL,
-    Kick         boolean NOT NULL,
-    Event        text    NOT NULL CHECK (Event IN ('created', 'updated', 'deleted')),
-    Message      text    NOT NULL DEFAULT '',
-    Actor        text    NOT NULL,
-    Lockout      integer NOT NULL DEFAULT 0 CHECK (Lockout BETWEEN 0 AND 1440),
-    DueAt        text,
-    Hosts        text    NOT NULL DEFAULT '*' CHECK (Hosts = '*' OR Hosts ~ '^@?[A-Za-z0-9._-]+$'),
-    Version      bigint  PRIMARY KEY
-);
-CREATE SEQUENCE LogoutSchedules_Version OWNED BY LogoutSchedules.Version;
-CREATE INDEX LogoutSchedules_Id ON LogoutSchedules (Id);
-
--- Hosts follow the versions with "Version > my position". A bigserial drawn in one
--- transaction can commit after a higher one drawn in another, and a host that had already
--- moved past the higher one would never see the lower. So every writer takes this
--- self-conflicting lock before drawing its number and holds it to its commit: versions become
--- visible in their order. Readers take no lock and are never held up; a hand-written INSERT
--- in psql goes through the same trigger. LOCK in this mode needs UPDATE on the table, which
--- no role has: the lock is taken by these two functions as the schema's owner.
-CREATE FUNCTION forcelogout_lock_schedules() RETURNS void LANGUAGE plpgsql
-    SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    LOCK TABLE LogoutSchedules IN SHARE ROW EXCLUSIVE MODE;
-END $$;
-CREATE FUNCTION forcelogout_schedule_version() RETURNS trigger LANGUAGE plpgsql
-    SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    PERFORM forcelogout_lock_schedules();
-    NEW.Version := nextval('LogoutSchedules_Version');
-    RETURN NEW;
-END $$;
-REVOKE ALL ON FUNCTION forcelogout_lock_schedules() FROM PUBLIC;
-CREATE TRIGGER LogoutSchedules_version BEFORE INSERT ON LogoutSchedules
-    FOR EACH ROW EXECUTE FUNCTION forcelogout_schedule_version();
-
-CREATE FUNCTION forcelogout_schedules_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('forcelogout_schedules', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER LogoutSchedules_notify AFTER INSERT ON LogoutSchedules
-    FOR EACH STATEMENT EXECUTE FUNCTION forcelogout_schedules_notify();
-
-CREATE TABLE LogoutEvents (
-    Date                   text    NOT NULL,
-    Timestamp              text    NOT NULL,
-    GroupName              text    NOT NULL,
-    Event                  text    NOT NULL,
-    Immediate              boolean NOT NULL,
-    Kick                   boolean NOT NULL,
-    ReplayId               bigint  NOT NULL,
-    EventIdentifier        text    NOT NULL UNIQUE,
-    RelatedEventIdentifier text,
-    SessionKey             text,
-    LoginKey               text,
-    UserId                 bigint,
-    ScheduleId             text,
-    Reason                 text,
-    Service                text,
-    Tty                    text,
-    RemoteHost             text,
-    Host                   text    NOT NULL,
-    UploadedAt             timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX LogoutEvents_Host_ReplayId ON LogoutEvents (Host, ReplayId);
-CREATE INDEX LogoutEvents_Date ON LogoutEvents (Date);
-CREATE INDEX LogoutEvents_GroupName ON LogoutEvents (GroupName);
-
-CREATE TABLE FleetHosts (
-    Host            text    PRIMARY KEY,
-    Labels          text[]  NOT NULL DEFAULT '{}',
-    LastContact     timestamptz,
-    ConnectedSince  timestamptz,
-    ScheduleVersion bigint  NOT NULL DEFAULT 0,
-    AppliedAt       timestamptz,
-    LastReplayId    bigint  NOT NULL DEFAULT 0,
-    ProductVersion  text
-);
-
--- A host logs in as a login role named after it (a member of forcelogout_host): it may write
--- only events and a FleetHosts row that carry its own name.
-ALTER TABLE LogoutEvents ENABLE ROW LEVEL SECURITY;
-CREATE POLICY admin_reads ON LogoutEvents FOR SELECT TO forcelogout_admin USING (true);
-CREATE POLICY host_inserts_own ON LogoutEvents FOR INSERT TO forcelogout_host
-    WITH CHECK (Host = current_user);
--- ON CONFLICT (EventIdentifier) reads the arbiter column, so PostgreSQL checks the new row
--- against a SELECT policy too: hosts see (only the EventIdentifier of) their own events.
-CREATE POLICY host_reads_own ON LogoutEvents FOR SELECT TO forcelogout_host
-    USING (Host = current_user);
-ALTER TABLE FleetHosts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY admin_reads ON FleetHosts FOR SELECT TO forcelogout_admin USING (true);
-CREATE POLICY admin_removes ON FleetHosts FOR DELETE TO forcelogout_admin USING (true);
-CREATE POLICY host_own_row ON FleetHosts FOR ALL TO forcelogout_host
-    USING (Host = current_user) WITH CHECK (Host = current_user);
-"#;
-
-/// Run at every `fleet init`, after the migrations: the two group roles and what each may do.
-/// Granting what is already granted changes nothing.
-const ROLES: &str = r#"
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'forcelogout_admin') THEN
-        CREATE ROLE forcelogout_admin NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'forcelogout_host') THEN
-        CREATE ROLE forcelogout_host NOLOGIN;
-    END IF;
-END $$;
-"#;
-
-const GRANTS: &str = r#"
-REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM PUBLIC;
-GRANT SELECT ON FleetSchema TO forcelogout_admin, forcelogout_host;
-GRANT SELECT, INSERT ON LogoutSchedules TO forcelogout_admin;
-GRANT EXECUTE ON FUNCTION forcelogout_lock_schedules() TO forcelogout_admin;
-GRANT SELECT ON LogoutEvents TO forcelogout_admin;
-GRANT SELECT, DELETE ON FleetHosts TO forcelogout_admin;
-GRANT SELECT ON LogoutSchedules TO forcelogout_host;
-GRANT INSERT ON LogoutEvents TO forcelogout_host;
--- ON CONFLICT (EventIdentifier) needs it; host_reads_own limits it to the host's own rows.
-GRANT SELECT (EventIdentifier) ON LogoutEvents TO forcelogout_host;
-GRANT SELECT, INSERT, UPDATE ON FleetHosts TO forcelogout_host;
-"#;
-
-const SCHEDULE_COLUMNS: &str = "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, \
+pub(super) const SCHEDULE_COLUMNS: &str =
+    "Date, Id, GroupName, UpdateTime, Schedule, ScheduleDate, Time, \
      Timezone, Days, Immediate, Kick, Event, Message, Actor, Lockout, DueAt, Hosts, Version";
 
-const EVENT_COLUMNS: &str = "Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+pub(super) const EVENT_COLUMNS: &str =
+    "Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
      EventIdentifier, RelatedEventIdentifier, SessionKey, LoginKey, UserId, ScheduleId, Reason, \
      Service, Tty, RemoteHost, Host";
 
 /// `pg_error` for what was being done (`what`) on `endpoint`, as a `map_err` argument.
-fn pg_failure(endpoint: &str, what: &str) -> impl FnOnce(postgres::Error) -> Error {
+pub(super) fn pg_failure(endpoint: &str, what: &str) -> impl FnOnce(postgres::Error) -> Error {
     let context = format!("{what} on {endpoint}");
     move |e| pg_error(&context, e)
 }
@@ -239,8 +107,10 @@ pub struct CentralSchedule {
 pub struct FleetHost {
     pub host: String,
     pub labels: Vec<String>,
+    /// Whether the host has a secret (an enrolled host; rows from before secrets have none).
+    pub enrolled: bool,
+    pub enrolled_at: Option<String>,
     pub last_contact: Option<String>,
-    pub connected_since: Option<String>,
     pub schedule_version: i64,
     /// Central versions this host has not applied yet.
     pub versions_behind: i64,
@@ -257,18 +127,10 @@ pub struct CentralEventFilter {
     pub host: Option<String>,
 }
 
-/// What `fleet init` did.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct InitReport {
-    pub from_version: i64,
-    pub to_version: i64,
-}
-
 /// A connection to the central database.
 pub struct FleetDb {
-    client: Client,
-    endpoint: String,
+    pub(super) client: Client,
+    pub(super) endpoint: String,
 }
 
 impl FleetDb {
@@ -292,99 +154,13 @@ impl FleetDb {
         Ok(FleetDb { client, endpoint })
     }
 
-    fn fail(&self, context: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
+    pub(super) fn fail(&self, context: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
         let context = format!("{context} on {}", self.endpoint);
         move |e| pg_error(&context, e)
     }
 
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
-    }
-
-    /// Creates or migrates the central schema and the two roles, in one transaction, under an
-    /// advisory lock so two runs at once do not race. Running it again changes nothing.
-    pub fn init(&mut self) -> Result<InitReport, Error> {
-        let endpoint = self.endpoint.clone();
-        let fail = |what: &str| pg_failure(&endpoint, what);
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(fail("starting fleet init"))?;
-        tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(hashtext('forcelogout fleet init')); \
-             SET LOCAL client_min_messages = warning; \
-             CREATE TABLE IF NOT EXISTS FleetSchema (Version integer NOT NULL)",
-        )
-        .map_err(fail("creating the schema version table"))?;
-        tx.batch_execute(ROLES)
-            .map_err(fail("creating the roles"))?;
-        let from: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(Version), 0)::bigint FROM FleetSchema",
-                &[],
-            )
-            .map_err(fail("reading the schema version"))?
-            .get(0);
-        let known = MIGRATIONS.len() as i64;
-        if from > known {
-            return Err(Error::io(
-                format!("fleet: the central schema has version {from}, newer than this build knows ({known})"),
-                std::io::Error::from(std::io::ErrorKind::InvalidData),
-            ));
-        }
-        for migration in &MIGRATIONS[usize::try_from(from).unwrap_or(0)..] {
-            tx.batch_execute(migration)
-                .map_err(fail("migrating the central schema"))?;
-        }
-        if from < known {
-            tx.execute("DELETE FROM FleetSchema", &[])
-                .and_then(|_| {
-                    tx.execute(
-                        "INSERT INTO FleetSchema (Version) VALUES ($1::bigint::integer)",
-                        &[&known],
-                    )
-                })
-                .map_err(fail("recording the schema version"))?;
-        }
-        tx.batch_execute(GRANTS)
-            .map_err(fail("granting the roles"))?;
-        tx.commit().map_err(fail("committing fleet init"))?;
-        Ok(InitReport {
-            from_version: from,
-            to_version: known,
-        })
-    }
-
-    /// Checks that the central schema is the one this build knows.
-    pub fn check_schema(&mut self) -> Result<(), Error> {
-        let endpoint = self.endpoint.clone();
-        let version: Option<i32> = self
-            .client
-            .query_opt("SELECT max(Version) FROM FleetSchema", &[])
-            .map_err(|e| {
-                if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
-                    Error::io(
-                        format!("fleet: {endpoint} has no forcelogout schema"),
-                        std::io::Error::other("run forcelogoutctl --fleet fleet init first"),
-                    )
-                } else {
-                    pg_error(&format!("reading the schema version on {endpoint}"), e)
-                }
-            })?
-            .and_then(|r| r.get(0));
-        match version {
-            Some(v) if v as usize == MIGRATIONS.len() => Ok(()),
-            other => Err(Error::io(
-                format!(
-                    "fleet: {endpoint} has schema version {}",
-                    other.unwrap_or(0)
-                ),
-                std::io::Error::other(format!(
-                    "this build needs {}; run forcelogoutctl --fleet fleet init",
-                    MIGRATIONS.len()
-                )),
-            )),
-        }
     }
 
     // ---- administrators: schedules ----
@@ -573,8 +349,9 @@ impl FleetDb {
         let rows = self
             .client
             .query(
-                "SELECT Host, Labels, to_char(LastContact AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                 to_char(ConnectedSince AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                "SELECT Host, Labels, SecretHash IS NOT NULL, \
+                 to_char(EnrolledAt AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 to_char(LastContact AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                  ScheduleVersion, \
                  (SELECT coalesce(max(Version), 0) FROM LogoutSchedules) - ScheduleVersion, \
                  LastReplayId, ProductVersion FROM FleetHosts ORDER BY Host",
@@ -586,184 +363,15 @@ impl FleetDb {
             .map(|r| FleetHost {
                 host: r.get(0),
                 labels: r.get(1),
-                last_contact: r.get(2),
-                connected_since: r.get(3),
-                schedule_version: r.get(4),
-                versions_behind: r.get(5),
-                last_replay_id: r.get(6),
-                product_version: r.get(7),
+                enrolled: r.get(2),
+                enrolled_at: r.get(3),
+                last_contact: r.get(4),
+                schedule_version: r.get(5),
+                versions_behind: r.get(6),
+                last_replay_id: r.get(7),
+                product_version: r.get(8),
             })
             .collect())
-    }
-
-    // ---- hosts ----
-
-    /// Subscribes to schedule announcements. The host's bookkeeping writes (its FleetHosts
-    /// row) need not wait for the server's fsync: losing one in a server crash only shows an
-    /// older position. Uploads of events turn it back on for their own transactions.
-    pub fn listen(&mut self) -> Result<(), Error> {
-        self.client
-            .batch_execute(&format!("LISTEN {CHANNEL}; SET synchronous_commit = off"))
-            .map_err(self.fail("listening for schedule changes"))
-    }
-
-    /// Waits up to `timeout` for an announcement; whether one (or more) came.
-    pub fn wait_for_announcement(&mut self, timeout: Duration) -> Result<bool, Error> {
-        let endpoint = self.endpoint.clone();
-        let mut notifications = self.client.notifications();
-        let fail = |e| pg_error(&format!("waiting for schedule changes on {endpoint}"), e);
-        let got = notifications
-            .timeout_iter(timeout)
-            .next()
-            .map_err(fail)?
-            .is_some();
-        // Drain what else is already there: one look at the table answers them all.
-        while notifications.iter().next().map_err(fail)?.is_some() {}
-        Ok(got)
-    }
-
-    /// Registers this host (or updates its labels and version) and returns the central
-    /// positions: (schedule version it reported, last ReplayId the database has).
-    pub fn enrol(
-        &mut self,
-        host: &str,
-        labels: &[String],
-        product: &str,
-    ) -> Result<(i64, i64), Error> {
-        let row = self
-            .client
-            .query_one(
-                "INSERT INTO FleetHosts (Host, Labels, LastContact, ConnectedSince, ProductVersion) \
-                 VALUES ($1, $2, now(), now(), $3) \
-                 ON CONFLICT (Host) DO UPDATE SET Labels = EXCLUDED.Labels, LastContact = now(), \
-                 ConnectedSince = now(), ProductVersion = EXCLUDED.ProductVersion \
-                 RETURNING ScheduleVersion, LastReplayId",
-                &[&host, &labels, &product],
-            )
-            .map_err(self.fail("registering this host"))?;
-        Ok((row.get(0), row.get(1)))
-    }
-
-    /// Central versions after `position`, oldest first, at most `limit`; a row that fails
-    /// validation comes back as its error, for the caller to log and skip.
-    #[allow(clippy::type_complexity)]
-    pub fn versions_after(
-        &mut self,
-        position: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Result<CentralSchedule, Error>)>, Error> {
-        let sql = format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM LogoutSchedules WHERE Version > $1 ORDER BY Version LIMIT $2"
-        );
-        let rows = self
-            .client
-            .query(&sql, &[&position, &limit])
-            .map_err(self.fail("reading schedule changes"))?;
-        Ok(rows
-            .iter()
-            .map(|row| (row.get::<_, i64>(17), central_from_row(row)))
-            .collect())
-    }
-
-    /// Reports the schedule version this host has applied (its local commit is done), with
-    /// when it first had it (`AppliedAt`); also the host's heartbeat (`LastContact`).
-    pub fn report_version(&mut self, host: &str, version: i64) -> Result<(), Error> {
-        self.client
-            .execute(
-                "UPDATE FleetHosts SET AppliedAt = CASE WHEN ScheduleVersion = $2 THEN AppliedAt \
-                 ELSE now() END, ScheduleVersion = $2, LastContact = now() WHERE Host = $1",
-                &[&host, &version],
-            )
-            .map_err(self.fail("reporting the schedule version"))?;
-        Ok(())
-    }
-
-    /// Uploads a batch of this host's events (ReplayId order) and its new position in one
-    /// transaction; an event already there (same EventIdentifier) is skipped, so a batch
-    /// sent twice is stored once. Returns how many rows were new.
-    pub fn upload(&mut self, host: &str, events: &[EventRow]) -> Result<u64, Error> {
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        let col =
-            |f: &dyn Fn(&EventRow) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-        let dates = col(&|e| Some(e.date.clone()));
-        let stamps = col(&|e| Some(e.timestamp.clone()));
-        let groups = col(&|e| Some(e.group_name.clone()));
-        let kinds = col(&|e| Some(e.event.clone()));
-        let immediate: Vec<bool> = events.iter().map(|e| e.immediate).collect();
-        let kick: Vec<bool> = events.iter().map(|e| e.kick).collect();
-        let replay: Vec<i64> = events.iter().map(|e| e.replay_id).collect();
-        let identifiers = col(&|e| Some(e.event_identifier.clone()));
-        let related = col(&|e| e.related_event_identifier.clone());
-        let sessions = col(&|e| e.session_key.clone());
-        let logins = col(&|e| e.login_key.clone());
-        let uids: Vec<Option<i64>> = events.iter().map(|e| e.user_id).collect();
-        let schedules = col(&|e| e.schedule_id.clone());
-        let reasons = col(&|e| e.reason.clone());
-        let services = col(&|e| e.service.clone());
-        let ttys = col(&|e| e.tty.clone());
-        let remotes = col(&|e| e.remote_host.clone());
-        let params: [&(dyn ToSql + Sync); 18] = [
-            &dates,
-            &stamps,
-            &groups,
-            &kinds,
-            &immediate,
-            &kick,
-            &replay,
-            &identifiers,
-            &related,
-            &sessions,
-            &logins,
-            &uids,
-            &schedules,
-            &reasons,
-            &services,
-            &ttys,
-            &remotes,
-            &host,
-        ];
-        let endpoint = self.endpoint.clone();
-        let fail = |what: &str| pg_failure(&endpoint, what);
-        let mut tx = self
-            .client
-            .transaction()
-            .map_err(fail("starting an upload"))?;
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .map_err(fail("starting an upload"))?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO LogoutEvents ({EVENT_COLUMNS}) \
-                     SELECT d, t, g, ev, im, k, r, ei, rel, sk, lk, u, si, re, sv, tt, rh, $18 \
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], \
-                     $6::bool[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::int8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[]) \
-                     AS x(d, t, g, ev, im, k, r, ei, rel, sk, lk, u, si, re, sv, tt, rh) \
-                     ORDER BY r ON CONFLICT (EventIdentifier) DO NOTHING"
-                ),
-                &params,
-            )
-            .map_err(fail("uploading events"))?;
-        tx.execute(
-            "UPDATE FleetHosts SET LastReplayId = $2, LastContact = now() WHERE Host = $1",
-            &[&host, &last.replay_id],
-        )
-        .map_err(fail("recording the upload position"))?;
-        tx.commit().map_err(fail("committing an upload"))?;
-        Ok(inserted)
-    }
-
-    /// Resets the central upload position (a host whose store was recreated starts again).
-    pub fn reset_upload_position(&mut self, host: &str, replay_id: i64) -> Result<(), Error> {
-        self.client
-            .execute(
-                "UPDATE FleetHosts SET LastReplayId = $2 WHERE Host = $1",
-                &[&host, &replay_id],
-            )
-            .map_err(self.fail("resetting the upload position"))?;
-        Ok(())
     }
 }
 
@@ -856,7 +464,7 @@ fn current_central(tx: &mut postgres::Transaction<'_>, id: &str) -> Result<Centr
 
 /// A central row through the same checks as a local one (a row written by hand in psql is
 /// reported with its Id, never applied half-understood).
-fn central_from_row(row: &Row) -> Result<CentralSchedule, Error> {
+pub(super) fn central_from_row(row: &Row) -> Result<CentralSchedule, Error> {
     let raw = RawRow {
         date: row.get(0),
         id: row.get(1),

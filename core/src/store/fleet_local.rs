@@ -18,6 +18,11 @@ use crate::store::ScheduleRecord;
 pub struct FleetState {
     /// The last central schedule version applied to this store.
     pub schedule_version: i64,
+    /// Its key (`LogoutSchedules.VersionKey`): the version is trusted only if the server
+    /// has it with this key. `None` from stores older than keys (they resynchronise once).
+    pub schedule_version_key: Option<String>,
+    /// The host's labels as the central database last said (`None`: not told yet).
+    pub labels: Option<Vec<String>>,
     /// The last local ReplayId the central database has (as of the last upload).
     pub uploaded_replay_id: i64,
     pub connected: bool,
@@ -30,8 +35,8 @@ impl Store {
     pub fn fleet_state(&self) -> Result<FleetState, Error> {
         self.conn
             .prepare_cached(
-                "SELECT ScheduleVersion, UploadedReplayId, Connected, Since, LastError \
-                 FROM FleetState WHERE Singleton = 1",
+                "SELECT ScheduleVersion, UploadedReplayId, Connected, Since, LastError, \
+                 ScheduleVersionKey, Labels FROM FleetState WHERE Singleton = 1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([], |r| {
@@ -41,6 +46,11 @@ impl Store {
                         connected: r.get(2)?,
                         since: r.get(3)?,
                         last_error: r.get(4)?,
+                        schedule_version_key: r.get(5)?,
+                        // Written only by this file, as JSON: anything else reads as unknown.
+                        labels: r
+                            .get::<_, Option<String>>(6)?
+                            .and_then(|text| serde_json::from_str(&text).ok()),
                     })
                 })
                 .optional()
@@ -64,12 +74,13 @@ impl Store {
             .map_err(|e| self.fail("reading the fleet schedules", e))
     }
 
-    /// Writes the versions copied from the fleet and the new position, in one transaction:
-    /// after a crash the thread resumes exactly where the store says it got to.
+    /// Writes the versions copied from the fleet and the new position (a version and its
+    /// key), in one transaction: after a crash the thread resumes exactly where the store
+    /// says it got to.
     pub fn apply_fleet_versions(
         &mut self,
         versions: &[(ScheduleRecord, i64)],
-        position: i64,
+        position: (i64, &str),
     ) -> Result<(), Error> {
         let (tx, path, _) = self.begin_write("starting the fleet schedule copy")?;
         for (record, version) in versions {
@@ -79,13 +90,53 @@ impl Store {
         upsert_state(&tx)
             .and_then(|()| {
                 tx.execute(
-                    "UPDATE FleetState SET ScheduleVersion = ?1 WHERE Singleton = 1",
-                    params![position],
+                    "UPDATE FleetState SET ScheduleVersion = ?1, ScheduleVersionKey = ?2 \
+                     WHERE Singleton = 1",
+                    params![position.0, position.1],
                 )
             })
             .map_err(|e| classify(&path, "recording the fleet schedule position", e))?;
         tx.commit()
             .map_err(|e| classify(&path, "committing the fleet schedule copy", e))
+    }
+
+    /// A resynchronisation's writes, in one transaction: the versions that make the fleet
+    /// schedules exactly the server's (`fleet::resync` plans them), the server's newest
+    /// version as the position (`None`: it has none) and the labels it sent.
+    pub fn resync_fleet(
+        &mut self,
+        versions: &[(ScheduleRecord, i64)],
+        position: Option<(i64, &str)>,
+        labels: &[String],
+    ) -> Result<(), Error> {
+        let (tx, path, _) = self.begin_write("starting the fleet resynchronisation")?;
+        for (record, version) in versions {
+            insert_marked_version(&tx, record, Some(*version))
+                .map_err(|e| classify(&path, "copying a fleet schedule", e))?;
+        }
+        let labels = serde_json::to_string(labels).unwrap_or_else(|_| "[]".into());
+        upsert_state(&tx)
+            .and_then(|()| {
+                tx.execute(
+                    "UPDATE FleetState SET ScheduleVersion = ?1, ScheduleVersionKey = ?2, \
+                     Labels = ?3 WHERE Singleton = 1",
+                    params![position.map_or(0, |p| p.0), position.map(|p| p.1), labels],
+                )
+            })
+            .map_err(|e| classify(&path, "recording the fleet schedule position", e))?;
+        tx.commit()
+            .map_err(|e| classify(&path, "committing the fleet resynchronisation", e))
+    }
+
+    /// The current schedules that came from the fleet.
+    pub fn fleet_schedules(&self) -> Result<Vec<ScheduleRecord>, Error> {
+        let ids = self.fleet_schedule_ids()?;
+        Ok(self
+            .current_schedules_lenient()?
+            .0
+            .into_iter()
+            .filter(|record| ids.contains(&record.id))
+            .collect())
     }
 
     /// Records the link's state for `fleet status` (only when it changes).

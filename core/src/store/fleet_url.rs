@@ -11,6 +11,7 @@ use std::time::Duration;
 use postgres::config::{Host, SslMode, SslNegotiation};
 
 use super::fleet::{FleetDb, FleetTls};
+use super::fleet_host::HostDb;
 use super::fleet_tls::TlsSettings;
 use crate::error::Error;
 
@@ -140,6 +141,16 @@ impl FleetUrl {
 
     /// Opens a connection with a `tls()` built before.
     pub fn connect_with(&self, tls: &FleetTls) -> Result<FleetDb, Error> {
+        FleetDb::open(&self.client_config(tls)?, tls.clone(), self.endpoint())
+    }
+
+    /// Opens a host link's connection (through a pooler, possibly) with a `tls()` built before.
+    pub fn connect_host(&self, tls: &FleetTls) -> Result<HostDb, Error> {
+        HostDb::open(&self.client_config(tls)?, tls.clone(), self.endpoint())
+    }
+
+    /// The client's configuration for a connection: TLS as `tls` does it, the password.
+    fn client_config(&self, tls: &FleetTls) -> Result<postgres::Config, Error> {
         let mut config = self.config.clone();
         if tls.is_local() {
             config.ssl_mode(SslMode::Disable);
@@ -156,7 +167,7 @@ impl FleetUrl {
         if let Some(password) = self.password()? {
             config.password(password);
         }
-        FleetDb::open(&config, tls.clone(), self.endpoint())
+        Ok(config)
     }
 
     /// The password from the password file (libpq's format and lookup: `passfile=`, else
@@ -194,6 +205,70 @@ impl FleetUrl {
     }
 }
 
+/// The URL hosts use, made from the one an administrator connects with: the same server,
+/// database and TLS settings, logging in as `role` (the shared link role) and without the
+/// administrator's passfile (a pooler's or server's password for the link role is the site's
+/// to add). A `key=value` string stays one, a URI stays a URI.
+pub fn url_for_hosts(admin_url: &str, role: &str) -> Result<String, Error> {
+    let bad = |reason: String| Error::invalid("fleet url", reason);
+    let text = admin_url.trim();
+    let personal = |key: &str| matches!(key, "user" | "passfile" | "password");
+    if let Some(rest) = text
+        .strip_prefix("postgresql://")
+        .or_else(|| text.strip_prefix("postgres://"))
+    {
+        let scheme = &text[..text.len() - rest.len()];
+        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match base.find('/') {
+            Some(i) => base.split_at(i),
+            None => (base, ""),
+        };
+        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let mut pairs: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !personal(p.split_once('=').map_or(*p, |kv| kv.0)))
+            .collect();
+        let user = format!("user={role}");
+        pairs.push(&user);
+        return Ok(format!("{scheme}{hosts}{path}?{}", pairs.join("&")));
+    }
+    let mut kept = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        skip_spaces(&mut chars);
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        skip_spaces(&mut chars);
+        if chars.next() != Some('=') {
+            return Err(bad(format!("{key:?} has no value (key=value)")));
+        }
+        skip_spaces(&mut chars);
+        let value = read_value(&mut chars, &key).map_err(bad)?;
+        if !personal(&key) {
+            kept.push(format!("{key}={}", quote_value(&value)));
+        }
+    }
+    kept.push(format!("user={role}"));
+    Ok(kept.join(" "))
+}
+
+/// A `key=value` string's value, quoted when it must be.
+fn quote_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// Fills in the default host (Debian's socket directory) and tells whether the hosts are Unix
 /// sockets (`true`) or TCP (`false`); a list of both is refused, since the two kinds of
 /// channel are protected differently. A `hostaddr` without a `host` names the host for TLS too.
@@ -224,7 +299,8 @@ fn hosts_are_local(config: &mut postgres::Config) -> Result<bool, String> {
 
 /// The link's guards against a server or network that stalls: the connect timeout (5 s unless
 /// the URL says), TCP_USER_TIMEOUT and keepalives (unless the URL says). The statement and
-/// lock timeouts are set on each connection (`FleetDb::open`); a server that goes silent
+/// lock timeouts are set on each administrator's connection (`FleetDb::open`; the host link
+/// sets nothing in its sessions, which a pooler shares); a server that goes silent
 /// after a request is noticed by the channel (`fleet_channel`).
 fn set_link_timeouts(config: &mut postgres::Config) {
     if config.get_connect_timeout().is_none() {
@@ -487,6 +563,31 @@ mod tests {
             url.config.get_tcp_user_timeout(),
             Some(&Duration::from_secs(7))
         );
+    }
+
+    #[test]
+    fn hosts_get_the_link_role_and_not_the_administrators_passfile() {
+        assert_eq!(
+            url_for_hosts(
+                "host=db.example.org dbname=fl user=alice passfile='/root/my pass' sslmode=verify-full",
+                "forcelogout_link"
+            )
+            .unwrap(),
+            "host=db.example.org dbname=fl sslmode=verify-full user=forcelogout_link"
+        );
+        assert_eq!(
+            url_for_hosts(
+                "postgresql://alice@db:6432/fl?passfile=%2Froot%2Fpw&sslmode=require",
+                "forcelogout_link"
+            )
+            .unwrap(),
+            "postgresql://db:6432/fl?sslmode=require&user=forcelogout_link"
+        );
+        assert_eq!(
+            url_for_hosts("host=db sslrootcert='/etc/a b.crt'", "l").unwrap(),
+            "host=db sslrootcert='/etc/a b.crt' user=l"
+        );
+        assert!(url_for_hosts("host", "l").is_err());
     }
 
     #[test]

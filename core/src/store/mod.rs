@@ -9,7 +9,13 @@ mod events;
 pub mod fleet;
 #[cfg(feature = "fleet")]
 mod fleet_channel;
+#[cfg(feature = "fleet")]
+mod fleet_enrolment;
+#[cfg(feature = "fleet")]
+mod fleet_host;
 mod fleet_local;
+#[cfg(feature = "fleet")]
+mod fleet_schema;
 #[cfg(feature = "fleet")]
 mod fleet_tls;
 #[cfg(feature = "fleet")]

@@ -2,7 +2,7 @@
 //! applied; a store newer than this build is refused rather than misread.
 
 /// Each entry takes the schema from version N to N+1. Never edit a released entry: append.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 const V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -155,4 +155,14 @@ CREATE TABLE FleetState (
 /// guessing from its tables (stores from before this are known by their tables).
 const V5: &str = r#"
 PRAGMA application_id = 1179406151;
+"#;
+
+/// The fleet's position is a central version *and its key*: after a failover that lost
+/// transactions the server may number a different version the same, and the key tells them
+/// apart. The host's labels are set centrally; the link keeps the last ones it was told, for
+/// `fleet status` and to notice a change.
+const V6: &str = r#"
+ALTER TABLE FleetState ADD COLUMN ScheduleVersionKey TEXT;
+-- A JSON array of strings; NULL: not told yet.
+ALTER TABLE FleetState ADD COLUMN Labels TEXT;
 "#;

@@ -1,5 +1,5 @@
-//! `fleet init|hosts|status`: setting up the central database, listing its hosts, and this
-//! host's link (SPEC §9).
+//! `fleet init|hosts|status|enrol|retire`: setting up the central database, listing its
+//! hosts, this host's link, and hosts' identities (`fleet_enrol`) (SPEC §9).
 
 use forcelogout_core::Error;
 use serde::Serialize;
@@ -9,12 +9,14 @@ use super::Context;
 use crate::cli::FleetCommand;
 use crate::output::Table;
 
-/// `fleet init|hosts|status`.
+/// `fleet init|hosts|status|enrol|retire`.
 pub fn run(ctx: &Context, command: FleetCommand) -> Result<(), Error> {
     match command {
         FleetCommand::Init => init(ctx),
         FleetCommand::Hosts => hosts(ctx),
         FleetCommand::Status => status(ctx),
+        FleetCommand::Enrol(args) => super::fleet_enrol::enrol(ctx, args),
+        FleetCommand::Retire { host } => super::fleet_enrol::retire(ctx, &host),
     }
 }
 
@@ -62,10 +64,12 @@ fn hosts(ctx: &Context) -> Result<(), Error> {
             } else {
                 h.labels.join(",")
             },
-            h.last_contact
-                .as_deref()
-                .map(short_time)
-                .unwrap_or_else(|| "never".into()),
+            match (&h.last_contact, h.enrolled) {
+                (Some(at), true) => short_time(at),
+                (None, true) => "never".into(),
+                // A row from before secrets: the host cannot log in until it is enrolled.
+                (_, false) => "not enrolled".into(),
+            },
             h.schedule_version.to_string(),
             h.versions_behind.to_string(),
             h.last_replay_id.to_string(),
@@ -93,7 +97,6 @@ fn status(ctx: &Context) -> Result<(), Error> {
     #[serde(rename_all = "PascalCase")]
     struct Status<'a> {
         host: Option<&'a str>,
-        labels: Vec<String>,
         #[serde(flatten)]
         state: &'a forcelogout_core::store::FleetState,
         newest_replay_id: i64,
@@ -106,7 +109,6 @@ fn status(ctx: &Context) -> Result<(), Error> {
     let fleet = ctx.config.fleet.as_ref();
     let shown = Status {
         host: fleet.map(|f| f.host.as_str()),
-        labels: fleet.map(|f| f.labels.clone()).unwrap_or_default(),
         state: &state,
         newest_replay_id: newest,
         waiting_to_upload: (newest - state.uploaded_replay_id).max(0),
@@ -123,10 +125,10 @@ fn status(ctx: &Context) -> Result<(), Error> {
     text.push_str(&format!("Host:       {}\n", fleet.host));
     text.push_str(&format!(
         "Labels:     {}\n",
-        if fleet.labels.is_empty() {
-            "-".into()
-        } else {
-            fleet.labels.join(", ")
+        match &state.labels {
+            None => "(not known yet: set centrally with fleet enrol --labels)".into(),
+            Some(labels) if labels.is_empty() => "-".into(),
+            Some(labels) => labels.join(", "),
         }
     ));
     let since = state.since.as_deref().map(short_time).unwrap_or_default();

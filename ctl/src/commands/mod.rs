@@ -5,6 +5,7 @@ pub mod apply;
 pub mod events;
 pub mod fleet;
 pub mod fleet_admin;
+pub mod fleet_enrol;
 pub mod logout;
 pub mod next;
 pub mod preview;

@@ -54,6 +54,8 @@ pub const RULES: &[Rule] = &[
     Rule { command: "fleet init",      who: Never,      why: "the fleet's database checks its own roles" },
     Rule { command: "fleet hosts",     who: Never,      why: "the fleet's database checks its own roles" },
     Rule { command: "fleet status",    who: Never,      why: "the fleet's database checks its own roles" },
+    Rule { command: "fleet enrol",     who: Never,      why: "the fleet's database checks its own roles" },
+    Rule { command: "fleet retire",    who: Never,      why: "the fleet's database checks its own roles" },
     Rule { command: "--fleet",         who: Never,      why: "the fleet's database checks its own roles" },
 ];
 
@@ -85,6 +87,8 @@ pub fn row_name(cli: &Cli) -> &'static str {
         Command::Fleet(FleetCommand::Init) => "fleet init",
         Command::Fleet(FleetCommand::Hosts) => "fleet hosts",
         Command::Fleet(FleetCommand::Status) => "fleet status",
+        Command::Fleet(FleetCommand::Enrol(_)) => "fleet enrol",
+        Command::Fleet(FleetCommand::Retire { .. }) => "fleet retire",
     }
 }
 

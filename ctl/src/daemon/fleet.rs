@@ -1,7 +1,7 @@
 //! The daemon's link to the fleet (SPEC §9): a `forcelogoutctl fleet-link` process it starts and
 //! starts again if it ends, so that the daemon itself links no PostgreSQL or TLS client (1.7 MB
 //! of its resident memory). The link has its own connections to the central database and to
-//! the store; the copy, upload and reconnect logic is core's `fleet::run_host`. It ends when
+//! the store; the poll, copy, upload and reconnect logic is core's `fleet::run_host`. It ends when
 //! its standard input does: when the daemon is gone, however it went.
 
 use std::io::Read;
@@ -57,20 +57,24 @@ pub fn run_link(ctx: &Context) -> Result<(), Error> {
             "the configuration has no [fleet] section",
         ));
     };
-    // A bad URL or passfile must not stop enforcement: the link logs it, `fleet status`
+    // A bad URL or secret file must not stop enforcement: the link logs it, `fleet status`
     // shows it, and the host goes on with its local schedules until it is fixed.
-    match forcelogout_core::store::fleet::FleetUrl::parse(&fleet.url, &fleet.host) {
-        Ok(url) => super::log(&format!("fleet: {}: TLS {}", url.endpoint(), url.channel())),
+    match forcelogout_core::store::fleet::FleetUrl::parse(
+        &fleet.url,
+        forcelogout_core::store::fleet::LINK_ROLE,
+    ) {
+        Ok(url) => super::log(&format!(
+            "fleet: {} as {}: TLS {}",
+            url.endpoint(),
+            url.user(),
+            url.channel()
+        )),
         Err(e) => super::log(&format!("fleet: {e}")),
     }
     super::log(&format!(
-        "fleet: host {} (labels {})",
+        "fleet: host {} (secret in {}; labels are central)",
         fleet.host,
-        if fleet.labels.is_empty() {
-            "none".to_string()
-        } else {
-            fleet.labels.join(", ")
-        }
+        fleet.secret_file.display()
     ));
     let db = ctx.db.clone();
     std::thread::Builder::new()

@@ -1,7 +1,12 @@
-//! The fleet (SPEC §9): which central schedules a host takes, and the host's side of the link:
-//! copy the schedule versions down, upload the events, reconnect with back-off. A login never
-//! waits on any of it: the PAM module and the enforcement loop read only the local store.
-//! Every statement is in `store::fleet` (PostgreSQL) and `store::fleet_local` (SQLite).
+//! The fleet (SPEC §9): which central schedules a host takes, and the host's side of the link
+//! (`link`): poll for schedule versions, copy them down or resynchronise (`resync`), upload
+//! the events, reconnect with back-off. A login never waits on any of it: the PAM module and
+//! the enforcement loop read only the local store. Every statement is in `store::fleet*`
+//! (PostgreSQL) and `store::fleet_local` (SQLite).
+
+mod link;
+mod resync;
+pub mod secret;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,17 +14,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+pub use link::{HostLink, StepReport, POLL_INTERVAL};
+pub use resync::plan_resync;
+
 use crate::clock::format_timestamp;
 use crate::config::{validate_fleet_name, FleetConfig};
 use crate::error::Error;
-use crate::store::fleet::{CentralSchedule, FleetDb, FleetTls, FleetUrl};
+use crate::store::fleet::CentralSchedule;
 use crate::store::{Access, ScheduleEvent, ScheduleRecord, Store, DEFAULT_BUSY_TIMEOUT};
 
-/// A host that heard nothing looks at the schedules this often anyway (a lost notification).
-pub const SAFETY_POLL: Duration = Duration::from_secs(30);
-/// How often the host looks for new local events to upload (and for a closed connection).
-pub const UPLOAD_POLL: Duration = Duration::from_secs(1);
-/// Rows per schedule copy and per upload transaction.
+/// Rows per schedule copy and per upload call.
 pub const BATCH: usize = 500;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// Low enough that a host is back within 5 s of the database coming back.
@@ -104,180 +108,68 @@ impl Backoff {
     }
 }
 
-/// The host's side of the link, run by a thread of the daemon forever: connect, copy, upload,
-/// wait; on any failure, record it for `fleet status`, back off and start again. Events stay
-/// in the local store until the database has them, so nothing is lost while it is away.
+/// The host's side of the link, run by a thread of the daemon forever: a round every
+/// `POLL_INTERVAL`; on any failure (recorded for `fleet status`) back off and start again.
+/// Events stay in the local store until the database has them, so nothing is lost while it
+/// is away.
 pub fn run_host(fleet: &FleetConfig, db_path: &Path, log: &dyn Fn(&str)) -> ! {
     let mut backoff = Backoff::default();
-    let mut store: Option<Store> = None;
-    let mut link: Option<(FleetUrl, FleetTls)> = None;
+    let mut link: Option<HostLink> = None;
     let mut last_error: Option<String> = None;
-    // "connected" is logged once after each error that was logged, not at every retry.
-    let mut say_connected = true;
     loop {
-        let result = match (store.as_mut(), &link) {
-            (None, _) => match Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
-                Ok(opened) => {
-                    store = Some(opened);
-                    continue;
-                }
-                Err(e) => Err(e),
-            },
-            // The URL parsed, and TLS set up, once: reconnects reuse them.
-            (Some(_), None) => match FleetUrl::parse(&fleet.url, &fleet.host)
-                .and_then(|url| url.tls().map(|tls| (url, tls)))
+        let started = Instant::now();
+        let result = match link.as_mut() {
+            Some(link) => link.step(Utc::now()),
+            None => match Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT)
+                .and_then(|store| HostLink::new(fleet, store))
             {
-                Ok(parsed) => {
-                    link = Some(parsed);
+                Ok(made) => {
+                    link = Some(made);
                     continue;
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    note_unlinked(db_path, &e);
+                    Err(e)
+                }
             },
-            (Some(store), Some((url, tls))) => session(
-                fleet,
-                url,
-                tls,
-                store,
-                &mut backoff,
-                &mut say_connected,
-                log,
-            ),
         };
-        let Err(error) = result;
+        match result {
+            Ok(report) => {
+                for note in &report.notes {
+                    log(note);
+                }
+                last_error = None;
+                backoff.reset();
+                std::thread::sleep(POLL_INTERVAL.saturating_sub(started.elapsed()));
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    log(&format!("fleet: {text}; retrying"));
+                    last_error = Some(text);
+                }
+                std::thread::sleep(backoff.delay());
+            }
+        }
+    }
+}
+
+/// Records for `fleet status` why the link could not even start (a bad URL or secret file).
+fn note_unlinked(db_path: &Path, error: &Error) {
+    if let Ok(mut store) = Store::open(db_path, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT) {
         let text = error.to_string();
-        if last_error.as_deref() != Some(&text) {
-            log(&format!("fleet: {text}; retrying"));
-            say_connected = true;
-            if let Some(store) = store.as_mut() {
-                let _ = store.set_fleet_link(false, &format_timestamp(Utc::now()), Some(&text));
-            }
-            last_error = Some(text);
-        }
-        std::thread::sleep(backoff.delay());
-    }
-}
-
-/// One connection's life; returns only with the error that ended it.
-#[allow(clippy::too_many_arguments)]
-fn session(
-    fleet: &FleetConfig,
-    url: &FleetUrl,
-    tls: &FleetTls,
-    store: &mut Store,
-    backoff: &mut Backoff,
-    say_connected: &mut bool,
-    log: &dyn Fn(&str),
-) -> Result<std::convert::Infallible, Error> {
-    let mut db = url.connect_with(tls)?;
-    db.check_schema()?;
-    db.listen()?;
-    let (_, mut uploaded) = db.enrol(&fleet.host, &fleet.labels, env!("CARGO_PKG_VERSION"))?;
-    backoff.reset();
-    store.set_fleet_link(true, &format_timestamp(Utc::now()), None)?;
-    if std::mem::take(say_connected) {
-        log(&format!(
-            "fleet: connected to {} as {}",
-            url.endpoint(),
-            url.user()
-        ));
-    }
-    let local_newest = store.max_replay_id()?;
-    if uploaded > local_newest {
-        log(&format!(
-            "fleet: the database has events up to ReplayId {uploaded} but this store only to \
-             {local_newest} (a new store?); uploading from the start"
-        ));
-        uploaded = 0;
-        db.reset_upload_position(&fleet.host, 0)?;
-    }
-    if store.fleet_state()?.uploaded_replay_id != uploaded {
-        store.set_fleet_uploaded(uploaded)?;
-    }
-    let mut next_poll = Instant::now();
-    let mut announced = true;
-    loop {
-        let poll_due = Instant::now() >= next_poll;
-        if announced || poll_due {
-            let moved = copy_schedules(&mut db, store, fleet, log)?;
-            // The safety poll doubles as a heartbeat: `fleet hosts` shows a live LastContact.
-            if moved || poll_due {
-                db.report_version(&fleet.host, store.fleet_state()?.schedule_version)?;
-            }
-            if poll_due {
-                next_poll = Instant::now() + SAFETY_POLL;
-            }
-        }
-        uploaded = upload_events(&mut db, store, &fleet.host, uploaded)?;
-        announced = db.wait_for_announcement(UPLOAD_POLL)?;
-        if db.is_closed() {
-            return Err(Error::io(
-                format!("fleet: {}", url.endpoint()),
-                std::io::Error::other("the connection was closed"),
-            ));
+        if store.fleet_state().ok().and_then(|s| s.last_error) != Some(text.clone()) {
+            let _ = store.set_fleet_link(false, &format_timestamp(Utc::now()), Some(&text));
         }
     }
-}
-
-/// Copies the versions after the store's position, a batch per local transaction (each one
-/// records its position with it); whether the position moved.
-fn copy_schedules(
-    db: &mut FleetDb,
-    store: &mut Store,
-    fleet: &FleetConfig,
-    log: &dyn Fn(&str),
-) -> Result<bool, Error> {
-    let start = store.fleet_state()?.schedule_version;
-    let mut position = start;
-    loop {
-        let batch = db.versions_after(position, BATCH as i64)?;
-        let Some(last) = batch.last().map(|(v, _)| *v) else {
-            break;
-        };
-        let full = batch.len() == BATCH;
-        let mut good = Vec::with_capacity(batch.len());
-        for (version, row) in batch {
-            match row {
-                Ok(row) => good.push(row),
-                Err(e) => log(&format!("fleet: schedule version {version} skipped: {e}")),
-            }
-        }
-        let mut held = store.fleet_schedule_ids()?;
-        let rows = plan_copy(&good, &mut held, &fleet.host, &fleet.labels);
-        store.apply_fleet_versions(&rows, last)?;
-        position = last;
-        if !full {
-            break;
-        }
-    }
-    Ok(position != start)
-}
-
-/// Uploads the events after `uploaded` in ReplayId order, a batch per central transaction;
-/// returns the new position.
-fn upload_events(
-    db: &mut FleetDb,
-    store: &mut Store,
-    host: &str,
-    mut uploaded: i64,
-) -> Result<i64, Error> {
-    while store.max_replay_id()? > uploaded {
-        let batch = store.events_after(uploaded, BATCH)?;
-        let Some(last) = batch.last().map(|e| e.replay_id) else {
-            break;
-        };
-        db.upload(host, &batch)?;
-        uploaded = last;
-        store.set_fleet_uploaded(uploaded)?;
-    }
-    Ok(uploaded)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::schedule::{Recurrence, Schedule};
 
-    fn version(id: &str, hosts: &str, event: ScheduleEvent, v: i64) -> CentralSchedule {
+    pub(crate) fn version(id: &str, hosts: &str, event: ScheduleEvent, v: i64) -> CentralSchedule {
         CentralSchedule {
             record: ScheduleRecord {
                 date: "2026-11-23".into(),
