@@ -112,15 +112,35 @@ struct Sim {
     hosts: Vec<SimHost>,
     stop: Arc<AtomicBool>,
     reports: Arc<Reports>,
+    /// The server's and pooler's CPU with no host linked yet.
+    baseline: Cpu,
+}
+
+/// Cores used: the server (postmaster and children), pgbouncer, this process (the hosts).
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    server: f64,
+    pooler: f64,
+    own: f64,
+}
+
+impl Cpu {
+    /// Microseconds of CPU per second per host, above `baseline` (the fleet with no hosts).
+    fn per_host(&self, baseline: &Cpu, hosts: usize) -> Cpu {
+        let each = |now: f64, base: f64| (now - base).max(0.0) * 1e6 / hosts as f64;
+        Cpu {
+            server: each(self.server, baseline.server),
+            pooler: each(self.pooler, baseline.pooler),
+            own: each(self.own, baseline.own),
+        }
+    }
 }
 
 /// One size's measures.
 struct Measures {
     hosts: usize,
     latency: Vec<(f64, f64)>,
-    server_cpu: f64,
-    pooler_cpu: f64,
-    own_cpu: f64,
+    idle: Cpu,
     pg_connections: u64,
     server_connections: u64,
     clients: u64,
@@ -153,6 +173,7 @@ impl Sim {
             hosts: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             reports: Arc::new(Reports::default()),
+            baseline: Cpu::default(),
         }
     }
 
@@ -232,28 +253,34 @@ impl Sim {
             .collect()
     }
 
-    /// CPU (cores) per host of the server, the pooler and this process over `IDLE_WINDOW`
-    /// of an idle fleet; then the connections each holds.
-    fn idle(&self, m: &mut Measures) {
-        std::thread::sleep(Duration::from_secs(3));
+    /// Cores used over `IDLE_WINDOW`, now.
+    fn cpu_window(&self) -> Cpu {
         let postmaster = self.pg.postmaster_pid().expect("postmaster pid");
         let (bouncer, own) = (self.bouncer.pid(), std::process::id());
+        let read = || {
+            [
+                tree_cpu_ticks(postmaster),
+                cpu_ticks(bouncer),
+                cpu_ticks(own),
+            ]
+        };
         let started = Instant::now();
-        let before = (
-            tree_cpu_ticks(postmaster),
-            cpu_ticks(bouncer),
-            cpu_ticks(own),
-        );
+        let before = read();
         std::thread::sleep(IDLE_WINDOW);
-        let after = (
-            tree_cpu_ticks(postmaster),
-            cpu_ticks(bouncer),
-            cpu_ticks(own),
-        );
-        let per_host = started.elapsed().as_secs_f64() * ticks_per_second() * m.hosts as f64;
-        m.server_cpu = after.0.saturating_sub(before.0) as f64 / per_host;
-        m.pooler_cpu = after.1.saturating_sub(before.1) as f64 / per_host;
-        m.own_cpu = after.2.saturating_sub(before.2) as f64 / per_host;
+        let after = read();
+        let ticks = started.elapsed().as_secs_f64() * ticks_per_second();
+        let cores = |i: usize| after[i].saturating_sub(before[i]) as f64 / ticks;
+        Cpu {
+            server: cores(0),
+            pooler: cores(1),
+            own: cores(2),
+        }
+    }
+
+    /// The idle fleet's CPU, and the connections the server and the pooler hold.
+    fn idle(&self, m: &mut Measures) {
+        std::thread::sleep(Duration::from_secs(3));
+        m.idle = self.cpu_window();
         m.pg_connections = self.scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'fleet' \
              AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
@@ -297,9 +324,7 @@ impl Sim {
         let mut m = Measures {
             hosts: n,
             latency: Vec::new(),
-            server_cpu: 0.0,
-            pooler_cpu: 0.0,
-            own_cpu: 0.0,
+            idle: Cpu::default(),
             pg_connections: 0,
             server_connections: 0,
             clients: 0,
@@ -320,6 +345,12 @@ impl Sim {
         }
         self.idle(&mut m);
         m.events_per_second = self.upload_rate();
+        println!(
+            "  measured: last host {:.3} s (median of rounds), idle server + pgbouncer {:.3} cores, {:.0} events/s",
+            median(m.latency.iter().map(|r| r.1).collect()),
+            m.idle.server + m.idle.pooler,
+            m.events_per_second
+        );
         m.failed_steps = self.reports.failed_steps.swap(0, Ordering::Relaxed);
         if let Some(e) = self.reports.last_error.lock().expect("lock").take() {
             println!("  (a failed step: {e})");
@@ -385,14 +416,33 @@ fn enrol(admin_url: &str, names: &[String], dirs: &[PathBuf]) {
     }
 }
 
-/// Lets this process hold a socket and a store for thousands of hosts.
-fn raise_file_limit() {
+/// Lets this process hold a socket and a store (three files) for each host: the soft
+/// open-file limit up to the hard one, which must be enough.
+fn raise_file_limit(hosts: usize) {
     let pid = std::process::id().to_string();
+    let hard = ok(Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile", "--output=HARD", "--noheadings"])
+        .output()
+        .expect("prlimit"));
+    let hard = hard.trim();
     let status = Command::new("prlimit")
-        .args(["--pid", &pid, "--nofile=65536:65536"])
+        .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
         .status()
         .expect("prlimit");
     assert!(status.success(), "could not raise the open-file limit");
+    let needed = 5 * hosts + 200;
+    if hard.parse::<usize>().is_ok_and(|h| h < needed) {
+        println!(
+            "warning: the open-file limit ({hard}) is below the {needed} files this run needs"
+        );
+    }
+}
+
+/// /proc/loadavg's first three fields: how busy the machine was besides this run.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn sizes() -> Vec<usize> {
@@ -409,7 +459,7 @@ fn sizes() -> Vec<usize> {
     }
 }
 
-fn print_tables(results: &[Measures]) {
+fn print_tables(results: &[Measures], baseline: &Cpu) {
     println!("\nlogout --hosts '*': central commit -> host's local commit, {ROUNDS} rounds");
     println!(
         "{:>6} {:>12} {:>12} {:>12}",
@@ -428,27 +478,33 @@ fn print_tables(results: &[Measures]) {
         );
     }
     println!(
-        "\nidle fleet over {} s: CPU per host per second (µs), connections",
-        IDLE_WINDOW.as_secs()
+        "\nidle fleet over {} s: CPU per host per second (µs) above the no-host baseline \
+         (server {:.3} cores, pgbouncer {:.3}); total server + pgbouncer cores; connections",
+        IDLE_WINDOW.as_secs(),
+        baseline.server,
+        baseline.pooler
     );
     println!(
-        "{:>6} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10} {:>8}",
+        "{:>6} {:>8} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>7}",
         "hosts",
         "server",
         "pgbouncer",
-        "sim process",
+        "sim",
+        "cores",
         "pg backends",
         "pool server",
         "clients",
         "errors"
     );
     for m in results {
+        let each = m.idle.per_host(baseline, m.hosts);
         println!(
-            "{:>6} {:>10.1} {:>10.1} {:>12.1} {:>12} {:>12} {:>10} {:>8}",
+            "{:>6} {:>8.1} {:>9.1} {:>8.1} {:>8.3} {:>11} {:>11} {:>8} {:>7}",
             m.hosts,
-            m.server_cpu * 1e6,
-            m.pooler_cpu * 1e6,
-            m.own_cpu * 1e6,
+            each.server,
+            each.pooler,
+            each.own,
+            m.idle.server + m.idle.pooler,
             m.pg_connections,
             m.server_connections,
             m.clients,
@@ -460,14 +516,16 @@ fn print_tables(results: &[Measures]) {
     for m in results {
         println!("{:>6} {:>12.0}", m.hosts, m.events_per_second);
     }
-    print_projection(results);
+    print_projection(results, baseline);
 }
 
-fn print_projection(results: &[Measures]) {
+fn print_projection(results: &[Measures], baseline: &Cpu) {
     let Some(largest) = results.iter().max_by_key(|m| m.hosts) else {
         return;
     };
-    let cores = (largest.server_cpu + largest.pooler_cpu) * PROJECTED_HOSTS;
+    let each = largest.idle.per_host(baseline, largest.hosts);
+    let cores =
+        (each.server + each.pooler) * PROJECTED_HOSTS / 1e6 + baseline.server + baseline.pooler;
     let last = median(largest.latency.iter().map(|r| r.1).collect());
     println!(
         "\nprojection to {PROJECTED_HOSTS:.0} hosts (from {} hosts' per-host costs)",
@@ -495,9 +553,9 @@ fn main() {
         eprintln!("skipped: {why}");
         return;
     }
-    raise_file_limit();
     let mut sizes = sizes();
     sizes.sort_unstable();
+    raise_file_limit(sizes.last().copied().unwrap_or(0));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "fleet simulation: PostgreSQL 15 (max_connections = 100) behind pgbouncer 1.18 \
@@ -509,11 +567,14 @@ fn main() {
         "machine: {cores} cores, shared: the simulated hosts' CPU competes with the server's; \
          server and pooler CPU are read from /proc apart from this process's own"
     );
+    println!("load average at the start: {}", load_average());
     let mut sim = Sim::start(sizes.iter().copied().max().unwrap_or(0));
+    sim.baseline = sim.cpu_window();
     let mut results = Vec::new();
     for n in sizes {
         results.push(sim.measure(n));
     }
-    print_tables(&results);
+    print_tables(&results, &sim.baseline);
+    println!("\nload average at the end: {}", load_average());
     drop(sim);
 }

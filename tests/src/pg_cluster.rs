@@ -3,6 +3,7 @@
 //! can be promoted after the primary is killed, and a copy restored from an earlier backup on
 //! the primary's port. Every process started here is stopped when its value is dropped.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -150,38 +151,48 @@ impl Pgbouncer {
         std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
     }
 
-    /// Runs `command` on the admin console; `-At` output with `|` between columns.
-    pub fn admin(&self, command: &str) -> String {
-        check(
+    /// Runs `command` on the admin console: one map of column name to value per row.
+    pub fn admin(&self, command: &str) -> Vec<HashMap<String, String>> {
+        let text = check(
             Command::new("timeout")
                 .args(["-s", "KILL", "60"])
                 .arg(Path::new(BIN).join("psql"))
-                .args(["-X", "-A", "-t", "-q", "-h"])
+                .args(["-X", "-A", "-q", "-P", "footer=off", "-h"])
                 .arg(self.dir.path().join("sock"))
                 .args(["-p", &self.port.to_string(), "-U", SERVER_USER, "pgbouncer"])
                 .args(["-c", command])
                 .output()
                 .expect("psql"),
             command,
-        )
+        );
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+        lines
+            .map(|line| {
+                let values = line.split('|').map(str::to_string);
+                header.iter().map(|h| h.to_string()).zip(values).collect()
+            })
+            .collect()
     }
 
-    /// `SHOW POOLS` for the `fleet` database, summed over its users' pools.
+    /// `SHOW POOLS` for the `fleet` database, summed over its users' pools (the columns
+    /// differ between pgbouncer versions, so they are found by name).
     pub fn pools(&self) -> PoolCounts {
-        let text = self.admin("SHOW POOLS");
         let mut counts = PoolCounts::default();
-        // database|user|cl_active|cl_waiting|cl_cancel_req|sv_active|sv_idle|sv_used|...
-        for line in text.lines() {
-            let cols: Vec<&str> = line.split('|').collect();
-            if cols.len() < 8 || cols[0] != DATABASE {
+        for pool in self.admin("SHOW POOLS") {
+            if pool.get("database").map(String::as_str) != Some(DATABASE) {
                 continue;
             }
-            let n = |i: usize| cols[i].trim().parse::<u64>().unwrap_or(0);
-            counts.cl_active += n(2);
-            counts.cl_waiting += n(3);
-            counts.sv_active += n(5);
-            counts.sv_idle += n(6);
-            counts.sv_used += n(7);
+            let n = |name: &str| {
+                pool.get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            counts.cl_active += n("cl_active");
+            counts.cl_waiting += n("cl_waiting");
+            counts.sv_active += n("sv_active");
+            counts.sv_idle += n("sv_idle");
+            counts.sv_used += n("sv_used");
         }
         counts
     }
