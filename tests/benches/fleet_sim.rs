@@ -78,6 +78,7 @@ fn ok(out: Output) -> String {
 struct Reports {
     applied: Mutex<Vec<(usize, i64, f64)>>,
     failed_steps: AtomicU64,
+    steps: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -116,22 +117,26 @@ struct Sim {
     baseline: Cpu,
 }
 
-/// Cores used: the server (postmaster and children), pgbouncer, this process (the hosts).
+/// Cores used: the server (postmaster and children), pgbouncer, this process (the hosts);
+/// and the hosts' polls (steps) per second meanwhile.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cpu {
     server: f64,
     pooler: f64,
     own: f64,
+    polls: f64,
 }
 
 impl Cpu {
-    /// Microseconds of CPU per second per host, above `baseline` (the fleet with no hosts).
-    fn per_host(&self, baseline: &Cpu, hosts: usize) -> Cpu {
-        let each = |now: f64, base: f64| (now - base).max(0.0) * 1e6 / hosts as f64;
+    /// Microseconds of CPU per poll, above `baseline` (the fleet with no hosts). A loaded
+    /// machine polls less often than every `POLL`: the cost per poll is what scales.
+    fn per_poll(&self, baseline: &Cpu) -> Cpu {
+        let each = |now: f64, base: f64| (now - base).max(0.0) * 1e6 / self.polls.max(1.0);
         Cpu {
             server: each(self.server, baseline.server),
             pooler: each(self.pooler, baseline.pooler),
             own: each(self.own, baseline.own),
+            polls: self.polls,
         }
     }
 }
@@ -262,18 +267,21 @@ impl Sim {
                 tree_cpu_ticks(postmaster),
                 cpu_ticks(bouncer),
                 cpu_ticks(own),
+                self.reports.steps.load(Ordering::Relaxed),
             ]
         };
         let started = Instant::now();
         let before = read();
         std::thread::sleep(IDLE_WINDOW);
         let after = read();
-        let ticks = started.elapsed().as_secs_f64() * ticks_per_second();
-        let cores = |i: usize| after[i].saturating_sub(before[i]) as f64 / ticks;
+        let seconds = started.elapsed().as_secs_f64();
+        let per_second = |i: usize| after[i].saturating_sub(before[i]) as f64 / seconds;
+        let ticks = ticks_per_second();
         Cpu {
-            server: cores(0),
-            pooler: cores(1),
-            own: cores(2),
+            server: per_second(0) / ticks,
+            pooler: per_second(1) / ticks,
+            own: per_second(2) / ticks,
+            polls: per_second(3),
         }
     }
 
@@ -381,6 +389,7 @@ fn drive(mut link: HostLink, index: usize, stop: &AtomicBool, reports: &Reports)
             std::thread::sleep((next - now).min(Duration::from_millis(200)));
             continue;
         }
+        reports.steps.fetch_add(1, Ordering::Relaxed);
         match link.step(Utc::now()) {
             Ok(report) => {
                 if let Some(version) = report.applied_version {
@@ -478,15 +487,17 @@ fn print_tables(results: &[Measures], baseline: &Cpu) {
         );
     }
     println!(
-        "\nidle fleet over {} s: CPU per host per second (µs) above the no-host baseline \
-         (server {:.3} cores, pgbouncer {:.3}); total server + pgbouncer cores; connections",
+        "\nidle fleet over {} s: polls per second; CPU per poll (µs) above the no-host \
+         baseline (server {:.3} cores, pgbouncer {:.3}); server + pgbouncer cores in all; \
+         connections",
         IDLE_WINDOW.as_secs(),
         baseline.server,
         baseline.pooler
     );
     println!(
-        "{:>6} {:>8} {:>9} {:>8} {:>8} {:>11} {:>11} {:>8} {:>7}",
+        "{:>6} {:>8} {:>8} {:>9} {:>8} {:>7} {:>11} {:>11} {:>8} {:>7}",
         "hosts",
+        "polls/s",
         "server",
         "pgbouncer",
         "sim",
@@ -497,10 +508,11 @@ fn print_tables(results: &[Measures], baseline: &Cpu) {
         "errors"
     );
     for m in results {
-        let each = m.idle.per_host(baseline, m.hosts);
+        let each = m.idle.per_poll(baseline);
         println!(
-            "{:>6} {:>8.1} {:>9.1} {:>8.1} {:>8.3} {:>11} {:>11} {:>8} {:>7}",
+            "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3} {:>11} {:>11} {:>8} {:>7}",
             m.hosts,
+            m.idle.polls,
             each.server,
             each.pooler,
             each.own,
@@ -523,12 +535,15 @@ fn print_projection(results: &[Measures], baseline: &Cpu) {
     let Some(largest) = results.iter().max_by_key(|m| m.hosts) else {
         return;
     };
-    let each = largest.idle.per_host(baseline, largest.hosts);
-    let cores =
-        (each.server + each.pooler) * PROJECTED_HOSTS / 1e6 + baseline.server + baseline.pooler;
+    // Every host polling every POLL, each poll at the cost measured with the most hosts.
+    let each = largest.idle.per_poll(baseline);
+    let polls = PROJECTED_HOSTS / POLL.as_secs_f64();
+    let cores = (each.server + each.pooler) * polls / 1e6 + baseline.server + baseline.pooler;
     let last = median(largest.latency.iter().map(|r| r.1).collect());
     println!(
-        "\nprojection to {PROJECTED_HOSTS:.0} hosts (from {} hosts' per-host costs)",
+        "\nprojection to {PROJECTED_HOSTS:.0} hosts ({polls:.0} polls/s at {:.0} µs of server and \
+         pgbouncer CPU each, as measured with {} hosts)",
+        each.server + each.pooler,
         largest.hosts
     );
     println!("{:<44} {:>12} {:>10}", "measure", "value", "goal");
