@@ -15,7 +15,7 @@
 //! - a projection to 10,000 hosts against the goals (SPEC §9): a change reaches the last host
 //!   in ≤ 2 s, ≤ 50 server connections, ≤ 1 core of central CPU while the fleet is idle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,8 +33,12 @@ use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::pg_cluster::{
     cpu_ticks, pgbouncer_unavailable, ticks_per_second, tree_cpu_ticks, Pgbouncer, PoolMode,
 };
-use forcelogout_tests::postgres::Postgres;
+use forcelogout_tests::postgres::{Postgres, BIN};
 use forcelogout_tests::Rng;
+
+#[path = "fleet_sim/report.rs"]
+mod report;
+use report::{median, print_tables, Cpu, Measures};
 
 const DEFAULT_SIZES: [usize; 3] = [200, 1000, 2000];
 const ROUNDS: usize = 3;
@@ -46,6 +50,8 @@ const POOL_SIZE: u32 = 40;
 const POLL: Duration = Duration::from_secs(1);
 const PROJECTED_HOSTS: f64 = 10_000.0;
 const ADMIN_ROLE: &str = "sim_admin";
+/// pgbench's connections when it measures the cheapest transaction's cost.
+const FLOOR_CLIENTS: usize = 200;
 
 fn host_name(i: usize) -> String {
     format!("sim{i:04}")
@@ -56,11 +62,6 @@ fn epoch_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn ok(out: Output) -> String {
@@ -109,48 +110,13 @@ struct Sim {
     pg: Postgres,
     dir: tempfile::TempDir,
     admin_url: String,
+    admin_passfile: PathBuf,
     pool_url: String,
     hosts: Vec<SimHost>,
     stop: Arc<AtomicBool>,
     reports: Arc<Reports>,
     /// The server's and pooler's CPU with no host linked yet.
     baseline: Cpu,
-}
-
-/// Cores used: the server (postmaster and children), pgbouncer, this process (the hosts);
-/// and the hosts' polls (steps) per second meanwhile.
-#[derive(Clone, Copy, Debug, Default)]
-struct Cpu {
-    server: f64,
-    pooler: f64,
-    own: f64,
-    polls: f64,
-}
-
-impl Cpu {
-    /// Microseconds of CPU per poll, above `baseline` (the fleet with no hosts). A loaded
-    /// machine polls less often than every `POLL`: the cost per poll is what scales.
-    fn per_poll(&self, baseline: &Cpu) -> Cpu {
-        let each = |now: f64, base: f64| (now - base).max(0.0) * 1e6 / self.polls.max(1.0);
-        Cpu {
-            server: each(self.server, baseline.server),
-            pooler: each(self.pooler, baseline.pooler),
-            own: each(self.own, baseline.own),
-            polls: self.polls,
-        }
-    }
-}
-
-/// One size's measures.
-struct Measures {
-    hosts: usize,
-    latency: Vec<(f64, f64)>,
-    idle: Cpu,
-    pg_connections: u64,
-    server_connections: u64,
-    clients: u64,
-    events_per_second: f64,
-    failed_steps: u64,
 }
 
 impl Sim {
@@ -167,10 +133,11 @@ impl Sim {
             .expect("fleet init"));
         let admin_passfile = pg.create_login(ADMIN_ROLE, "forcelogout_admin", dir.path());
         let pool_passfile = pg.create_login(LINK_ROLE, "forcelogout_host", dir.path());
-        let clients = u32::try_from(max_hosts).expect("hosts") + 100;
+        let clients = u32::try_from(max_hosts + FLOOR_CLIENTS).expect("hosts") + 100;
         let bouncer = Pgbouncer::start(&pg, PoolMode::Transaction, POOL_SIZE, clients);
         Sim {
             admin_url: pg.tcp_url(ADMIN_ROLE, &admin_passfile),
+            admin_passfile,
             pool_url: bouncer.url(LINK_ROLE, &pool_passfile),
             pg,
             bouncer,
@@ -260,6 +227,45 @@ impl Sim {
 
     /// Cores used over `IDLE_WINDOW`, now.
     fn cpu_window(&self) -> Cpu {
+        self.cpu_during(|| std::thread::sleep(IDLE_WINDOW))
+    }
+
+    /// Server and pgbouncer CPU per transaction of the cheapest one there is (`SELECT 1`),
+    /// `rate` a second from pgbench through the same pooler: the floor under any link that
+    /// asks the server once per host per poll.
+    fn floor(&self, rate: usize) -> Cpu {
+        let script = self.dir.path().join("floor.sql");
+        std::fs::write(&script, "SELECT 1;\n").expect("script");
+        let clients = FLOOR_CLIENTS.min(rate).to_string();
+        let mut out = String::new();
+        let mut cpu = self.cpu_during(|| {
+            out = ok(Command::new(Path::new(BIN).join("pgbench"))
+                .args(["-n", "-M", "extended", "-j", "2", "-c", &clients])
+                .args([
+                    "-R",
+                    &rate.to_string(),
+                    "-T",
+                    &IDLE_WINDOW.as_secs().to_string(),
+                ])
+                .args(["-h", "127.0.0.1", "-p", &self.bouncer.port.to_string()])
+                .args(["-U", ADMIN_ROLE, "-f"])
+                .arg(&script)
+                .arg("fleet")
+                .env("PGPASSFILE", &self.admin_passfile)
+                .output()
+                .expect("pgbench"));
+        });
+        let tps = out
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("pgbench's tps");
+        cpu.polls = tps;
+        cpu
+    }
+
+    /// Cores used while `work` runs.
+    fn cpu_during(&self, work: impl FnOnce()) -> Cpu {
         let postmaster = self.pg.postmaster_pid().expect("postmaster pid");
         let (bouncer, own) = (self.bouncer.pid(), std::process::id());
         let read = || {
@@ -272,7 +278,7 @@ impl Sim {
         };
         let started = Instant::now();
         let before = read();
-        std::thread::sleep(IDLE_WINDOW);
+        work();
         let after = read();
         let seconds = started.elapsed().as_secs_f64();
         let per_second = |i: usize| after[i].saturating_sub(before[i]) as f64 / seconds;
@@ -468,101 +474,6 @@ fn sizes() -> Vec<usize> {
     }
 }
 
-fn print_tables(results: &[Measures], baseline: &Cpu) {
-    println!("\nlogout --hosts '*': central commit -> host's local commit, {ROUNDS} rounds");
-    println!(
-        "{:>6} {:>12} {:>12} {:>12}",
-        "hosts", "median s", "last host s", "worst last s"
-    );
-    for m in results {
-        let medians: Vec<f64> = m.latency.iter().map(|r| r.0).collect();
-        let lasts: Vec<f64> = m.latency.iter().map(|r| r.1).collect();
-        let worst = lasts.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{:>6} {:>12.3} {:>12.3} {:>12.3}",
-            m.hosts,
-            median(medians),
-            median(lasts),
-            worst
-        );
-    }
-    println!(
-        "\nidle fleet over {} s: polls per second; CPU per poll (µs) above the no-host \
-         baseline (server {:.3} cores, pgbouncer {:.3}); server + pgbouncer cores in all; \
-         connections",
-        IDLE_WINDOW.as_secs(),
-        baseline.server,
-        baseline.pooler
-    );
-    println!(
-        "{:>6} {:>8} {:>8} {:>9} {:>8} {:>7} {:>11} {:>11} {:>8} {:>7}",
-        "hosts",
-        "polls/s",
-        "server",
-        "pgbouncer",
-        "sim",
-        "cores",
-        "pg backends",
-        "pool server",
-        "clients",
-        "errors"
-    );
-    for m in results {
-        let each = m.idle.per_poll(baseline);
-        println!(
-            "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3} {:>11} {:>11} {:>8} {:>7}",
-            m.hosts,
-            m.idle.polls,
-            each.server,
-            each.pooler,
-            each.own,
-            m.idle.server + m.idle.pooler,
-            m.pg_connections,
-            m.server_connections,
-            m.clients,
-            m.failed_steps
-        );
-    }
-    println!("\nevents uploaded, {EVENTS_PER_HOST} per host, every host writing");
-    println!("{:>6} {:>12}", "hosts", "events/s");
-    for m in results {
-        println!("{:>6} {:>12.0}", m.hosts, m.events_per_second);
-    }
-    print_projection(results, baseline);
-}
-
-fn print_projection(results: &[Measures], baseline: &Cpu) {
-    let Some(largest) = results.iter().max_by_key(|m| m.hosts) else {
-        return;
-    };
-    // Every host polling every POLL, each poll at the cost measured with the most hosts.
-    let each = largest.idle.per_poll(baseline);
-    let polls = PROJECTED_HOSTS / POLL.as_secs_f64();
-    let cores = (each.server + each.pooler) * polls / 1e6 + baseline.server + baseline.pooler;
-    let last = median(largest.latency.iter().map(|r| r.1).collect());
-    println!(
-        "\nprojection to {PROJECTED_HOSTS:.0} hosts ({polls:.0} polls/s at {:.0} µs of server and \
-         pgbouncer CPU each, as measured with {} hosts)",
-        each.server + each.pooler,
-        largest.hosts
-    );
-    println!("{:<44} {:>12} {:>10}", "measure", "value", "goal");
-    println!(
-        "{:<44} {:>12.3} {:>10}",
-        format!("last of {} hosts, s (median of rounds)", largest.hosts),
-        last,
-        "<= 2"
-    );
-    println!(
-        "{:<44} {:>12} {:>10}",
-        "server connections (pooled: independent of N)", largest.pg_connections, "<= 50"
-    );
-    println!(
-        "{:<44} {:>12.3} {:>10}",
-        "central CPU idle, cores (server + pgbouncer)", cores, "<= 1"
-    );
-}
-
 fn main() {
     if let Some(why) = pgbouncer_unavailable() {
         eprintln!("skipped: {why}");
@@ -583,13 +494,15 @@ fn main() {
          server and pooler CPU are read from /proc apart from this process's own"
     );
     println!("load average at the start: {}", load_average());
-    let mut sim = Sim::start(sizes.iter().copied().max().unwrap_or(0));
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let mut sim = Sim::start(largest);
     sim.baseline = sim.cpu_window();
+    let floor = sim.floor(largest).per_poll(&sim.baseline);
     let mut results = Vec::new();
     for n in sizes {
         results.push(sim.measure(n));
     }
-    print_tables(&results, &sim.baseline);
+    print_tables(&results, &sim.baseline, &floor);
     println!("\nload average at the end: {}", load_average());
     drop(sim);
 }
