@@ -1,165 +1,18 @@
 //! The fleet (SPEC §9) against a real PostgreSQL 15 started by the test: the central schema
-//! and its two roles, schedules going down to exactly the selected hosts, logouts everywhere,
-//! events going up exactly once through an outage and a SIGKILL.
+//! and its two roles (what a host's secret allows), schedules going down to exactly the selected
+//! hosts, logouts everywhere, events going up exactly once through an outage and a SIGKILL.
+//! Enrolment and failover are in `fleet_identity.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
-use forcelogout_tests::postgres::{unavailable, Postgres};
+use forcelogout_tests::postgres::Postgres;
 use forcelogout_tests::{ctl_path, query, PamStack};
 
-const ADMIN: &str = "flt_admin";
-
-/// A running central database with the schema, and an administrator's login.
-struct Fleet {
-    pg: Postgres,
-    admin_passfile: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-/// A host: its own store and PAM stack, its own daemon, configuration, name and labels.
-struct Host {
-    name: String,
-    stack: PamStack,
-    daemon: Daemon,
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text(&out)
-}
-
-/// The one line of an error, and the exit code.
-fn refused(out: &Output) -> (i32, String) {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    (out.status.code().unwrap_or(-1), err)
-}
-
-impl Fleet {
-    fn start() -> Option<Fleet> {
-        if let Some(why) = unavailable() {
-            eprintln!("skipped: {why}");
-            return None;
-        }
-        let pg = Postgres::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fleet = Fleet {
-            admin_passfile: PathBuf::new(),
-            pg,
-            dir,
-        };
-        ok(fleet.ctl_url(&fleet.pg.superuser_url(), &["fleet", "init"]));
-        let admin_passfile = fleet
-            .pg
-            .create_login(ADMIN, "forcelogout_admin", fleet.dir.path());
-        Some(Fleet {
-            admin_passfile,
-            ..fleet
-        })
-    }
-
-    /// `forcelogoutctl --fleet URL ARGS` with no configuration file.
-    fn ctl_url(&self, url: &str, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["-s", "KILL", "120"])
-            .arg(ctl_path())
-            .arg("--db")
-            .arg(self.dir.path().join("unused.db"))
-            .args(["--fleet", url])
-            .args(args)
-            .env("FORCELOGOUT_CONFIG", self.dir.path().join("none.toml"))
-            .output()
-            .expect("forcelogoutctl")
-    }
-
-    /// `forcelogoutctl --fleet` as the administrator's login.
-    fn admin(&self, args: &[&str]) -> Output {
-        self.ctl_url(&self.pg.tcp_url(ADMIN, &self.admin_passfile), args)
-    }
-
-    fn host(&self, name: &str, labels: &[&str]) -> Host {
-        let stack = PamStack::standard("");
-        let passfile = self
-            .pg
-            .create_login(name, "forcelogout_host", stack.dir.path());
-        let labels: Vec<String> = labels.iter().map(|l| format!("\"{l}\"")).collect();
-        let daemon = Daemon::start(
-            &stack.db,
-            &format!(
-                "immediate_warning = \"1s\"\n[fleet]\nurl = \"{}\"\nhost = \"{name}\"\nlabels = [{}]\n",
-                self.pg.tcp_url(name, &passfile),
-                labels.join(", ")
-            ),
-        );
-        Host {
-            name: name.to_string(),
-            stack,
-            daemon,
-        }
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.pg.psql(sql).trim().parse().expect("a count")
-    }
-}
-
-impl Host {
-    /// Current fleet schedules of this host's store with this Id: (Event of the last version,
-    /// whether it is current).
-    fn has_current(&self, id: &str) -> bool {
-        query(
-            &self.stack.db,
-            &format!(
-                "SELECT count(*) FROM LogoutSchedulesCurrent c WHERE Id = '{id}' AND EXISTS \
-                 (SELECT 1 FROM FleetMarks m JOIN LogoutSchedules s ON s.rowid = m.ScheduleRowid \
-                 WHERE s.Id = c.Id AND s.UpdateTime = c.UpdateTime AND s.Event = c.Event)"
-            ),
-        )[0][0]
-            == "1"
-    }
-
-    fn versions(&self, id: &str) -> Vec<String> {
-        query(
-            &self.stack.db,
-            &format!("SELECT Event FROM LogoutSchedules WHERE Id = '{id}' ORDER BY rowid"),
-        )
-        .into_iter()
-        .map(|r| r[0].clone())
-        .collect()
-    }
-
-    fn replay_ids(&self) -> Vec<String> {
-        query(
-            &self.stack.db,
-            "SELECT ReplayId FROM LogoutEvents ORDER BY ReplayId",
-        )
-        .into_iter()
-        .map(|r| r[0].clone())
-        .collect()
-    }
-
-    /// One login and logout through the real PAM stack.
-    fn login_logout(&self, user: &str) {
-        let t = self.stack.run(user, &["open", "close"]);
-        assert_eq!(t.rc("open"), 0);
-    }
-}
-
-fn first_line(out: &str) -> String {
-    out.lines().next().unwrap_or_default().to_string()
-}
+mod fleet_support;
+use fleet_support::*;
 
 fn dump(pg: &Postgres) -> String {
     let schema = Command::new("timeout")
@@ -207,15 +60,36 @@ fn init_is_idempotent_and_the_roles_hold() {
     );
 
     let dir = fleet.dir.path();
-    let lab1 = pg.create_login("lab1", "forcelogout_host", dir);
-    pg.psql("INSERT INTO FleetHosts (Host, LastReplayId) VALUES ('lab2', 7)");
+    let (_, lab1_file) = fleet.enrol("lab1", &["lab"], dir);
+    let (_, lab2_file) = fleet.enrol("lab2", &["lab"], dir);
+    let lab1 = std::fs::read_to_string(&lab1_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let lab2 = std::fs::read_to_string(&lab2_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let link = |sql: &str| pg.psql_as(LINK, &fleet.link_passfile, sql);
     let refusal = |sql: &str, expected: &str| {
-        let out = pg.psql_as("lab1", &lab1, sql);
+        let out = link(sql);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{sql}: accepted");
         assert!(err.contains(expected), "{sql}: {err}");
     };
-    // A host can neither issue logouts nor rewrite history nor speak for another host.
+    // The host login touches no table: it can neither issue logouts nor rewrite or read
+    // history nor speak for another host.
+    for table in [
+        "logoutschedules",
+        "logoutevents",
+        "fleethosts",
+        "fleetschema",
+    ] {
+        refusal(
+            &format!("SELECT count(*) FROM {table}"),
+            &format!("permission denied for table {table}"),
+        );
+    }
     refusal(
         "INSERT INTO LogoutSchedules (Date, Id, GroupName, UpdateTime, Schedule, Time, Timezone, \
          Immediate, Kick, Event, Actor) VALUES ('2026-11-23', 'x', '*', 't', 'Daily', '10:00', \
@@ -223,56 +97,58 @@ fn init_is_idempotent_and_the_roles_hold() {
         "permission denied for table logoutschedules",
     );
     refusal(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e1', 'lab2')",
+        "permission denied for table logoutevents",
+    );
+    refusal(
+        "UPDATE FleetHosts SET LastReplayId = 99",
+        "permission denied for table fleethosts",
+    );
+    refusal(
         "DELETE FROM LogoutEvents",
         "permission denied for table logoutevents",
     );
     refusal(
-        "UPDATE LogoutEvents SET GroupName = 'nobody'",
-        "permission denied for table logoutevents",
+        "SELECT forcelogout_host_auth('lab1', 'x')",
+        "permission denied for function forcelogout_host_auth",
     );
-    refusal(
-        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
-         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
-         'e1', 'lab2')",
-        "violates row-level security policy",
-    );
-    refusal(
-        "INSERT INTO FleetHosts (Host) VALUES ('lab3')",
-        "violates row-level security policy",
-    );
-    // Its own row it may write; another's it cannot even see to update.
-    ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "INSERT INTO FleetHosts (Host) VALUES ('lab1')",
-    ));
-    refusal(
-        "UPDATE FleetHosts SET Host = 'lab2' WHERE Host = 'lab1'",
-        "violates row-level security policy",
-    );
-    let out = ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "UPDATE FleetHosts SET LastReplayId = 99 WHERE Host = 'lab2'",
-    ));
-    assert_eq!(out.trim(), "UPDATE 0");
+    // The functions know each host by its secret: a wrong one, or another host's, is refused
+    // by PostgreSQL itself (SQLSTATE 28000).
+    assert_eq!(fleet.poll_as("lab1", &lab1).unwrap().trim(), "{lab}|0");
+    for (host, secret) in [
+        ("lab1", "0".repeat(64)),
+        ("lab1", lab2.clone()),
+        ("lab2", lab1.clone()),
+        ("lab3", lab1.clone()),
+    ] {
+        let err = fleet.poll_as(host, &secret).unwrap_err();
+        assert!(
+            err.contains("not enrolled or wrong secret"),
+            "{host}: {err}"
+        );
+    }
+    // An upload is stored under the authenticated host, whatever the rows say.
+    let upload = |secret: &str, identifier: &str| {
+        link(&format!(
+            "SELECT forcelogout_host_upload('lab1', '{secret}', '[{{\"Date\": \"2026-11-23\", \
+             \"Timestamp\": \"t\", \"GroupName\": \"alice\", \"Event\": \"online\", \
+             \"Immediate\": false, \"Kick\": false, \"ReplayId\": 5, \
+             \"EventIdentifier\": \"{identifier}\", \"Host\": \"lab2\"}}]')"
+        ))
+    };
+    assert_eq!(text(&ok_output(upload(&lab1, "e1"))).trim(), "5");
+    assert!(!upload(&lab2, "e2").status.success());
     assert_eq!(
-        pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab2'")
+        pg.psql("SELECT Host, ReplayId FROM LogoutEvents").trim(),
+        "lab1|5"
+    );
+    assert_eq!(
+        pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab1'")
             .trim(),
-        "7"
+        "5"
     );
-    refusal(
-        "DELETE FROM FleetHosts",
-        "permission denied for table fleethosts",
-    );
-    // Its own events it may insert.
-    ok(pg.psql_as(
-        "lab1",
-        &lab1,
-        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
-         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
-         'e1', 'lab1')",
-    ));
     // The administrator writes schedules, and cannot rewrite events either.
     let admin = |sql: &str| pg.psql_as(ADMIN, &fleet.admin_passfile, sql);
     assert!(!admin("DELETE FROM LogoutEvents").status.success());
@@ -306,10 +182,8 @@ fn init_is_idempotent_and_the_roles_hold() {
     let (code, err) = refused(&fleet.ctl_url(&pg.tcp_url(ADMIN, &wrong), &["schedule", "list"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("chmod 600"), "{err}");
-    let (code, err) = refused(&fleet.ctl_url(
-        &pg.tcp_url("lab1", &lab1),
-        &["logout", "games", "--hosts", "*"],
-    ));
+    let (code, err) =
+        refused(&fleet.ctl_url(&fleet.link_url(), &["logout", "games", "--hosts", "*"]));
     assert_eq!(code, 4, "the host role issued a logout: {err}");
     let (code, err) = refused(&fleet.admin(&["logout", "games", "--hosts", "@"]));
     assert_eq!(code, 2, "{err}");
@@ -580,16 +454,8 @@ fn a_daemon_killed_in_the_middle_of_an_upload_leaves_no_duplicate_and_no_gap() {
             ))
             .unwrap();
     }
-    let passfile = fleet
-        .pg
-        .create_login("lab9", "forcelogout_host", stack.dir.path());
-    let mut daemon = Daemon::start(
-        &stack.db,
-        &format!(
-            "[fleet]\nurl = \"{}\"\nhost = \"lab9\"\n",
-            fleet.pg.tcp_url("lab9", &passfile)
-        ),
-    );
+    let (lines, _) = fleet.enrol("lab9", &[], stack.dir.path());
+    let mut daemon = Daemon::start(&stack.db, &lines);
     let count = || fleet.count("SELECT count(*) FROM LogoutEvents");
     assert!(
         wait_until(Duration::from_secs(60), || count() > 0),

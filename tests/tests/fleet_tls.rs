@@ -536,17 +536,29 @@ fn a_cleartext_password_goes_only_over_a_verified_channel() {
 fn fleet_status_shows_how_the_channel_is_verified() {
     let site = Site::start();
     site.serve_certificate_of(&site.site_ca, "server-for-address");
+    // Every host logs in as the one link role and proves who it is with its secret.
+    let passfile = site
+        .pg
+        .create_login("forcelogout_link", "forcelogout_host", site.dir.path());
     let host = |name: &str, extra: &str| {
         let stack = PamStack::standard("");
-        let passfile = site
-            .pg
-            .create_login(name, "forcelogout_host", stack.dir.path());
+        let secret_file = stack.dir.path().join("fleet.secret");
+        ok(&Command::new(ctl_path())
+            .arg("--db")
+            .arg(site.dir.path().join("unused.db"))
+            .args(["--fleet", &site.pg.superuser_url(), "fleet", "enrol", name])
+            .arg("--secret-file")
+            .arg(&secret_file)
+            .env("FORCELOGOUT_CONFIG", site.dir.path().join("none.toml"))
+            .output()
+            .unwrap());
         let daemon = Daemon::start(
             &stack.db,
             &format!(
-                "[fleet]\nurl = \"host=127.0.0.1 port={} dbname=fleet user={name} passfile={} {extra}\"\nhost = \"{name}\"\n",
+                "[fleet]\nurl = \"host=127.0.0.1 port={} dbname=fleet user=forcelogout_link passfile={} {extra}\"\nhost = \"{name}\"\nsecret_file = \"{}\"\n",
                 site.pg.port,
-                passfile.display()
+                passfile.display(),
+                secret_file.display()
             ),
         );
         (stack, daemon)
@@ -602,7 +614,10 @@ fn fleet_status_shows_how_the_channel_is_verified() {
     );
     assert_eq!(
         site.pg
-            .psql("SELECT string_agg(Host, ',' ORDER BY Host) FROM FleetHosts")
+            .psql(
+                "SELECT string_agg(Host, ',' ORDER BY Host) FROM FleetHosts \
+                 WHERE LastContact IS NOT NULL"
+            )
             .trim(),
         "lab1,lab2"
     );

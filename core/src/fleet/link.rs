@@ -3,6 +3,7 @@
 //! does not have yet go up. No LISTEN and no session state: the link works through a
 //! transaction pooler, and an idle host costs the server one cheap call per poll interval.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +31,8 @@ const PRODUCT: &str = env!("CARGO_PKG_VERSION");
 /// One host's link: its identity, its connection (when it has one) and its store.
 pub struct HostLink {
     host: String,
+    secret_file: PathBuf,
+    /// Read again at each connection: a renewed secret is taken without a restart.
     secret: String,
     url: FleetUrl,
     tls: FleetTls,
@@ -63,6 +66,7 @@ impl HostLink {
         let secret = read_secret(&fleet.secret_file)?;
         Ok(HostLink {
             host: fleet.host.clone(),
+            secret_file: fleet.secret_file.clone(),
             secret,
             url,
             tls,
@@ -101,6 +105,7 @@ impl HostLink {
 
     fn round(&mut self, now: DateTime<Utc>, report: &mut StepReport) -> Result<(), Error> {
         if self.db.as_ref().is_none_or(HostDb::is_closed) {
+            self.secret = read_secret(&self.secret_file)?;
             self.db = Some(self.url.connect_host(&self.tls)?);
         }
         let view = self.copy_schedules(now, report)?;

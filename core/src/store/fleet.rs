@@ -21,11 +21,11 @@ use crate::ids;
 use crate::schedule::Schedule;
 
 pub use super::fleet_channel::{FleetTls, SILENCE_LIMIT};
-pub use super::fleet_enrolment::Enrolment;
+pub use super::fleet_enrolment::{url_for_hosts, Enrolment};
 pub use super::fleet_host::{CentralVersion, HostDb, HostIdentity, HostView, Poll, DIVERGED};
 pub use super::fleet_schema::InitReport;
 pub use super::fleet_tls::{Check, TlsMode};
-pub use super::fleet_url::{url_for_hosts, FleetUrl};
+pub use super::fleet_url::FleetUrl;
 
 /// A statement running longer than this is cancelled by the server (a central database that
 /// is overloaded or stuck on a lock is reported, and the link starts again).

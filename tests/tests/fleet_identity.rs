@@ -1,0 +1,186 @@
+//! Hosts' identities in the fleet (SPEC §9) against a real PostgreSQL 15: enrol, renew and
+//! retire, central labels, and a host resynchronising after a failover lost its version.
+
+use std::time::Duration;
+
+use forcelogout_tests::daemon::wait_until;
+
+mod fleet_support;
+use fleet_support::*;
+
+#[test]
+fn enrol_renew_and_retire_give_and_take_a_hosts_identity() {
+    let Some(fleet) = Fleet::start() else { return };
+    let dir = fleet.dir.path();
+    let (lines, secret_file) = fleet.enrol("lab5", &["lab", "floor2"], dir);
+    assert!(lines.starts_with("[fleet]\nurl = "), "{lines}");
+    assert!(lines.contains("host = \"lab5\""), "{lines}");
+    assert!(
+        lines.contains(&format!("secret_file = \"{}\"", secret_file.display())),
+        "{lines}"
+    );
+    let mode = std::fs::metadata(&secret_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let first = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(first.len(), 64);
+    assert_eq!(
+        fleet.poll_as("lab5", &first).unwrap().trim(),
+        "{lab,floor2}|0"
+    );
+
+    // Enrolled already: refused without --renew, and an existing secret file is never
+    // replaced (nothing changes centrally either).
+    let (code, err) = refused(&fleet.admin(&["fleet", "enrol", "lab5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--renew"), "{err}");
+    let (code, err) = refused(&fleet.admin(&[
+        "fleet",
+        "enrol",
+        "lab6",
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        fleet.count("SELECT count(*) FROM FleetHosts WHERE Host = 'lab6'"),
+        0
+    );
+    assert!(fleet.poll_as("lab5", &first).is_ok());
+
+    // Renewed: a new secret, printed for configuration management; the old one stops working.
+    let out = ok(fleet.admin(&[
+        "--json", "fleet", "enrol", "lab5", "--renew", "--labels", "office",
+    ]));
+    let renewed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(renewed["Renewed"], true, "{out}");
+    assert_eq!(renewed["Labels"], serde_json::json!(["office"]), "{out}");
+    assert_eq!(
+        renewed["SecretFile"], "/etc/forcelogout/fleet.secret",
+        "{out}"
+    );
+    assert!(
+        renewed["Url"]
+            .as_str()
+            .unwrap()
+            .contains("user=forcelogout_link"),
+        "{out}"
+    );
+    let second = renewed["Secret"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert!(fleet.poll_as("lab5", &first).is_err());
+    assert_eq!(fleet.poll_as("lab5", &second).unwrap().trim(), "{office}|0");
+    // Without --labels a renewal keeps them.
+    let out = ok(fleet.admin(&["--json", "fleet", "enrol", "lab5", "--renew"]));
+    let third: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(third["Labels"], serde_json::json!(["office"]), "{out}");
+    let hosts = ok(fleet.admin(&["fleet", "hosts"]));
+    assert!(
+        hosts.contains("lab5") && hosts.contains("office"),
+        "{hosts}"
+    );
+
+    // Retired: the row goes, the secret with it; its events stay.
+    let third = third["Secret"].as_str().unwrap().to_string();
+    fleet.pg.psql(
+        "INSERT INTO LogoutEvents (Date, Timestamp, GroupName, Event, Immediate, Kick, ReplayId, \
+         EventIdentifier, Host) VALUES ('2026-11-23', 't', 'alice', 'online', false, false, 1, \
+         'e-lab5', 'lab5')",
+    );
+    ok(fleet.admin(&["fleet", "retire", "lab5"]));
+    assert!(fleet.poll_as("lab5", &third).is_err());
+    assert_eq!(
+        fleet.count("SELECT count(*) FROM LogoutEvents WHERE Host = 'lab5'"),
+        1
+    );
+    let (code, err) = refused(&fleet.admin(&["fleet", "retire", "lab5"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not enrolled"), "{err}");
+}
+
+#[test]
+fn a_host_drops_a_version_a_failover_lost_and_takes_the_reissued_one() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab"]);
+    let limit = Duration::from_secs(30);
+    let add = |group: &str, hosts: &str| {
+        first_line(&ok(fleet.admin(&[
+            "schedule", "add", "--group", group, "--daily", "--at", "18:00", "--tz", "UTC",
+            "--hosts", hosts,
+        ])))
+    };
+    let kept = add("students", "*");
+    let lost = add("staff", "@lab");
+    assert!(
+        wait_until(limit, || lab1.has_current(&kept) && lab1.has_current(&lost)),
+        "{}",
+        lab1.daemon.log()
+    );
+    // The server loses version 2 (as an asynchronous standby promoted before it had it), and
+    // numbers the next version 2 again.
+    fleet.pg.psql(
+        "DELETE FROM LogoutSchedules WHERE Version = 2; \
+         SELECT setval('logoutschedules_version', 1)",
+    );
+    let reissued = add("guests", "lab1");
+    assert_eq!(
+        fleet.count(&format!(
+            "SELECT Version FROM LogoutSchedules WHERE Id = '{reissued}'"
+        )),
+        2
+    );
+    assert!(
+        wait_until(limit, || lab1.has_current(&reissued)
+            && !lab1.has_current(&lost)
+            && lab1.has_current(&kept)),
+        "{}",
+        lab1.daemon.log()
+    );
+    assert_eq!(lab1.versions(&lost), ["created", "deleted"]);
+    assert!(
+        wait_until(limit, || lab1.daemon.log().contains("resynchronised")),
+        "{}",
+        lab1.daemon.log()
+    );
+    // Labels are central: a renewal with other labels moves the host off @lab schedules.
+    let lab_only = add("lab-users", "@lab");
+    assert!(wait_until(limit, || lab1.has_current(&lab_only)));
+    ok(fleet.admin(&[
+        "fleet",
+        "enrol",
+        "lab1",
+        "--renew",
+        "--labels",
+        "office",
+        "--secret-file",
+        lab1.stack
+            .dir
+            .path()
+            .join("renewed.secret")
+            .to_str()
+            .unwrap(),
+    ]));
+    // The host still has the old secret: it is refused until its file is replaced.
+    assert!(wait_until(limit, || {
+        let status = ok(lab1.daemon.ctl(&["fleet", "status", "--json"]));
+        status.contains("wrong secret")
+    }));
+    std::fs::rename(
+        lab1.stack.dir.path().join("renewed.secret"),
+        lab1.stack.dir.path().join("lab1.secret"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(limit, || !lab1.has_current(&lab_only)
+            && lab1.has_current(&kept)),
+        "{}",
+        lab1.daemon.log()
+    );
+    let status = ok(lab1.daemon.ctl(&["fleet", "status"]));
+    assert!(status.contains("Labels:     office"), "{status}");
+}
