@@ -110,7 +110,7 @@ struct Sim {
     pg: Postgres,
     dir: tempfile::TempDir,
     admin_url: String,
-    admin_passfile: PathBuf,
+    pool_passfile: PathBuf,
     pool_url: String,
     hosts: Vec<SimHost>,
     stop: Arc<AtomicBool>,
@@ -137,8 +137,8 @@ impl Sim {
         let bouncer = Pgbouncer::start(&pg, PoolMode::Transaction, POOL_SIZE, clients);
         Sim {
             admin_url: pg.tcp_url(ADMIN_ROLE, &admin_passfile),
-            admin_passfile,
             pool_url: bouncer.url(LINK_ROLE, &pool_passfile),
+            pool_passfile,
             pg,
             bouncer,
             dir,
@@ -231,8 +231,9 @@ impl Sim {
     }
 
     /// Server and pgbouncer CPU per transaction of the cheapest one there is (`SELECT 1`),
-    /// `rate` a second from pgbench through the same pooler: the floor under any link that
-    /// asks the server once per host per poll.
+    /// `rate` a second from pgbench through the same pooler as the hosts' role (so in their
+    /// pool, whose server connections it leaves): the floor under any link that asks the
+    /// server once per host per poll.
     fn floor(&self, rate: usize) -> Cpu {
         let script = self.dir.path().join("floor.sql");
         std::fs::write(&script, "SELECT 1;\n").expect("script");
@@ -248,10 +249,10 @@ impl Sim {
                     &IDLE_WINDOW.as_secs().to_string(),
                 ])
                 .args(["-h", "127.0.0.1", "-p", &self.bouncer.port.to_string()])
-                .args(["-U", ADMIN_ROLE, "-f"])
+                .args(["-U", LINK_ROLE, "-f"])
                 .arg(&script)
                 .arg("fleet")
-                .env("PGPASSFILE", &self.admin_passfile)
+                .env("PGPASSFILE", &self.pool_passfile)
                 .output()
                 .expect("pgbench"));
         });
