@@ -12,6 +12,9 @@ use crate::daemon::wait_until;
 use crate::postgres::{as_server_user, check, free_port, Postgres, BIN, DATABASE, SERVER_USER};
 
 pub const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+/// Server connections allowed beyond one full pool: room for `auth_query`'s own pool, which
+/// a burst of new clients would otherwise grow to a pool's size.
+pub const AUTH_CONNECTIONS: u32 = 4;
 
 /// Why pgbouncer cannot run here, if it cannot (the server's own reasons included).
 pub fn pgbouncer_unavailable() -> Option<String> {
@@ -68,8 +71,9 @@ impl PoolCounts {
 }
 
 impl Pgbouncer {
-    /// Starts pgbouncer with `default_pool_size` server connections per pool and room for
-    /// `max_client_conn` clients (its open-file limit raised to match).
+    /// Starts pgbouncer with `default_pool_size` server connections per pool, at most
+    /// `AUTH_CONNECTIONS` more for the database in all, and room for `max_client_conn`
+    /// clients (its open-file limit raised to match).
     pub fn start(
         pg: &Postgres,
         mode: PoolMode,
@@ -90,7 +94,7 @@ impl Pgbouncer {
              auth_type = hba\nauth_hba_file = {}\nauth_file = {}\nauth_user = {SERVER_USER}\n\
              admin_users = {SERVER_USER}\nstats_users = {SERVER_USER}\n\
              pool_mode = {}\ndefault_pool_size = {default_pool_size}\n\
-             max_client_conn = {max_client_conn}\n\
+             max_db_connections = {}\nmax_client_conn = {max_client_conn}\n\
              server_login_retry = 1\nlogfile = {}\n\
              ignore_startup_parameters = extra_float_digits,options\n",
             pg.socket_dir.display(),
@@ -99,6 +103,7 @@ impl Pgbouncer {
             d("hba.conf"),
             d("userlist.txt"),
             mode.as_str(),
+            default_pool_size + AUTH_CONNECTIONS,
             d("pgbouncer.log"),
         );
         std::fs::write(dir.path().join("pgbouncer.ini"), config).expect("config");
@@ -175,12 +180,24 @@ impl Pgbouncer {
             .collect()
     }
 
-    /// `SHOW POOLS` for the `fleet` database, summed over its users' pools (the columns
-    /// differ between pgbouncer versions, so they are found by name).
+    /// `SHOW POOLS` for the `fleet` database, summed over its users' pools (`auth_query`'s
+    /// included).
     pub fn pools(&self) -> PoolCounts {
+        self.pool_counts(None)
+    }
+
+    /// `SHOW POOLS` for the `fleet` database's pool of `user`.
+    pub fn pool(&self, user: &str) -> PoolCounts {
+        self.pool_counts(Some(user))
+    }
+
+    /// The columns differ between pgbouncer versions, so they are found by name.
+    fn pool_counts(&self, user: Option<&str>) -> PoolCounts {
         let mut counts = PoolCounts::default();
         for pool in self.admin("SHOW POOLS") {
-            if pool.get("database").map(String::as_str) != Some(DATABASE) {
+            let field = |name: &str| pool.get(name).map(String::as_str);
+            if field("database") != Some(DATABASE) || user.is_some_and(|u| field("user") != Some(u))
+            {
                 continue;
             }
             let n = |name: &str| {

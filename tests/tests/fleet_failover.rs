@@ -19,7 +19,7 @@ use forcelogout_core::fleet::HostLink;
 use forcelogout_core::store::fleet::LINK_ROLE;
 use forcelogout_core::store::{Access, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_tests::daemon::wait_until;
-use forcelogout_tests::pg_cluster::{pgbouncer_unavailable, Pgbouncer, PoolMode};
+use forcelogout_tests::pg_cluster::{pgbouncer_unavailable, Pgbouncer, PoolMode, AUTH_CONNECTIONS};
 use forcelogout_tests::postgres::{unavailable, Postgres};
 use forcelogout_tests::{ctl_path, query, PamStack};
 
@@ -262,8 +262,13 @@ fn a_logout_reaches_150_hosts_through_a_transaction_pooler() {
             .collect()
     };
     assert!(missing.is_empty(), "no logout on {missing:?}");
+    let hosts_pool = bouncer.pool(LINK_ROLE);
+    assert!(hosts_pool.server_connections() <= 20, "{hosts_pool:?}");
     let pools = bouncer.pools();
-    assert!(pools.server_connections() <= 20, "{pools:?}");
+    assert!(
+        pools.server_connections() <= 20 + AUTH_CONNECTIONS as u64,
+        "{pools:?}"
+    );
     let backends: i64 = pg
         .psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
         .trim()
