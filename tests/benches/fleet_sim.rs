@@ -8,12 +8,16 @@
 //!
 //! - a central `logout --hosts '*'`: from its commit (PostgreSQL's commit timestamp) to each
 //!   host's local commit (the step that reports the version applied): median and last host;
-//! - the idle fleet: the server's and the pooler's CPU per host per second (from /proc, the
-//!   postmaster with its children, and pgbouncer), this process's own CPU apart, and the
-//!   connections each holds;
+//! - the idle fleet: polls per second and the server's and the pooler's CPU per poll (from
+//!   /proc, the postmaster with its children, and pgbouncer; above their CPU with no host),
+//!   this process's own CPU apart, and the connections each holds; beside it the floor, the
+//!   same costs for pgbench's `SELECT 1` through the same pool at the largest fleet's rate;
 //! - events uploaded per second with every host writing;
 //! - a projection to 10,000 hosts against the goals (SPEC §9): a change reaches the last host
 //!   in ≤ 2 s, ≤ 50 server connections, ≤ 1 core of central CPU while the fleet is idle.
+//!
+//! The machine's cores are shared: the simulated hosts (SQLite commits included) compete
+//! with the server and the pooler, whose CPU is therefore read apart from this process's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
