@@ -78,23 +78,24 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// What the hosts' threads report: (host index, version applied, when), and failed steps.
+/// What the hosts' threads report: (host index, version applied, when its step returned,
+/// how long that step took), and the steps made and failed.
 #[derive(Default)]
 struct Reports {
-    applied: Mutex<Vec<(usize, i64, f64)>>,
+    applied: Mutex<Vec<(usize, i64, f64, f64)>>,
     failed_steps: AtomicU64,
     steps: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 impl Reports {
-    /// When each host first had `version` or a later one, if all of the first `hosts` have.
-    fn applied_at(&self, version: i64, hosts: usize) -> Option<Vec<f64>> {
-        let mut first: Vec<Option<f64>> = vec![None; hosts];
-        for &(host, v, at) in self.applied.lock().expect("lock").iter() {
-            if host < hosts && v >= version {
-                let earliest = first[host].map_or(at, |t| t.min(at));
-                first[host] = Some(earliest);
+    /// When each host first had `version` or a later one, and how long that step took, if
+    /// all of the first `hosts` have.
+    fn applied_at(&self, version: i64, hosts: usize) -> Option<Vec<(f64, f64)>> {
+        let mut first: Vec<Option<(f64, f64)>> = vec![None; hosts];
+        for &(host, v, at, took) in self.applied.lock().expect("lock").iter() {
+            if host < hosts && v >= version && first[host].is_none_or(|(t, _)| at < t) {
+                first[host] = Some((at, took));
             }
         }
         first.into_iter().collect()
@@ -197,8 +198,9 @@ impl Sim {
         }
     }
 
-    /// One central logout; each host's seconds from its commit to the host's local commit.
-    fn logout_round(&self) -> Vec<f64> {
+    /// One central logout; per host, seconds from its commit to the host's local commit, and
+    /// the seconds the step that applied it took.
+    fn logout_round(&self) -> Vec<(f64, f64)> {
         let out = self.ctl(&[
             "--json",
             "logout",
@@ -225,7 +227,7 @@ impl Sim {
         applied
             .unwrap_or_default()
             .iter()
-            .map(|at| at - committed)
+            .map(|(at, took)| (at - committed, *took))
             .collect()
     }
 
@@ -355,18 +357,23 @@ impl Sim {
         println!(
             "{n} hosts enrolled and linked in {:.1} s (a first logout reached them all {:.2} s after its commit)",
             started.elapsed().as_secs_f64(),
-            warm_up.iter().copied().fold(0.0, f64::max)
+            warm_up.iter().map(|r| r.0).fold(0.0, f64::max)
         );
         for _ in 0..ROUNDS {
-            let delays = self.logout_round();
-            let last = delays.iter().copied().fold(0.0, f64::max);
-            m.latency.push((median(delays), last));
+            let (delays, steps): (Vec<f64>, Vec<f64>) = self.logout_round().into_iter().unzip();
+            let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+            m.latency.push([
+                median(delays.clone()),
+                max(&delays),
+                median(steps.clone()),
+                max(&steps),
+            ]);
         }
         self.idle(&mut m);
         m.events_per_second = self.upload_rate();
         println!(
             "  measured: last host {:.3} s (median of rounds), idle server + pgbouncer {:.3} cores, {:.0} events/s",
-            median(m.latency.iter().map(|r| r.1).collect()),
+            median(m.latency.iter().map(|r| r[1]).collect()),
             m.idle.server + m.idle.pooler,
             m.events_per_second
         );
@@ -401,15 +408,13 @@ fn drive(mut link: HostLink, index: usize, stop: &AtomicBool, reports: &Reports)
             continue;
         }
         reports.steps.fetch_add(1, Ordering::Relaxed);
+        let started = epoch_now();
         match link.step(Utc::now()) {
             Ok(report) => {
                 if let Some(version) = report.applied_version {
                     let at = epoch_now();
-                    reports
-                        .applied
-                        .lock()
-                        .expect("lock")
-                        .push((index, version, at));
+                    let entry = (index, version, at, at - started);
+                    reports.applied.lock().expect("lock").push(entry);
                 }
             }
             Err(e) => {

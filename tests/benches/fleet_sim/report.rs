@@ -35,8 +35,9 @@ impl Cpu {
 /// One size's measures.
 pub struct Measures {
     pub hosts: usize,
-    /// Per round: (median, last host) seconds from the central commit to the local one.
-    pub latency: Vec<(f64, f64)>,
+    /// Per round: median and last host's seconds from the central commit to the local one,
+    /// then median and longest seconds the applying step itself took.
+    pub latency: Vec<[f64; 4]>,
     pub idle: Cpu,
     pub pg_connections: u64,
     pub server_connections: u64,
@@ -47,21 +48,25 @@ pub struct Measures {
 
 /// Every table; `floor` is the CPU per transaction of `SELECT 1` through the same pooler.
 pub fn print_tables(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
-    println!("\nlogout --hosts '*': central commit -> host's local commit, {ROUNDS} rounds");
     println!(
-        "{:>6} {:>12} {:>12} {:>12}",
-        "hosts", "median s", "last host s", "worst last s"
+        "\nlogout --hosts '*': central commit -> host's local commit, {ROUNDS} rounds \
+         (medians of the rounds; the applying step's own time: poll, local commit, report)"
+    );
+    println!(
+        "{:>6} {:>10} {:>12} {:>13} {:>14} {:>13}",
+        "hosts", "median s", "last host s", "worst last s", "step median ms", "step max ms"
     );
     for m in results {
-        let medians: Vec<f64> = m.latency.iter().map(|r| r.0).collect();
-        let lasts: Vec<f64> = m.latency.iter().map(|r| r.1).collect();
-        let worst = lasts.iter().copied().fold(0.0, f64::max);
+        let column = |i: usize| m.latency.iter().map(|r| r[i]).collect::<Vec<f64>>();
+        let worst = column(1).into_iter().fold(0.0, f64::max);
         println!(
-            "{:>6} {:>12.3} {:>12.3} {:>12.3}",
+            "{:>6} {:>10.3} {:>12.3} {:>13.3} {:>14.1} {:>13.1}",
             m.hosts,
-            median(medians),
-            median(lasts),
-            worst
+            median(column(0)),
+            median(column(1)),
+            worst,
+            median(column(2)) * 1e3,
+            median(column(3)) * 1e3
         );
     }
     println!(
@@ -123,7 +128,7 @@ fn print_projection(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
     let idle = baseline.server + baseline.pooler;
     let cores = (each.server + each.pooler) * polls / 1e6 + idle;
     let floor_cores = (floor.server + floor.pooler) * polls / 1e6 + idle;
-    let last = median(largest.latency.iter().map(|r| r.1).collect());
+    let last = median(largest.latency.iter().map(|r| r[1]).collect());
     println!(
         "\nprojection to {PROJECTED_HOSTS:.0} hosts ({polls:.0} polls/s at {:.0} µs of server and \
          pgbouncer CPU each, as measured with {} hosts)",
