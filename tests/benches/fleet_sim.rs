@@ -4,7 +4,8 @@
 //! connections). Each host is its own SQLite store with the product's real link
 //! (`HostLink`), all in this one process, one thread per host stepping the link every poll
 //! interval with jitter, as the daemon's link does. For N = 200, 1000, 2000 (or the sizes in
-//! `FLEET_SIM_SIZES`, e.g. `FLEET_SIM_SIZES=50,200`), one table per measure:
+//! `FLEET_SIM_SIZES`, e.g. `FLEET_SIM_SIZES=50,200`; the stores in `FLEET_SIM_STORES`, e.g.
+//! /dev/shm, rather than the temporary directory), one table per measure:
 //!
 //! - a central `logout --hosts '*'`: from its commit (PostgreSQL's commit timestamp) to each
 //!   host's local commit (the step that reports the version applied): median and last host;
@@ -127,7 +128,13 @@ struct Sim {
 impl Sim {
     fn start(max_hosts: usize) -> Sim {
         let pg = Postgres::start_with("max_connections = 100");
-        let dir = tempfile::tempdir().expect("tempdir");
+        // The hosts' stores share this machine's one disk, unlike a fleet's: FLEET_SIM_STORES
+        // (e.g. /dev/shm) puts them elsewhere, to tell the link's costs from that disk's.
+        let dir = match std::env::var_os("FLEET_SIM_STORES") {
+            Some(parent) => tempfile::tempdir_in(parent),
+            None => tempfile::tempdir(),
+        }
+        .expect("tempdir");
         ok(Command::new(ctl_path())
             .arg("--db")
             .arg(dir.path().join("admin.db"))
@@ -503,7 +510,11 @@ fn main() {
         "machine: {cores} cores, shared: the simulated hosts' CPU competes with the server's; \
          server and pooler CPU are read from /proc apart from this process's own"
     );
-    println!("load average at the start: {}", load_average());
+    println!(
+        "load average at the start: {}; hosts' stores in {}",
+        load_average(),
+        std::env::var("FLEET_SIM_STORES").unwrap_or_else(|_| "the temporary directory".into())
+    );
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let mut sim = Sim::start(largest);
     sim.baseline = sim.cpu_window();
