@@ -15,6 +15,7 @@ packages=(
   libdbus-1-dev                   # desktop notifications: the dbus crate links libdbus-1
   dbus xvfb dunst xdotool imagemagick python3-dbus   # the desktop test: a real bus, X, notification server
   postgresql-15 libssl-dev        # the fleet: a real PostgreSQL in tests; TLS (openssl-sys) for the client
+  pgbouncer                       # the fleet through a transaction pooler: failover tests, the fleet_sim benchmark
   python3-gi                      # systemd_desktop: the notification server (python3-dbus) on a GLib main loop
 )
 

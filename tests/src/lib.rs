@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod desktop;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod sshd;
 pub mod systemd;

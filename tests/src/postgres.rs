@@ -22,6 +22,8 @@ pub struct Postgres {
     pub port: u16,
     pub socket_dir: PathBuf,
     data: PathBuf,
+    /// A data directory this server was restored from (see `pg_cluster`), kept while it runs.
+    restored: Option<tempfile::TempDir>,
 }
 
 /// Why the fixture cannot run here, if it cannot.
@@ -50,21 +52,21 @@ fn nix_user_missing(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-fn as_server_user(program: &str) -> Command {
+pub(crate) fn as_server_user(program: &str) -> Command {
     let mut cmd = Command::new("timeout");
     cmd.args(["-s", "KILL", "120", "runuser", "-u", SERVER_USER, "--"])
         .arg(Path::new(BIN).join(program));
     cmd
 }
 
-fn check(out: Output, what: &str) -> String {
+pub(crate) fn check(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what}: {}{}",
@@ -77,6 +79,12 @@ fn check(out: Output, what: &str) -> String {
 impl Postgres {
     /// Initialises and starts a cluster with a `fleet` database.
     pub fn start() -> Postgres {
+        Postgres::start_with("")
+    }
+
+    /// As `start`, with `settings` (postgresql.conf lines, e.g. "max_connections = 100")
+    /// after the fixture's own, so that they win.
+    pub fn start_with(settings: &str) -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("fl-pg")
             .tempdir()
@@ -116,25 +124,53 @@ impl Postgres {
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              max_connections = 400\nshared_buffers = 32MB\nfsync = on\nlog_min_messages = warning\n\
-             track_commit_timestamp = on\n",
+             track_commit_timestamp = on\n{settings}\n",
             socket_dir.display()
         );
         let conf_path = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
         text.push_str(&conf);
         std::fs::write(&conf_path, text).expect("postgresql.conf");
-        let pg = Postgres {
-            dir,
-            port,
-            socket_dir,
-            data,
-        };
+        let pg = Postgres::adopt(dir, port, socket_dir, data);
         pg.start_server();
         pg.psql_on("postgres", &format!("CREATE DATABASE {DATABASE}"));
         pg
     }
 
-    fn start_server(&self) {
+    /// A server whose data directory `data` is ready to start on `port`; not started yet.
+    pub(crate) fn adopt(
+        dir: tempfile::TempDir,
+        port: u16,
+        socket_dir: PathBuf,
+        data: PathBuf,
+    ) -> Postgres {
+        Postgres {
+            dir,
+            port,
+            socket_dir,
+            data,
+            restored: None,
+        }
+    }
+
+    /// The cluster's data directory (owned by the server user).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Runs the server from `data` (kept in `keep`) instead: the caller has stopped it.
+    pub(crate) fn switch_data(&mut self, data: PathBuf, keep: tempfile::TempDir) {
+        self.data = data;
+        self.restored = Some(keep);
+    }
+
+    /// The postmaster's pid, while its pid file is there.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    pub(crate) fn start_server(&self) {
         check(
             as_server_user("pg_ctl")
                 .arg("-D")
@@ -296,7 +332,8 @@ impl Postgres {
         let passfile = dir.join(format!("{role}.pgpass"));
         std::fs::write(
             &passfile,
-            format!("127.0.0.1:{}:{DATABASE}:{role}:{password}\n", self.port),
+            // Any port: the same login through a pooler or a standby.
+            format!("127.0.0.1:*:{DATABASE}:{role}:{password}\n"),
         )
         .expect("passfile");
         std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600))
@@ -362,7 +399,10 @@ impl Drop for Postgres {
         // If pg_ctl could not stop it, the postmaster's pid is in its pid file.
         if let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
             if let Some(pid) = text.lines().next() {
-                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+                let _ = Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
