@@ -5,6 +5,7 @@ pub mod attach;
 mod baseline;
 mod enforce;
 mod events;
+mod files;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 #[cfg(feature = "fleet")]
@@ -21,6 +22,7 @@ mod fleet_tls;
 #[cfg(feature = "fleet")]
 mod fleet_url;
 mod lockouts;
+mod path_check;
 pub mod reader_copy;
 mod schedules;
 mod schema;
@@ -28,14 +30,15 @@ mod sessions;
 
 pub use enforce::{CountdownState, CountdownUser, IgnoreOutcome, LiveSession};
 pub use events::{EventFilter, EventKind, EventRow, NewEvent, RemovalReason};
+use files::prepare_files;
 pub use fleet_local::FleetState;
+pub use path_check::{inspect, Found, APPLICATION_ID};
+use path_check::{open_read_only, recognise};
 pub use reader_copy::{reader_copy_path, ReaderCopy};
 pub use schedules::{ScheduleEvent, ScheduleRecord};
 pub use sessions::{Cause, Closed, Opened, SessionWrite, SessionWritten};
 
-use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -459,202 +462,6 @@ impl Store {
     }
 }
 
-/// SQLite's `application_id` of a forcelogout store: "FLOG" (set by the schema's V5).
-pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"FLOG");
-/// The tables that tell a store from before `APPLICATION_ID` (and its readers' copy, which
-/// has none) from another program's database.
-const STORE_TABLES: [&str; 2] = ["LogoutSchedules", "LogoutEvents"];
-
-/// What is at a store's path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
-    /// Nothing: the first write creates the store there.
-    Missing,
-    /// A zero-length file: what a first open creates before the schema, maybe right now in
-    /// another process. A writer makes it the store.
-    Empty,
-    /// A forcelogout store (or its readers' copy), or an SQLite database with no table yet.
-    Store,
-}
-
-/// What is at `path`, found without writing anything, creating anything beside it, or taking
-/// a lock: a directory, a special file, a file that is not SQLite, another program's SQLite
-/// database are refused as invalid input (exit 2). The header (the 16 bytes "SQLite format
-/// 3\0", the application id, the schema) is read by an immutable read-only SQLite
-/// connection, not a plain descriptor: closing a descriptor of a file would drop the locks
-/// every SQLite connection of this process holds on it (the daemon opens the store often).
-pub fn inspect(path: &Path) -> Result<Found, Error> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Missing),
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-            return Err(Error::PermissionDenied {
-                context: format!("{}: looking for the store: {e}", path.display()),
-            })
-        }
-        Err(e) => {
-            return Err(Error::io(
-                format!("{}: looking for the store", path.display()),
-                e,
-            ))
-        }
-    };
-    if meta.is_dir() {
-        return Err(not_a_store(path, "a directory"));
-    }
-    if !meta.is_file() {
-        return Err(not_a_store(path, "not a regular file"));
-    }
-    if meta.len() == 0 {
-        return Ok(Found::Empty);
-    }
-    // An immutable look takes no lock, so it may catch pages of the file in the middle of a
-    // checkpoint by another process: what it cannot read whole is looked at again, and what it
-    // still cannot is left to the check on the real connection (made before anything is
-    // written). Only a refusal seen each time is final.
-    let mut refusal = None;
-    for _ in 0..PROBE_ATTEMPTS {
-        let probe = Connection::open_with_flags(
-            immutable_uri(path),
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| classify(path, "looking at the store", e))?;
-        match recognise(&probe, path) {
-            Ok(()) => return Ok(Found::Store),
-            Err(e @ Error::Invalid { .. }) => refusal = Some(e),
-            Err(_) => refusal = None,
-        }
-        if refusal.is_none() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    match refusal {
-        Some(e) => Err(e),
-        None => Ok(Found::Store),
-    }
-}
-
-/// How often `inspect` looks before it takes a refusal as final.
-const PROBE_ATTEMPTS: usize = 3;
-
-/// Refuses what `conn` shows unless it is a forcelogout store, one from before its application
-/// id (known by its tables), its readers' copy, or an SQLite database with no table yet.
-fn recognise(conn: &Connection, path: &Path) -> Result<(), Error> {
-    let not_sqlite = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => not_a_store(path, "not an SQLite database"),
-        _ => classify(path, "looking at the store", e),
-    };
-    let id: i32 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(not_sqlite)?;
-    if id == APPLICATION_ID {
-        return Ok(());
-    }
-    if id != 0 {
-        let reason = format!("another program's SQLite database (application_id {id:#010x})");
-        return Err(not_a_store(path, &reason));
-    }
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(not_sqlite)?;
-    if tables.is_empty() || STORE_TABLES.iter().all(|t| tables.iter().any(|n| n == t)) {
-        return Ok(());
-    }
-    let mut named = tables
-        .iter()
-        .take(3)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if tables.len() > 3 {
-        named.push_str(", …");
-    }
-    Err(not_a_store(
-        path,
-        &format!("another program's SQLite database (tables {named})"),
-    ))
-}
-
-/// The refusal of a path that is not a store: invalid input, naming the path and what it is.
-fn not_a_store(path: &Path, what: &str) -> Error {
-    Error::invalid(
-        format!("store {}", path.display()),
-        format!("{what}, not a forcelogout store; nothing was changed"),
-    )
-}
-
-/// `path` as a URI SQLite opens read-only and immutable: no lock, no journal or WAL looked
-/// for or created. Only for a first look: it sees the database file without its WAL.
-/// Every byte of the path but the plainest is escaped, so any path (not UTF-8, with `?`, `#`
-/// or `%`) names the same file; an absolute one after an empty authority (`file:///`), so
-/// that a path starting with `//` is not taken for one.
-fn immutable_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let mut uri = String::from(if bytes.starts_with(b"/") {
-        "file://"
-    } else {
-        "file:"
-    });
-    for &byte in bytes {
-        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
-            uri.push(char::from(byte));
-        } else {
-            uri.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    uri.push_str("?mode=ro&immutable=1");
-    uri
-}
-
-/// Opens an existing store read-only. On a read-only file system SQLite cannot make the WAL's
-/// shared memory; with `fallback`, where neither it nor a WAL with content is there (no
-/// connection has the store open: a live one keeps its shared memory), the database file
-/// holds everything and is opened immutable instead.
-fn open_read_only(
-    path: &Path,
-    busy_timeout: Duration,
-    fallback: bool,
-) -> Result<Connection, Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn =
-        Connection::open_with_flags(path, flags).map_err(on_error(path, "opening the store"))?;
-    conn.busy_timeout(busy_timeout)
-        .map_err(on_error(path, "setting the busy timeout"))?;
-    let readable = conn.query_row("PRAGMA schema_version", [], |_| Ok(()));
-    match readable {
-        Ok(()) => Ok(conn),
-        Err(_) if fallback && on_read_only_fs(path) && wal_files_idle(path) => {
-            drop(conn);
-            Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
-                .map_err(on_error(
-                    path,
-                    "opening the store on a read-only file system",
-                ))
-        }
-        Err(e) => Err(classify(path, "opening the store", e)),
-    }
-}
-
-fn on_read_only_fs(path: &Path) -> bool {
-    nix::sys::statvfs::statvfs(path)
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-}
-
-/// No shared-memory file, and no WAL or an empty one.
-fn wal_files_idle(path: &Path) -> bool {
-    let beside = |suffix: &str| {
-        let mut file = path.as_os_str().to_os_string();
-        file.push(suffix);
-        std::fs::metadata(file)
-    };
-    beside("-shm").is_err() && beside("-wal").map_or(true, |m| m.len() == 0)
-}
-
 /// Runs `attempt` again while it fails only because the store is busy, until `deadline`,
 /// with a growing pause (1 ms to 50 ms) between attempts.
 fn retry_while_busy<T>(
@@ -685,7 +492,7 @@ fn newer_schema(path: &Path, version: usize) -> Error {
 }
 
 /// `classify` as a `map_err` argument.
-fn on_error<'p>(
+pub(super) fn on_error<'p>(
     path: &'p Path,
     context: &'static str,
 ) -> impl FnOnce(rusqlite::Error) -> Error + 'p {
@@ -694,7 +501,7 @@ fn on_error<'p>(
 
 /// Maps SQLite's refusals that mean "not allowed" to `PermissionDenied` (exit 4); the rest
 /// stay store errors (exit 1).
-fn classify(path: &Path, context: &'static str, cause: rusqlite::Error) -> Error {
+pub(super) fn classify(path: &Path, context: &'static str, cause: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
     let denied = match cause.sqlite_error_code() {
         Some(ErrorCode::ReadOnly)
@@ -712,107 +519,6 @@ fn classify(path: &Path, context: &'static str, cause: rusqlite::Error) -> Error
     }
 }
 
-fn writable(path: &Path) -> bool {
+pub(super) fn writable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
-}
-
-/// Creates the store's directory (0750, owned by root and group `adm` when we are root, so that
-/// administrators reach the readers' copy inside it) and the file (0600, root's: whoever may open
-/// a file of the live store may hold a lock that stops every write, see `reader_copy`). SQLite
-/// gives the WAL and shared-memory files the database's mode and owner. A store opened read-write
-/// by root that others may open (one from before the readers' copy) is tightened first.
-fn prepare_files(path: &Path, create_dir: bool) -> Result<(), Error> {
-    let denied = |what: &str, e: std::io::Error| -> Error {
-        if e.kind() == ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) {
-            Error::PermissionDenied {
-                context: format!("{what} {}: {e}", path.display()),
-            }
-        } else {
-            Error::io(format!("{what} {}", path.display()), e)
-        }
-    };
-    let as_root = nix::unistd::geteuid().is_root();
-    let reader_gid = || {
-        nix::unistd::Group::from_name(READER_GROUP)
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw())
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() && !create_dir {
-            return Err(Error::io(
-                format!("{}: the store's directory is missing", path.display()),
-                std::io::Error::from(ErrorKind::NotFound),
-            ));
-        }
-        if !dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
-                .map_err(|e| denied("creating the directory of", e))?;
-            if as_root {
-                std::os::unix::fs::chown(dir, Some(0), reader_gid())
-                    .map_err(|e| denied("setting the owner of the directory of", e))?;
-            }
-        }
-    }
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(file) => {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| denied("setting the mode of", e))?;
-            if as_root {
-                std::os::unix::fs::fchown(&file, Some(0), Some(0))
-                    .map_err(|e| denied("setting the owner of", e))?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            if writable(path) {
-                if as_root {
-                    make_root_only(path).map_err(|e| denied("making root's alone", e))?;
-                }
-                Ok(())
-            } else if on_read_only_fs(path) {
-                Err(Error::PermissionDenied {
-                    context: format!(
-                        "{}: the store is on a read-only file system; it can be read, not written",
-                        path.display()
-                    ),
-                })
-            } else {
-                Err(Error::PermissionDenied {
-                    context: format!("{}: the store is not writable by this user", path.display()),
-                })
-            }
-        }
-        Err(e) => Err(denied("creating the store", e)),
-    }
-}
-
-/// The store's files (the database, and its WAL and shared memory where they exist) readable
-/// and writable by root alone: group and other bits off, owner and group root.
-fn make_root_only(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_os_string();
-        file.push(suffix);
-        let meta = match std::fs::metadata(&file) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if meta.uid() != 0 || meta.gid() != 0 {
-            std::os::unix::fs::chown(&file, Some(0), Some(0))?;
-        }
-        if meta.mode() & 0o077 != 0 {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
-        }
-    }
-    Ok(())
 }
