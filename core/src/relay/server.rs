@@ -53,8 +53,43 @@ pub fn take_requests(
     listener.set_nonblocking(false)?;
     more?;
     let requests: Vec<Result<Request, Reply>> = streams.iter().map(read_request).collect();
+    // The writes first, so that the writing side starts their commit while `account` reads.
+    let (accounts, others): (Vec<_>, Vec<_>) =
+        streams.into_iter().zip(requests).partition(|(_, request)| {
+            matches!(
+                request,
+                Ok(Request {
+                    action: Action::Account { .. },
+                    ..
+                })
+            )
+        });
     let mut deferred = Vec::new();
-    let triaged = triage_with(reader, config, requests, clock, log, Some(&mut deferred));
+    for batch in [others, accounts] {
+        if batch.is_empty() {
+            continue;
+        }
+        let (streams, requests): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let triaged = triage_with(reader, config, requests, clock, log, Some(&mut deferred));
+        answer_or_queue(streams, triaged, queue, log);
+    }
+    // While the writing side commits: the opens' notices (NSS, the schedules), which their
+    // replies carry once committed.
+    let mut notices_of = notices_reader(reader, config, log);
+    for (login, now, notices) in deferred {
+        let _ = notices.send(notices_of(&login, now));
+    }
+    Ok(())
+}
+
+/// Answers each triaged request now, or queues its write for the writing side (declining it
+/// when the queue is full or the writing side has stopped).
+fn answer_or_queue(
+    streams: Vec<UnixStream>,
+    triaged: Vec<Triaged>,
+    queue: &SyncSender<QueuedWrite>,
+    log: &dyn Fn(&str),
+) {
     for (stream, triaged) in streams.into_iter().zip(triaged) {
         match triaged {
             Triaged::Answer(reply) => send_reply(&stream, &reply, log),
@@ -69,13 +104,6 @@ pub fn take_requests(
             }
         }
     }
-    // While the writing side commits: the opens' notices (NSS, the schedules), which their
-    // replies carry once committed.
-    let mut notices_of = notices_reader(reader, config, log);
-    for (login, now, notices) in deferred {
-        let _ = notices.send(notices_of(&login, now));
-    }
-    Ok(())
 }
 
 /// An open whose notices are worked out after its write is queued: its user, the time of

@@ -92,11 +92,7 @@ impl SessionWriter {
                     ));
                 }
                 self.since_checkpoint += self.waiting.len();
-                for (waiting, reply) in self.waiting.drain(..).zip(replies) {
-                    if let Some(stream) = waiting.reply_to {
-                        send_reply(&stream, &reply, log);
-                    }
-                }
+                answer(self.waiting.drain(..).zip(replies).collect(), log);
                 self.pause = FIRST_PAUSE;
                 self.stalled = false;
                 self.ask_for_checkpoint();
@@ -189,6 +185,30 @@ impl SessionWriter {
     }
 }
 
+/// Sends each committed write's reply: first every reply that is complete (the closes, the
+/// opens whose notices came with the write), then the opens whose notices the reading side was
+/// still working out, each once it has them (one bound for the whole batch). A close never
+/// waits for another login's NSS look-ups.
+fn answer(answered: Vec<(Waiting, Reply)>, log: &dyn Fn(&str)) {
+    let notices_until = Instant::now() + NOTICES_WAIT;
+    let mut completed_later = Vec::new();
+    for (waiting, reply) in answered {
+        let Some(stream) = waiting.reply_to else {
+            continue;
+        };
+        match reply {
+            Reply::Opened { opened, notices } if waiting.write.coming.is_some() => {
+                completed_later.push((stream, waiting.write, opened, notices));
+            }
+            reply => send_reply(&stream, &reply, log),
+        }
+    }
+    for (stream, mut write, opened, mut notices) in completed_later {
+        notices.extend(write.take_notices(notices_until));
+        send_reply(&stream, &Reply::Opened { opened, notices }, log);
+    }
+}
+
 /// The session writer's checkpointer: a thread with a connection of its own that copies the
 /// WAL into the database whenever the writer asks, beside its commits, so that a login's
 /// commit never waits for that copy or its fsync of the database file. A failed or partial
@@ -240,16 +260,16 @@ pub(super) fn record(
     };
     let outcomes = store.record_session_writes(&session_writes, &in_time)?;
     drop(session_writes);
-    let notices_until = Instant::now() + NOTICES_WAIT;
     let mut replies: Vec<Reply> = (0..waiting.len())
         .map(|_| Reply::Declined("not a session write".into()))
         .collect();
     for (index, outcome) in made.into_iter().zip(outcomes) {
         let w = &mut waiting[index];
         replies[index] = match outcome {
+            // The notices still being worked out are added when answering (`answer`).
             Ok(SessionWritten::Opened(opened)) => Reply::Opened {
                 opened,
-                notices: w.write.take_notices(notices_until),
+                notices: std::mem::take(&mut w.write.notices),
             },
             Ok(SessionWritten::Closed(closed)) => Reply::Closed(closed),
             Ok(SessionWritten::TooLate) => too_late(),

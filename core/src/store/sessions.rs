@@ -117,6 +117,20 @@ impl Store {
         in_time: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Result<SessionWritten, Error>>, Error> {
         let (mut tx, path, zone) = self.begin_write("starting the session writes")?;
+        if let [write] = writes {
+            // One write alone (the usual case while logins come one at a time): the
+            // transaction is its savepoint; a failed write is rolled back with it.
+            let outcome = if in_time(0) {
+                session_write_in_tx(&tx, &path, zone, write)
+            } else {
+                Ok(SessionWritten::TooLate)
+            };
+            if outcome.is_ok() {
+                tx.commit()
+                    .map_err(on_error(&path, "committing the session writes"))?;
+            }
+            return Ok(vec![outcome]);
+        }
         let mut outcomes = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             if !in_time(index) {
@@ -126,33 +140,7 @@ impl Store {
             let savepoint = tx
                 .savepoint()
                 .map_err(on_error(&path, "starting a savepoint"))?;
-            let outcome = match *write {
-                SessionWrite::Open {
-                    session_key,
-                    login,
-                    process,
-                    shows_notices,
-                    now,
-                } => {
-                    let facts = (login, process, shows_notices);
-                    open_in_tx(&savepoint, &path, zone, session_key, facts, now)
-                        .map(SessionWritten::Opened)
-                }
-                SessionWrite::Close {
-                    session_key,
-                    process,
-                    now,
-                } => close_in_tx(
-                    &savepoint,
-                    &path,
-                    zone,
-                    session_key,
-                    process,
-                    RemovalReason::Logout,
-                    now,
-                )
-                .map(SessionWritten::Closed),
-            };
+            let outcome = session_write_in_tx(&savepoint, &path, zone, write);
             if outcome.is_ok() {
                 savepoint
                     .commit()
@@ -167,6 +155,41 @@ impl Store {
         tx.commit()
             .map_err(on_error(&path, "committing the session writes"))?;
         Ok(outcomes)
+    }
+}
+
+/// One PAM write inside the caller's transaction or savepoint.
+fn session_write_in_tx(
+    tx: &rusqlite::Connection,
+    path: &std::path::Path,
+    zone: chrono_tz::Tz,
+    write: &SessionWrite<'_>,
+) -> Result<SessionWritten, Error> {
+    match *write {
+        SessionWrite::Open {
+            session_key,
+            login,
+            process,
+            shows_notices,
+            now,
+        } => {
+            let facts = (login, process, shows_notices);
+            open_in_tx(tx, path, zone, session_key, facts, now).map(SessionWritten::Opened)
+        }
+        SessionWrite::Close {
+            session_key,
+            process,
+            now,
+        } => close_in_tx(
+            tx,
+            path,
+            zone,
+            session_key,
+            process,
+            RemovalReason::Logout,
+            now,
+        )
+        .map(SessionWritten::Closed),
     }
 }
 
