@@ -59,6 +59,10 @@ pub struct FleetConfig {
     /// The file holding the host's secret (`fleet enrol` makes it): 0600, owned by the user
     /// the link runs as.
     pub secret_file: PathBuf,
+    /// The section still has `labels`, which is no longer read (labels are central): the link
+    /// says so in its log instead of the whole configuration being refused, so that an
+    /// upgraded host goes on enforcing.
+    pub obsolete_labels: bool,
 }
 
 /// Where `fleet enrol` tells hosts to keep their secret, unless it is told otherwise.
@@ -81,7 +85,7 @@ struct FileFleet {
     url: String,
     host: Option<String>,
     secret_file: Option<PathBuf>,
-    /// Refused: labels are central now. Read only to say so.
+    /// No longer read: labels are central now. Taken only to say so.
     labels: Option<toml::Value>,
 }
 
@@ -266,13 +270,6 @@ impl Config {
 }
 
 fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
-    if file.labels.is_some() {
-        return Err(Error::invalid(
-            "fleet.labels",
-            "is no longer read: a host's labels are set centrally, with \
-             forcelogoutctl --fleet fleet enrol HOST --labels a,b --renew",
-        ));
-    }
     if file.url.trim().is_empty() {
         return Err(Error::invalid("fleet.url", "is empty"));
     }
@@ -296,6 +293,7 @@ fn fleet_section(file: FileFleet) -> Result<FleetConfig, Error> {
         url: file.url,
         host: validate_fleet_name("fleet.host", &host)?,
         secret_file,
+        obsolete_labels: file.labels.is_some(),
     })
 }
 
@@ -544,7 +542,6 @@ mod tests {
         for (text, key) in [
             ("[fleet]\nurl = \"\"", "fleet.url"),
             ("[fleet]\nurl = \"x\"\nhost = \"a b\"", "fleet.host"),
-            ("[fleet]\nurl = \"x\"\nlabels = [\"lab\"]", "fleet.labels"),
             (
                 "[fleet]\nurl = \"x\"\nsecret_file = \"fleet.secret\"",
                 "fleet.secret_file",

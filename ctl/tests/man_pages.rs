@@ -467,12 +467,13 @@ fn the_configuration_page_describes_every_key_the_parser_takes() {
     assert!(top.remove("fleet"), "the parser takes [fleet]");
     assert_eq!(page_keys(&page.sections["KEYS"]), top);
     let mut fleet = parser_keys("[fleet]\nurl = \"host=db\"\nnot_a_key = 1\n");
-    // `labels` is known only to be refused with its own message: labels are central now.
-    let refused =
+    // `labels` is taken only to be ignored with a note in the link's log: labels are central.
+    let ignored =
         forcelogout_core::config::Config::parse("[fleet]\nurl = \"host=db\"\nlabels = []\n")
-            .expect_err("[fleet] labels is refused")
-            .to_string();
-    assert!(refused.contains("fleet.labels"), "{refused}");
+            .expect("[fleet] labels is taken")
+            .fleet
+            .expect("[fleet]");
+    assert!(ignored.obsolete_labels);
     fleet.remove("labels");
     assert_eq!(page_keys(&page.sections["THE [FLEET] TABLE"]), fleet);
 }

@@ -192,6 +192,7 @@ impl Sim {
                 url: self.pool_url.clone(),
                 host: name,
                 secret_file: dir.join("fleet.secret"),
+                obsolete_labels: false,
             };
             let db = dir.join("forcelogout.db");
             let store = Store::open(&db, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT).expect("store");

@@ -119,6 +119,7 @@ impl Host {
             url: url.to_string(),
             host: name.to_string(),
             secret_file,
+            obsolete_labels: false,
         };
         let store = Store::open(&stack.db, Access::ReadWrite, DEFAULT_BUSY_TIMEOUT).expect("store");
         let link = HostLink::new(&fleet, store).expect("host link");

@@ -71,6 +71,12 @@ pub fn run_link(ctx: &Context) -> Result<(), Error> {
         )),
         Err(e) => super::log(&format!("fleet: {e}")),
     }
+    if fleet.obsolete_labels {
+        super::log(
+            "fleet: fleet.labels in the configuration is no longer read: a host's labels are \
+             set centrally (forcelogoutctl --fleet fleet enrol HOST --labels a,b --renew)",
+        );
+    }
     super::log(&format!(
         "fleet: host {} (secret in {}; labels are central)",
         fleet.host,
