@@ -22,6 +22,10 @@ use crate::store::Store;
 
 /// How often a host polls: a change reaches it within this (plus a round's time).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The full poll (which writes the heartbeat) at least this often; in between, a round whose
+/// idle poll finds the newest version at the host's position and the same labels makes no
+/// other call on the server than that one (and its uploads).
+pub const FULL_POLL_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Polls in one round at most (copying a long history, resynchronising): the rest is for the
 /// next round, so that a round always ends and uploads get their turn.
 const POLLS_PER_ROUND: usize = 20;
@@ -42,6 +46,8 @@ pub struct HostLink {
     linked: bool,
     /// The error the store shows, so that the same one is not written again every retry.
     last_error: Option<String>,
+    /// When the last full poll was made on this connection.
+    last_full_poll: Option<DateTime<Utc>>,
 }
 
 /// What one round did.
@@ -74,6 +80,7 @@ impl HostLink {
             db: None,
             linked: false,
             last_error: None,
+            last_full_poll: None,
         })
     }
 
@@ -107,8 +114,13 @@ impl HostLink {
         if self.db.as_ref().is_none_or(HostDb::is_closed) {
             self.secret = read_secret(&self.secret_file)?;
             self.db = Some(self.url.connect_host(&self.tls)?);
+            self.last_full_poll = None;
+        }
+        if let Some(server) = self.idle(now)? {
+            return self.upload_events(server, report);
         }
         let view = self.copy_schedules(now, report)?;
+        self.last_full_poll = Some(now);
         if !self.linked {
             self.store
                 .set_fleet_link(true, &format_timestamp(now), None)?;
@@ -122,6 +134,31 @@ impl HostLink {
             ));
         }
         self.upload_events(view.last_replay_id, report)
+    }
+
+    /// Whether this round may stop at the idle poll, and if so the server's upload position:
+    /// a full poll was made on this connection less than `FULL_POLL_EVERY` ago, the server's
+    /// newest version is the host's position, key included (so it is on this server's
+    /// history, and nothing is new), and the host's central labels are the ones it applied.
+    fn idle(&mut self, now: DateTime<Utc>) -> Result<Option<i64>, Error> {
+        let recent = self.last_full_poll.is_some_and(|at| {
+            now.signed_duration_since(at)
+                .to_std()
+                .is_ok_and(|age| age < FULL_POLL_EVERY)
+        });
+        if !recent {
+            return Ok(None);
+        }
+        let state = self.store.fleet_state()?;
+        let (db, me) = self.db()?;
+        let peek = db.peek(me)?;
+        let at_newest = match (&peek.newest, &state.schedule_version_key) {
+            (None, _) => state.schedule_version == 0,
+            (Some((version, key)), Some(held)) => *version == state.schedule_version && key == held,
+            (Some(_), None) => false,
+        };
+        let same_labels = state.labels.as_ref() == Some(&peek.labels);
+        Ok((at_newest && same_labels).then_some(peek.last_replay_id))
     }
 
     fn db(&mut self) -> Result<(&mut HostDb, HostIdentity<'_>), Error> {

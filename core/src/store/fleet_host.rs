@@ -1,5 +1,6 @@
-//! The statements a host's fleet link runs on the central database: three functions, each
-//! authenticating the host by its name and secret (`fleet_schema`, `CENTRAL_V2`).
+//! The statements a host's fleet link runs on the central database: four functions, each
+//! authenticating the host by its name and secret (`fleet_schema`, `CENTRAL_V2`): the idle
+//! poll, the poll, the current set for a resynchronisation, and the upload.
 //!
 //! Every statement goes through a transaction pooler (pgbouncer in transaction mode): it is an
 //! unnamed statement with its parameter types given (`query_typed`: parse, bind and execute
@@ -50,6 +51,16 @@ pub struct CentralVersion {
     pub version: i64,
     pub key: String,
     pub row: Result<CentralSchedule, Error>,
+}
+
+/// What the idle poll found.
+#[derive(Debug)]
+pub struct Peek {
+    /// The newest Version and its key (`None`: no versions at all).
+    pub newest: Option<(i64, String)>,
+    pub labels: Vec<String>,
+    /// The highest ReplayId of this host's events the database has.
+    pub last_replay_id: i64,
 }
 
 /// What a poll found.
@@ -127,6 +138,28 @@ impl HostDb {
             Err(e) if e.code().map(SqlState::code) == Some(DIVERGED) => Ok(Poll::Diverged),
             Err(e) => Err(self.failure("polling for schedule changes", e)),
         }
+    }
+
+    /// The idle poll: the newest version and its key (`None`: no versions at all), and the
+    /// host's labels and upload position.
+    pub fn peek(&mut self, me: HostIdentity<'_>) -> Result<Peek, Error> {
+        let params: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&me.host, Type::TEXT), (&me.secret, Type::TEXT)];
+        let row = self
+            .client
+            .query_typed_one(
+                "SELECT Version, VersionKey::text, Labels, LastReplayId \
+                 FROM forcelogout_host_peek($1, $2)",
+                &params,
+            )
+            .map_err(|e| self.failure("polling", e))?;
+        let version: Option<i64> = row.get(0);
+        let key: Option<String> = row.get(1);
+        Ok(Peek {
+            newest: version.zip(key),
+            labels: row.get(2),
+            last_replay_id: row.get(3),
+        })
     }
 
     /// The current central set (latest version per Id, not deleted), and the newest version.

@@ -262,6 +262,29 @@ BEGIN
     RETURN newest;
 END $$;
 
+-- The idle poll: the newest version and its key, with the host's labels and upload position,
+-- in one statement (two primary-key probes) and no write. A host whose position is that pair,
+-- with the same labels, has nothing to copy and is on this server's history; it makes the full
+-- poll only when something moved, and every few minutes for the heartbeat. At one poll a
+-- second per host, this is what the central server pays for an idle fleet. The hash is
+-- computed before the lookup, as in forcelogout_host_auth.
+CREATE FUNCTION forcelogout_host_peek(p_host text, p_secret text)
+    RETURNS TABLE (Version bigint, VersionKey uuid, Labels text[], LastReplayId bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    given bytea := sha256(convert_to(coalesce(p_secret, ''), 'UTF8'));
+BEGIN
+    RETURN QUERY SELECT n.Version, n.VersionKey, h.Labels, h.LastReplayId
+        FROM FleetHosts h
+        LEFT JOIN LATERAL (SELECT s.Version, s.VersionKey FROM LogoutSchedules s
+            ORDER BY s.Version DESC LIMIT 1) n ON true
+        WHERE h.Host = p_host AND h.SecretHash = given;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'host %: not enrolled or wrong secret', p_host USING ERRCODE = '28000';
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION forcelogout_host_peek(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION forcelogout_host_auth(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION forcelogout_host_poll(text, text, bigint, uuid, bigint, text, integer)
     FROM PUBLIC;
@@ -295,6 +318,7 @@ GRANT SELECT, DELETE ON FleetHosts TO forcelogout_admin;
 GRANT INSERT (Host, Labels, SecretHash, EnrolledAt),
     UPDATE (Labels, SecretHash, EnrolledAt) ON FleetHosts TO forcelogout_admin;
 GRANT EXECUTE ON FUNCTION
+    forcelogout_host_peek(text, text),
     forcelogout_host_poll(text, text, bigint, uuid, bigint, text, integer),
     forcelogout_host_current(text, text),
     forcelogout_host_upload(text, text, jsonb)
