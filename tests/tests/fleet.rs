@@ -129,6 +129,22 @@ fn init_is_idempotent_and_the_roles_hold() {
             "{host}: {err}"
         );
     }
+    // The idle poll checks the secret the same way.
+    let peek = |host: &str, secret: &str| {
+        link(&format!(
+            "SELECT Labels, LastReplayId FROM forcelogout_host_peek('{host}', '{secret}')"
+        ))
+    };
+    assert_eq!(text(&ok_output(peek("lab1", &lab1))).trim(), "{lab}|0");
+    for (host, secret) in [("lab1", lab2.as_str()), ("lab2", lab1.as_str())] {
+        let refused = peek(host, secret);
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains("not enrolled or wrong secret"),
+            "{host}: {err}"
+        );
+    }
     // An upload is stored under the authenticated host, whatever the rows say.
     let upload = |secret: &str, identifier: &str| {
         link(&format!(
