@@ -12,6 +12,8 @@ mod cli;
 mod examples;
 #[path = "docs/markdown.rs"]
 mod markdown;
+#[path = "docs/shell_words.rs"]
+mod shell_words;
 #[path = "docs/synopsis.rs"]
 mod synopsis;
 

@@ -9,6 +9,10 @@ use std::process::Command;
 
 use forcelogout_core::error::EXIT_STATUS;
 
+#[path = "../src/docs/shell_words.rs"]
+mod shell_words;
+use shell_words::shell_words;
+
 /// The command pages that must have EXAMPLES (their entries are in ctl/src/docs/examples.rs).
 /// A command added since may have none yet; add it here with its examples.
 const PAGES_WITH_EXAMPLES: &[&str] = &[
@@ -360,25 +364,6 @@ fn examples(page: &Page) -> Vec<Vec<String>> {
         .filter(|l| l.starts_with("forcelogoutctl "))
         .map(|l| shell_words(l))
         .collect()
-}
-
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                word.get_or_insert_with(String::new);
-            }
-            ' ' if !quoted => words.extend(word.take()),
-            '>' | '|' if !quoted => break,
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    words
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::io::{Error, ErrorKind};
 
 use super::markdown;
+use super::shell_words::shell_words;
 
 /// Per page: what each example does, and the command line.
 pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
@@ -254,25 +255,4 @@ pub fn check(command: &clap::Command) -> std::io::Result<()> {
 
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::InvalidData, message)
-}
-
-/// The words of a command line as a POSIX shell splits them (single quotes, and a
-/// redirection ends the command).
-pub fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                word.get_or_insert_with(String::new);
-            }
-            ' ' if !quoted => words.extend(word.take()),
-            '>' | '|' if !quoted => break,
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    words
 }
