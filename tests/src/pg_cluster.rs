@@ -290,12 +290,12 @@ impl Postgres {
         let (dir, data, socket_dir) = cluster_dir("fl-pgs");
         base_backup(primary, &data, true);
         let port = free_port();
-        let standby = Postgres::adopt(dir, port, socket_dir, data);
+        let mut standby = Postgres::adopt(dir, port, socket_dir, data);
         standby.add_setting(&format!(
             "port = {port}\nunix_socket_directories = '{}'",
             standby.socket_dir.display()
         ));
-        standby.start_server();
+        standby.start_on_a_free_port();
         standby
     }
 

@@ -131,8 +131,8 @@ impl Postgres {
         let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
         text.push_str(&conf);
         std::fs::write(&conf_path, text).expect("postgresql.conf");
-        let pg = Postgres::adopt(dir, port, socket_dir, data);
-        pg.start_server();
+        let mut pg = Postgres::adopt(dir, port, socket_dir, data);
+        pg.start_on_a_free_port();
         pg.psql_on("postgres", &format!("CREATE DATABASE {DATABASE}"));
         pg
     }
@@ -171,17 +171,50 @@ impl Postgres {
     }
 
     pub(crate) fn start_server(&self) {
-        check(
-            as_server_user("pg_ctl")
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(self.data.join("server.log"))
-                .args(["-w", "-t", "60", "start"])
-                .output()
-                .expect("pg_ctl start"),
-            "pg_ctl start",
-        );
+        if let Err(why) = self.try_start_server() {
+            panic!("{why}");
+        }
+    }
+
+    /// Starts the server; on failure, what pg_ctl said and the end of the server's log (the
+    /// data directory goes with the fixture, so the log is read now or never).
+    fn try_start_server(&self) -> Result<(), String> {
+        let log = self.data.join("server.log");
+        let out = as_server_user("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .expect("pg_ctl start");
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        Err(format!(
+            "pg_ctl start: {}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+
+    /// Starts a new cluster's server, on another free port while the one chosen was taken
+    /// between `free_port` and the server's bind (tests start servers in parallel).
+    pub(crate) fn start_on_a_free_port(&mut self) {
+        for _ in 0..5 {
+            match self.try_start_server() {
+                Ok(()) => return,
+                Err(why) if why.contains("Address already in use") => {
+                    self.port = free_port();
+                    self.add_setting(&format!("port = {}", self.port));
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        self.start_server();
     }
 
     /// Turns TLS on with a new CA and a server certificate for the name `localhost` (not for
