@@ -77,8 +77,8 @@ fn init_is_idempotent_and_the_roles_hold() {
         assert!(!out.status.success(), "{sql}: accepted");
         assert!(err.contains(expected), "{sql}: {err}");
     };
-    // The host login touches no table: it can neither issue logouts nor rewrite or read
-    // history nor speak for another host.
+    // The host login touches no table but the clock: it can neither issue logouts nor
+    // rewrite or read history nor speak for another host.
     for table in [
         "logoutschedules",
         "logoutevents",
@@ -145,6 +145,16 @@ fn init_is_idempotent_and_the_roles_hold() {
             "{host}: {err}"
         );
     }
+    // The fleet's clock is the one table the link may read (a key and a time, nothing of any
+    // host's), and it may not move it.
+    assert_eq!(
+        text(&ok_output(link("SELECT count(*) FROM FleetClock"))).trim(),
+        "1"
+    );
+    refusal(
+        "UPDATE FleetClock SET Key = gen_random_uuid()",
+        "permission denied for table fleetclock",
+    );
     // An upload is stored under the authenticated host, whatever the rows say.
     let upload = |secret: &str, identifier: &str| {
         link(&format!(
@@ -164,6 +174,24 @@ fn init_is_idempotent_and_the_roles_hold() {
         pg.psql("SELECT LastReplayId FROM FleetHosts WHERE Host = 'lab1'")
             .trim(),
         "5"
+    );
+    // An upload from a host that believes the server has more of its events than it has
+    // stores nothing and answers the server's position.
+    let upload_after = |after: i64, identifier: &str| {
+        link(&format!(
+            "SELECT forcelogout_host_upload('lab1', '{lab1}', {after}, '[{{\"Date\": \
+             \"2026-11-23\", \"Timestamp\": \"t\", \"GroupName\": \"alice\", \
+             \"Event\": \"online\", \"Immediate\": false, \"Kick\": false, \
+             \"ReplayId\": 9, \"EventIdentifier\": \"{identifier}\"}}]')"
+        ))
+    };
+    assert_eq!(text(&ok_output(upload_after(8, "e9"))).trim(), "5");
+    assert_eq!(pg.psql("SELECT count(*) FROM LogoutEvents").trim(), "1");
+    assert_eq!(text(&ok_output(upload_after(5, "e9"))).trim(), "9");
+    assert_eq!(
+        pg.psql("SELECT string_agg(EventIdentifier, ',' ORDER BY ReplayId) FROM LogoutEvents")
+            .trim(),
+        "e1,e9"
     );
     // The administrator writes schedules, and cannot rewrite events either.
     let admin = |sql: &str| pg.psql_as(ADMIN, &fleet.admin_passfile, sql);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use forcelogout_tests::daemon::wait_until;
+use forcelogout_tests::query;
 
 mod fleet_support;
 use fleet_support::*;
@@ -183,4 +184,82 @@ fn a_host_drops_a_version_a_failover_lost_and_takes_the_reissued_one() {
     );
     let status = ok(lab1.daemon.ctl(&["fleet", "status"]));
     assert!(status.contains("Labels:     office"), "{status}");
+}
+
+#[test]
+fn the_fleet_clock_moves_with_what_hosts_act_on_and_nothing_else() {
+    let Some(fleet) = Fleet::start() else { return };
+    let dir = fleet.dir.path();
+    let (_, lab7_file) = fleet.enrol("lab7", &["lab"], dir);
+    let lab7 = std::fs::read_to_string(&lab7_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let clock = || fleet.pg.psql("SELECT Version, Key FROM FleetClock");
+    let mut seen = clock();
+    let mut moved = |what: &str, expected: bool| {
+        let now = clock();
+        assert_eq!(now != seen, expected, "{what}: {seen} then {now}");
+        seen = now;
+    };
+    ok(fleet.admin(&[
+        "schedule", "add", "--group", "staff", "--daily", "--at", "18:00", "--tz", "UTC",
+    ]));
+    moved("a new schedule version", true);
+    assert!(clock().starts_with("1|"), "{}", clock());
+    // A host's own bookkeeping (heartbeat, position, uploads) and a new host leave it.
+    fleet.poll_as("lab7", &lab7).unwrap();
+    fleet.pg.psql_as(
+        LINK,
+        &fleet.link_passfile,
+        &format!("SELECT forcelogout_host_upload('lab7', '{lab7}', 0, '[]')"),
+    );
+    fleet.enrol("lab8", &["lab"], dir);
+    moved("bookkeeping and an enrolment", false);
+    ok(fleet.admin(&["fleet", "enrol", "lab7", "--renew"]));
+    moved("a renewed secret", true);
+    ok(fleet.admin(&["fleet", "enrol", "lab8", "--renew", "--labels", "office"]));
+    moved("new labels", true);
+    ok(fleet.admin(&["fleet", "retire", "lab8"]));
+    moved("a retired host", true);
+}
+
+#[test]
+fn events_a_failover_lost_go_up_again_at_the_hosts_next_upload() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab"]);
+    let limit = Duration::from_secs(30);
+    let local = || query(&lab1.stack.db, "SELECT count(*) FROM LogoutEvents")[0][0].clone();
+    let central = || {
+        fleet
+            .count("SELECT count(*) FROM LogoutEvents WHERE Host = 'lab1'")
+            .to_string()
+    };
+    lab1.login_logout("nobody");
+    assert!(
+        wait_until(limit, || local() != "0" && central() == local()),
+        "{}",
+        lab1.daemon.log()
+    );
+    // The server loses the host's events and its position, and nothing a host acts on: the
+    // fleet's clock stays, and the idle host does not learn of it from its idle poll.
+    let clock = fleet.pg.psql("SELECT Key FROM FleetClock");
+    fleet.pg.psql(
+        "DELETE FROM LogoutEvents WHERE Host = 'lab1'; \
+         UPDATE FleetHosts SET LastReplayId = 0 WHERE Host = 'lab1'",
+    );
+    assert_eq!(fleet.pg.psql("SELECT Key FROM FleetClock"), clock);
+    lab1.login_logout("nobody");
+    assert!(
+        wait_until(limit, || central() == local()),
+        "central {} local {}: {}",
+        central(),
+        local(),
+        lab1.daemon.log()
+    );
+    assert!(
+        lab1.daemon.log().contains("uploading them again"),
+        "{}",
+        lab1.daemon.log()
+    );
 }

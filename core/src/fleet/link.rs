@@ -1,7 +1,8 @@
 //! The host's side of the link (SPEC §9, "Delivery"): each round, one poll of the central
 //! database copies the new schedule versions (or resynchronises), and the events the server
 //! does not have yet go up. No LISTEN and no session state: the link works through a
-//! transaction pooler, and an idle host costs the server one cheap call per poll interval.
+//! transaction pooler, and an idle host costs the server one read of a one-row table per poll
+//! interval (the fleet's clock, which changes with everything a host must act on).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,9 +23,9 @@ use crate::store::Store;
 
 /// How often a host polls: a change reaches it within this (plus a round's time).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// The full poll (which writes the heartbeat) at least this often; in between, a round whose
-/// idle poll finds the newest version at the host's position and the same labels makes no
-/// other call on the server than that one (and its uploads).
+/// The full poll (which writes the heartbeat, and tells the host the server's copy of its
+/// events) at least this often; in between, a round whose read of the fleet's clock finds the
+/// key the last full poll saw makes no other call on the server than that one (and uploads).
 pub const FULL_POLL_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Polls in one round at most (copying a long history, resynchronising): the rest is for the
 /// next round, so that a round always ends and uploads get their turn.
@@ -46,8 +47,9 @@ pub struct HostLink {
     linked: bool,
     /// The error the store shows, so that the same one is not written again every retry.
     last_error: Option<String>,
-    /// When the last full poll was made on this connection.
-    last_full_poll: Option<DateTime<Utc>>,
+    /// When the last complete full poll was made on this connection, and the fleet clock's
+    /// key read just before it.
+    last_full_poll: Option<(DateTime<Utc>, String)>,
 }
 
 /// What one round did.
@@ -116,11 +118,22 @@ impl HostLink {
             self.db = Some(self.url.connect_host(&self.tls)?);
             self.last_full_poll = None;
         }
-        if let Some(server) = self.idle(now)? {
-            return self.upload_events(server, report);
+        let clock = self.db()?.0.clock()?;
+        if self.idle(now, clock.as_deref()) {
+            return self.upload_events(None, report);
         }
-        let view = self.copy_schedules(now, report)?;
-        self.last_full_poll = Some(now);
+        let (view, complete) = self.copy_schedules(now, report)?;
+        // The key stands for what the poll copied only if it is the same after the poll: a
+        // change committed in between (which the poll may have copied) draws another key, and
+        // a failover that lost that change must not find the host at the key before it. A
+        // round that stopped short, or saw the clock move, leaves the next to a full poll.
+        let settled = if complete && clock.is_some() {
+            let after = self.db()?.0.clock()?;
+            clock.filter(|key| after.as_ref() == Some(key))
+        } else {
+            None
+        };
+        self.last_full_poll = settled.map(|key| (now, key));
         if !self.linked {
             self.store
                 .set_fleet_link(true, &format_timestamp(now), None)?;
@@ -133,32 +146,20 @@ impl HostLink {
                 self.host
             ));
         }
-        self.upload_events(view.last_replay_id, report)
+        self.upload_events(Some(view.last_replay_id), report)
     }
 
-    /// Whether this round may stop at the idle poll, and if so the server's upload position:
-    /// a full poll was made on this connection less than `FULL_POLL_EVERY` ago, the server's
-    /// newest version is the host's position, key included (so it is on this server's
-    /// history, and nothing is new), and the host's central labels are the ones it applied.
-    fn idle(&mut self, now: DateTime<Utc>) -> Result<Option<i64>, Error> {
-        let recent = self.last_full_poll.is_some_and(|at| {
-            now.signed_duration_since(at)
-                .to_std()
-                .is_ok_and(|age| age < FULL_POLL_EVERY)
-        });
-        if !recent {
-            return Ok(None);
-        }
-        let state = self.store.fleet_state()?;
-        let (db, me) = self.db()?;
-        let peek = db.peek(me)?;
-        let at_newest = match (&peek.newest, &state.schedule_version_key) {
-            (None, _) => state.schedule_version == 0,
-            (Some((version, key)), Some(held)) => *version == state.schedule_version && key == held,
-            (Some(_), None) => false,
-        };
-        let same_labels = state.labels.as_ref() == Some(&peek.labels);
-        Ok((at_newest && same_labels).then_some(peek.last_replay_id))
+    /// Whether this round may stop at the idle poll: the last complete full poll on this
+    /// connection was less than `FULL_POLL_EVERY` ago, and the fleet's clock has the key it
+    /// had then (nothing a host acts on has changed, on this server's history).
+    fn idle(&self, now: DateTime<Utc>, clock: Option<&str>) -> bool {
+        self.last_full_poll.as_ref().is_some_and(|(at, key)| {
+            Some(key.as_str()) == clock
+                && now
+                    .signed_duration_since(*at)
+                    .to_std()
+                    .is_ok_and(|age| age < FULL_POLL_EVERY)
+        })
     }
 
     fn db(&mut self) -> Result<(&mut HostDb, HostIdentity<'_>), Error> {
@@ -176,12 +177,13 @@ impl HostLink {
     }
 
     /// Polls until nothing new is left (each poll after a copy also reports the version just
-    /// applied); returns the last view, with the host's labels and upload position.
+    /// applied); returns the last view, with the host's labels and upload position, and
+    /// whether it is complete (false: the round's polls ran out with versions left).
     fn copy_schedules(
         &mut self,
         now: DateTime<Utc>,
         report: &mut StepReport,
-    ) -> Result<HostView, Error> {
+    ) -> Result<(HostView, bool), Error> {
         let mut polls = 0;
         loop {
             polls += 1;
@@ -208,11 +210,11 @@ impl HostLink {
                 self.resync(now, &why, report)?;
                 continue;
             }
-            if view.versions.is_empty() || polls >= POLLS_PER_ROUND {
-                return Ok(view);
+            if polls >= POLLS_PER_ROUND {
+                return Ok((view, false));
             }
             let Some(last) = view.versions.last() else {
-                return Ok(view);
+                return Ok((view, true));
             };
             let position = (last.version, last.key.clone());
             let good = self.validated(view.versions, report);
@@ -287,30 +289,48 @@ impl HostLink {
     }
 
     /// Uploads the events after the server's position, in ReplayId order, a batch per call.
-    /// The server's position is the truth (after a failover that lost uploads it is lower,
-    /// and they go up again); one above the store's newest event means the store was
+    /// The server's position is the truth: the full poll's (`server`), or, in an idle round,
+    /// the one each upload answers; after a failover that lost uploads it is lower than the
+    /// host's, and they go up again. One above the store's newest event means the store was
     /// recreated, and everything goes up from the start (EventIdentifier keeps it exact).
-    fn upload_events(&mut self, server: i64, report: &mut StepReport) -> Result<(), Error> {
+    fn upload_events(&mut self, server: Option<i64>, report: &mut StepReport) -> Result<(), Error> {
         let newest = self.store.max_replay_id()?;
-        let mut uploaded = server;
+        let held = self.store.fleet_state()?.uploaded_replay_id;
+        let mut uploaded = server.unwrap_or(held);
         if uploaded > newest && newest > 0 {
             report.notes.push(format!(
-                "fleet: the server has events up to ReplayId {server} but this store only to \
+                "fleet: the server has events up to ReplayId {uploaded} but this store only to \
                  {newest} (a new store?); uploading from the start"
             ));
             uploaded = 0;
         }
-        if self.store.fleet_state()?.uploaded_replay_id != uploaded.min(newest) {
+        if held != uploaded.min(newest) {
             self.store.set_fleet_uploaded(uploaded.min(newest))?;
         }
+        let mut behind_once = false;
         while newest > uploaded {
             let batch = self.store.events_after(uploaded, BATCH)?;
             if batch.is_empty() {
                 break;
             }
             let (db, me) = self.db()?;
-            uploaded = db.upload(me, &batch)?;
-            report.uploaded += batch.len() as u64;
+            let position = db.upload(me, uploaded, &batch)?;
+            if position < uploaded {
+                if behind_once {
+                    return Err(Error::io(
+                        "fleet: uploading events",
+                        std::io::Error::other("the server's copy of them went back twice"),
+                    ));
+                }
+                behind_once = true;
+                report.notes.push(format!(
+                    "fleet: the server has this host's events only up to ReplayId {position}, \
+                     not {uploaded} (a failover lost some?); uploading them again"
+                ));
+            } else {
+                report.uploaded += batch.len() as u64;
+            }
+            uploaded = position;
             self.store.set_fleet_uploaded(uploaded)?;
         }
         Ok(())

@@ -22,7 +22,7 @@ use crate::schedule::Schedule;
 
 pub use super::fleet_channel::{FleetTls, SILENCE_LIMIT};
 pub use super::fleet_enrolment::{url_for_hosts, Enrolment};
-pub use super::fleet_host::{CentralVersion, HostDb, HostIdentity, HostView, Peek, Poll, DIVERGED};
+pub use super::fleet_host::{CentralVersion, HostDb, HostIdentity, HostView, Poll, DIVERGED};
 pub use super::fleet_schema::InitReport;
 pub use super::fleet_tls::{Check, TlsMode};
 pub use super::fleet_url::FleetUrl;

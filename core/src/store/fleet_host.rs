@@ -1,17 +1,19 @@
-//! The statements a host's fleet link runs on the central database: four functions, each
-//! authenticating the host by its name and secret (`fleet_schema`, `CENTRAL_V2`): the idle
-//! poll, the poll, the current set for a resynchronisation, and the upload.
+//! The statements a host's fleet link runs on the central database: the idle poll (a read of
+//! the fleet's clock, `CENTRAL_V3`), and three functions, each authenticating the host by its
+//! name and secret (`CENTRAL_V2`): the poll, the current set for a resynchronisation, and the
+//! upload.
 //!
-//! Every statement goes through a transaction pooler (pgbouncer in transaction mode): it is an
-//! unnamed statement with its parameter types given (`query_typed`: parse, bind and execute
-//! in one round trip, nothing prepared that a later transaction on another server connection
-//! would miss), in a transaction of its own, and the link sets nothing in the session: no
-//! SET, no LISTEN. The link's guards against a stalled server are on the client side
+//! Every statement goes through a transaction pooler (pgbouncer in transaction mode), in a
+//! transaction of its own, and the link sets nothing in the session: no SET, no LISTEN. The
+//! functions are unnamed statements with their parameter types given (`query_typed`: parse,
+//! bind and execute in one round trip, nothing prepared that a later transaction on another
+//! server connection would miss); the clock's read has no parameter and goes as a simple
+//! query (one message, the server's cheapest way to run a statement). The link's guards against a stalled server are on the client side
 //! (`tcp_user_timeout`, keepalives, and the channel's silence limit, `fleet_channel`).
 
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Row};
+use postgres::{Client, Row, SimpleQueryMessage};
 
 use super::fleet::{central_from_row, pg_error, CentralSchedule, FleetTls};
 use super::EventRow;
@@ -51,16 +53,6 @@ pub struct CentralVersion {
     pub version: i64,
     pub key: String,
     pub row: Result<CentralSchedule, Error>,
-}
-
-/// What the idle poll found.
-#[derive(Debug)]
-pub struct Peek {
-    /// The newest Version and its key (`None`: no versions at all).
-    pub newest: Option<(i64, String)>,
-    pub labels: Vec<String>,
-    /// The highest ReplayId of this host's events the database has.
-    pub last_replay_id: i64,
 }
 
 /// What a poll found.
@@ -140,26 +132,17 @@ impl HostDb {
         }
     }
 
-    /// The idle poll: the newest version and its key (`None`: no versions at all), and the
-    /// host's labels and upload position.
-    pub fn peek(&mut self, me: HostIdentity<'_>) -> Result<Peek, Error> {
-        let params: [(&(dyn ToSql + Sync), Type); 2] =
-            [(&me.host, Type::TEXT), (&me.secret, Type::TEXT)];
-        let row = self
+    /// The idle poll: the fleet clock's key, which changes with everything a host must act
+    /// on (`None`: the server has no clock row, so every poll is a full one).
+    pub fn clock(&mut self) -> Result<Option<String>, Error> {
+        let messages = self
             .client
-            .query_typed_one(
-                "SELECT Version, VersionKey::text, Labels, LastReplayId \
-                 FROM forcelogout_host_peek($1, $2)",
-                &params,
-            )
-            .map_err(|e| self.failure("polling", e))?;
-        let version: Option<i64> = row.get(0);
-        let key: Option<String> = row.get(1);
-        Ok(Peek {
-            newest: version.zip(key),
-            labels: row.get(2),
-            last_replay_id: row.get(3),
-        })
+            .simple_query("SELECT Key::text FROM FleetClock")
+            .map_err(|e| self.failure("reading the fleet clock", e))?;
+        Ok(messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        }))
     }
 
     /// The current central set (latest version per Id, not deleted), and the newest version.
@@ -174,23 +157,34 @@ impl HostDb {
         Ok(view(&rows))
     }
 
-    /// Uploads a batch of this host's events (ReplayId order) and returns the new central
-    /// upload position; an event already there (same EventIdentifier) is skipped.
-    pub fn upload(&mut self, me: HostIdentity<'_>, events: &[EventRow]) -> Result<i64, Error> {
+    /// Uploads a batch of this host's events (ReplayId order, all after `after`, where the
+    /// host believes the server's copy ends) and returns the new central upload position; an
+    /// event already there (same EventIdentifier) is skipped. A position below `after` means
+    /// the server has less than that, and nothing was stored: send again from there.
+    pub fn upload(
+        &mut self,
+        me: HostIdentity<'_>,
+        after: i64,
+        events: &[EventRow],
+    ) -> Result<i64, Error> {
         let batch = serde_json::to_string(events).map_err(|e| {
             Error::io(
                 "fleet: encoding an upload batch",
                 std::io::Error::other(e.to_string()),
             )
         })?;
-        let params: [(&(dyn ToSql + Sync), Type); 3] = [
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
             (&me.host, Type::TEXT),
             (&me.secret, Type::TEXT),
+            (&after, Type::INT8),
             (&batch, Type::TEXT),
         ];
         let row = self
             .client
-            .query_typed_one("SELECT forcelogout_host_upload($1, $2, $3::jsonb)", &params)
+            .query_typed_one(
+                "SELECT forcelogout_host_upload($1, $2, $3, $4::jsonb)",
+                &params,
+            )
             .map_err(|e| self.failure("uploading events", e))?;
         Ok(row.get(0))
     }

@@ -8,7 +8,7 @@ use super::fleet::{pg_error, pg_failure, FleetDb};
 use crate::error::Error;
 
 /// Central schema migrations, as the local store's: `FleetSchema.Version` is how many ran.
-pub(super) const MIGRATIONS: &[&str] = &[CENTRAL_V1, CENTRAL_V2];
+pub(super) const MIGRATIONS: &[&str] = &[CENTRAL_V1, CENTRAL_V2, CENTRAL_V3];
 
 const CENTRAL_V1: &str = r#"
 CREATE TABLE LogoutSchedules (
@@ -292,6 +292,62 @@ REVOKE ALL ON FUNCTION forcelogout_host_current(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION forcelogout_host_upload(text, text, jsonb) FROM PUBLIC;
 "#;
 
+/// The fleet's clock, read by every idle host every second (SPEC §9, "Delivery"): one row whose
+/// `Key` is drawn again by every change a host must act on (a new schedule version; a host's
+/// labels or secret changed; a host retired), in the transaction that makes the change. A host
+/// whose last full poll saw this key has nothing to do; any other key sends it to the full
+/// poll. It is a plain read of a one-row table, not a function: at 10,000 hosts a second, a
+/// function call's planning and PL/pgSQL frame cost the server twice what the read does. The
+/// row says only that something changed and when, so the host role may read it without proving
+/// which host it is. A failover that lost a change leaves a key no host has seen (keys are
+/// random and never drawn twice), so every host makes the full poll and finds the divergence.
+/// Uploads carry the host's position (`forcelogout_host_upload` with `p_after`): events a
+/// failover lost are noticed at the host's next upload, or at the full poll every few minutes.
+const CENTRAL_V3: &str = r#"
+CREATE TABLE FleetClock (
+    Singleton boolean     PRIMARY KEY DEFAULT true CHECK (Singleton),
+    Version   bigint      NOT NULL,
+    Key       uuid        NOT NULL DEFAULT gen_random_uuid(),
+    ChangedAt timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO FleetClock (Version) SELECT coalesce(max(Version), 0) FROM LogoutSchedules;
+
+CREATE FUNCTION forcelogout_clock_tick() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+    UPDATE FleetClock SET Version = (SELECT coalesce(max(s.Version), 0) FROM LogoutSchedules s),
+        Key = gen_random_uuid(), ChangedAt = now();
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION forcelogout_clock_tick() FROM PUBLIC;
+CREATE TRIGGER LogoutSchedules_clock AFTER INSERT ON LogoutSchedules
+    FOR EACH STATEMENT EXECUTE FUNCTION forcelogout_clock_tick();
+-- Not on the hosts' own bookkeeping (LastContact, ScheduleVersion, LastReplayId): only what
+-- changes which schedules a host takes or whether it may poll at all.
+CREATE TRIGGER FleetHosts_clock AFTER UPDATE ON FleetHosts FOR EACH ROW
+    WHEN (OLD.Labels IS DISTINCT FROM NEW.Labels OR OLD.SecretHash IS DISTINCT FROM NEW.SecretHash)
+    EXECUTE FUNCTION forcelogout_clock_tick();
+CREATE TRIGGER FleetHosts_retired_clock AFTER DELETE ON FleetHosts
+    FOR EACH STATEMENT EXECUTE FUNCTION forcelogout_clock_tick();
+
+-- The upload, told where the host believes the server's copy of its events ends: if the
+-- server has less (a failover lost uploads), nothing is stored and its position comes back,
+-- and the host sends again from there. The three-argument upload stays for hosts not yet
+-- upgraded.
+CREATE FUNCTION forcelogout_host_upload(p_host text, p_secret text, p_after bigint,
+    p_events jsonb) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    me FleetHosts := forcelogout_host_auth(p_host, p_secret);
+BEGIN
+    IF me.LastReplayId < p_after THEN
+        RETURN me.LastReplayId;
+    END IF;
+    RETURN forcelogout_host_upload(p_host, p_secret, p_events);
+END $$;
+REVOKE ALL ON FUNCTION forcelogout_host_upload(text, text, bigint, jsonb) FROM PUBLIC;
+"#;
+
 /// Run at every `fleet init`, after the migrations: the two group roles and what each may do.
 /// Granting what is already granted changes nothing.
 const ROLES: &str = r#"
@@ -307,9 +363,14 @@ END $$;
 "#;
 
 const GRANTS: &str = r#"
-REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM PUBLIC;
--- Hosts use the functions only: no table, no sequence, not even the schema's version.
+REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema, FleetClock FROM PUBLIC;
+-- Hosts use the functions only: no other table, no sequence, not even the schema's version;
+-- of the clock they may only read its one row (revoked by name, so that the grant's entry
+-- stays where it is and a second init changes nothing).
 REVOKE ALL ON LogoutSchedules, LogoutEvents, FleetHosts, FleetSchema FROM forcelogout_host;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON FleetClock
+    FROM forcelogout_host, forcelogout_admin;
+GRANT SELECT ON FleetClock TO forcelogout_host, forcelogout_admin;
 GRANT SELECT ON FleetSchema TO forcelogout_admin;
 GRANT SELECT, INSERT ON LogoutSchedules TO forcelogout_admin;
 GRANT EXECUTE ON FUNCTION forcelogout_lock_schedules() TO forcelogout_admin;
@@ -321,7 +382,8 @@ GRANT EXECUTE ON FUNCTION
     forcelogout_host_peek(text, text),
     forcelogout_host_poll(text, text, bigint, uuid, bigint, text, integer),
     forcelogout_host_current(text, text),
-    forcelogout_host_upload(text, text, jsonb)
+    forcelogout_host_upload(text, text, jsonb),
+    forcelogout_host_upload(text, text, bigint, jsonb)
     TO forcelogout_host;
 "#;
 
