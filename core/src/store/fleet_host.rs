@@ -137,7 +137,7 @@ impl HostDb {
     pub fn clock(&mut self) -> Result<Option<String>, Error> {
         let messages = self
             .client
-            .simple_query("SELECT Key::text FROM FleetClock")
+            .simple_query("SELECT Key FROM FleetClock")
             .map_err(|e| self.failure("reading the fleet clock", e))?;
         Ok(messages.iter().find_map(|message| match message {
             SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
