@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,22 +21,15 @@ use forcelogout_core::store::{Access, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::pg_cluster::{pgbouncer_unavailable, Pgbouncer, PoolMode, AUTH_CONNECTIONS};
 use forcelogout_tests::postgres::{unavailable, Postgres};
-use forcelogout_tests::{ctl_path, query, PamStack};
+use forcelogout_tests::{query, PamStack};
+
+mod fleet_support;
+use fleet_support::{ctl_in, ok};
 
 const ADMIN: &str = "ff_admin";
 /// How often each host's thread steps its link (the daemon's link polls every second).
 const STEP_EVERY: Duration = Duration::from_millis(500);
 const ARRIVAL: Duration = Duration::from_secs(180);
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The central database's logins and the tests' scratch directory.
 struct Central {
@@ -64,16 +57,7 @@ impl Central {
     }
 
     fn ctl(&self, url: &str, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["-s", "KILL", "120"])
-            .arg(ctl_path())
-            .arg("--db")
-            .arg(self.dir.path().join("unused.db"))
-            .args(["--fleet", url])
-            .args(args)
-            .env("FORCELOGOUT_CONFIG", self.dir.path().join("none.toml"))
-            .output()
-            .expect("forcelogoutctl")
+        ctl_in(self.dir.path(), url, args)
     }
 
     /// `forcelogoutctl --fleet` as the administrator on `pg`.

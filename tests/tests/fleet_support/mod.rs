@@ -132,16 +132,7 @@ impl Fleet {
 
     /// `forcelogoutctl --fleet URL ARGS` with no configuration file.
     pub fn ctl_url(&self, url: &str, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["-s", "KILL", "120"])
-            .arg(ctl_path())
-            .arg("--db")
-            .arg(self.dir.path().join("unused.db"))
-            .args(["--fleet", url])
-            .args(args)
-            .env("FORCELOGOUT_CONFIG", self.dir.path().join("none.toml"))
-            .output()
-            .expect("forcelogoutctl")
+        ctl_in(self.dir.path(), url, args)
     }
 
     /// `forcelogoutctl --fleet` as the administrator's login.
@@ -206,6 +197,20 @@ impl Host {
         let t = self.stack.run(user, &["open", "close"]);
         assert_eq!(t.rc("open"), 0);
     }
+}
+
+/// `forcelogoutctl --fleet URL ARGS` with no configuration file, its scratch files in `dir`.
+pub fn ctl_in(dir: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["-s", "KILL", "120"])
+        .arg(ctl_path())
+        .arg("--db")
+        .arg(dir.join("unused.db"))
+        .args(["--fleet", url])
+        .args(args)
+        .env("FORCELOGOUT_CONFIG", dir.join("none.toml"))
+        .output()
+        .expect("forcelogoutctl")
 }
 
 pub fn first_line(out: &str) -> String {
