@@ -176,10 +176,9 @@ impl HostLink {
         ))
     }
 
-    /// Polls until nothing new is left, or until a copy took what was left (each poll after a
-    /// copy also reports the version just applied); returns the last view, with the host's
-    /// labels and upload position, and whether a poll found nothing new (false: a copy was
-    /// made, or the round's polls ran out, and the next round polls again).
+    /// Polls until nothing new is left (each poll after a copy also reports the version just
+    /// applied); returns the last view, with the host's labels and upload position, and
+    /// whether it is complete (false: the round's polls ran out with versions left).
     fn copy_schedules(
         &mut self,
         now: DateTime<Utc>,
@@ -218,23 +217,12 @@ impl HostLink {
                 return Ok((view, true));
             };
             let position = (last.version, last.key.clone());
-            let more = view.versions.len() >= BATCH;
             let good = self.validated(view.versions, report);
             let mut held = self.store.fleet_schedule_ids()?;
             let rows = plan_copy(&good, &mut held, &self.host, &view.labels);
             self.store
                 .apply_fleet_versions(&rows, (position.0, &position.1))?;
             report.applied_version = Some(position.0);
-            if !more {
-                // Everything is copied. The poll that reports the version applied is the next
-                // round's (incomplete: not idle), a second later, so that a change does not
-                // bring every host's two polls onto the server in the same second.
-                let rest = HostView {
-                    versions: Vec::new(),
-                    ..view
-                };
-                return Ok((rest, false));
-            }
         }
     }
 
