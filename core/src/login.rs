@@ -19,8 +19,8 @@ use crate::sessions::{LoginFacts, ProcessFacts};
 use crate::store::{Access, RemovalReason, Store, DEFAULT_DB_PATH};
 use crate::text::sanitize_for_terminal;
 
-mod kept_store;
-pub use kept_store::KeptStore;
+mod kept;
+pub use kept::Kept;
 
 /// What the PAM adapter gives the logic: the handle's items, data, conversation and syslog.
 pub trait PamHandler {
@@ -39,34 +39,39 @@ pub trait PamHandler {
     fn error(&mut self, text: &str);
     /// A line to syslog (authpriv), as pam_syslog does.
     fn log(&self, level: LogLevel, text: &str);
-    /// The slot in which this handle keeps a store open from one hook to the next (see
-    /// `KeptStore`); `None` where the handle keeps none.
-    fn kept_store(&mut self) -> Option<&mut KeptStore> {
+    /// The slot in which this handle keeps what one hook leaves for the next (see `Kept`);
+    /// `None` where the handle keeps none yet.
+    fn kept(&mut self) -> Option<&mut Kept> {
         None
     }
-    /// Leaves `kept` in the handle, which releases it (`KeptStore::release`) at its end.
-    fn keep_store(&mut self, kept: KeptStore) {
+    /// Leaves `kept` in the handle, which releases it (`Kept::release`) at its end.
+    fn keep(&mut self, kept: Kept) {
         kept.release();
     }
 }
 
 /// The store kept in the handle for `args.db`, with this hook's busy timeout.
 fn take_kept(h: &mut dyn PamHandler, args: &ModuleArgs, busy: Duration) -> Option<Store> {
-    let store = h.kept_store()?.take(&args.db)?;
+    let store = h.kept()?.take_store(&args.db)?;
     store.set_busy_timeout(busy).ok()?;
     Some(store)
 }
 
-/// Leaves `store` in the handle for the login's next hooks.
-fn keep(h: &mut dyn PamHandler, store: Store) {
-    match h.kept_store() {
-        Some(slot) => slot.put(store),
+/// Changes what the handle keeps for the login's next hooks, starting it if there is none.
+fn keep_in_handle(h: &mut dyn PamHandler, change: impl FnOnce(&mut Kept)) {
+    match h.kept() {
+        Some(slot) => change(slot),
         None => {
-            if let Some(kept) = KeptStore::new(store) {
-                h.keep_store(kept);
-            }
+            let mut kept = Kept::new();
+            change(&mut kept);
+            h.keep(kept);
         }
     }
+}
+
+/// Leaves `store` in the handle for the login's next hooks.
+fn keep(h: &mut dyn PamHandler, store: Store) {
+    keep_in_handle(h, |kept| kept.put_store(store));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -431,7 +436,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
                 Vec::new()
             };
             // For this login's close_session.
-            keep(h, store);
+            keep_in_handle(h, |kept| kept.put_store(store));
             (
                 opened,
                 notices,
@@ -440,6 +445,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
         }
     };
     h.set_data(SESSION_KEY_DATA, &opened.session_key)?;
+    keep_in_handle(h, |kept| kept.put_process(process));
     ctx.debug(
         h,
         &format!(
@@ -486,7 +492,10 @@ pub fn close_session(h: &mut dyn PamHandler, ctx: &HookContext) -> Verdict {
     let started = Instant::now();
     let session_key = h.data(SESSION_KEY_DATA);
     let result = (|| -> Result<(crate::store::Closed, String), Error> {
-        let process = ProcessFacts::of_current_process();
+        let process = h
+            .kept()
+            .and_then(|kept| kept.process_for_close())
+            .unwrap_or_else(ProcessFacts::of_current_process);
         let config = ctx.config(h);
         let action = relay::Action::Close {
             session_key: session_key.clone(),

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use forcelogout_core::config::Config;
 use forcelogout_core::login::{
-    self, LogLevel, ModuleArgs, PamHandler, PamItem, Verdict, RUNTIME_MAX_DATA, SESSION_KEY_DATA,
+    self, Kept, LogLevel, ModuleArgs, PamHandler, PamItem, Verdict, RUNTIME_MAX_DATA,
+    SESSION_KEY_DATA,
 };
 use forcelogout_core::policy::{AccountDecision, Refusal};
 use forcelogout_core::relay::{self, Action, Reply};
+use forcelogout_core::sessions::{host_name, ProcessFacts};
 use forcelogout_core::store::{Access, Closed, Opened, RemovalReason, Store};
 use forcelogout_core::Error;
 
@@ -634,6 +636,132 @@ fn the_message_a_quiet_or_silent_open_did_not_show_waits_for_the_next_open_that_
 }
 
 // The relay to the daemon, and the fallback to the store
+
+/// A scripted handle that also keeps what the hooks leave in it (`PamHandler::kept`), as
+/// libpam's handle does from `account` to `pam_end`.
+struct Keeping {
+    script: ScriptedHandler,
+    kept: Option<Kept>,
+}
+
+impl Keeping {
+    fn new(steps: Vec<Expect>) -> Keeping {
+        Keeping {
+            script: ScriptedHandler::new(steps),
+            kept: None,
+        }
+    }
+}
+
+impl PamHandler for Keeping {
+    fn user(&self) -> Result<String, Error> {
+        self.script.user()
+    }
+    fn item(&self, item: PamItem) -> Option<String> {
+        self.script.item(item)
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        self.script.env(name)
+    }
+    fn data(&self, name: &str) -> Option<String> {
+        self.script.data(name)
+    }
+    fn set_data(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        self.script.set_data(name, value)
+    }
+    fn info(&mut self, text: &str) {
+        self.script.info(text)
+    }
+    fn error(&mut self, text: &str) {
+        self.script.error(text)
+    }
+    fn log(&self, level: LogLevel, text: &str) {
+        self.script.log(level, text)
+    }
+    fn kept(&mut self) -> Option<&mut Kept> {
+        self.kept.as_mut()
+    }
+    fn keep(&mut self, kept: Kept) {
+        if let Some(before) = self.kept.replace(kept) {
+            before.release();
+        }
+    }
+}
+
+impl Drop for Keeping {
+    fn drop(&mut self) {
+        if let Some(kept) = self.kept.take() {
+            kept.release();
+        }
+    }
+}
+
+#[test]
+fn one_handle_from_open_to_close_finds_the_session_with_what_open_kept() {
+    let lab = Lab::new();
+    let mut h = Keeping::new(open_steps(&lab, NO_DAEMON));
+    assert_eq!(login::open_session(&mut h, &lab.ctx()), Verdict::Success);
+    let key = h.script.stored(SESSION_KEY_DATA).unwrap();
+    assert!(h.kept.is_some(), "open kept nothing in the handle");
+    // The key is gone (another module replaced the data): close finds the session by the
+    // process facts open kept, as the store holds them.
+    h.script.then(vec![
+        Expect::Data(SESSION_KEY_DATA, None),
+        debug(&[&format!(
+            "session Some({key:?}) removed: true, offline: true, {NO_DAEMON}"
+        )]),
+    ]);
+    assert_eq!(login::close_session(&mut h, &lab.ctx()), Verdict::Success);
+    drop(h);
+    assert!(lab.sessions().is_empty());
+    let u = &lab.user;
+    assert_eq!(
+        lab.events(),
+        [
+            format!("online {u} {key}"),
+            format!("removed {u} {key} logout"),
+            format!("offline {u}"),
+        ]
+    );
+}
+
+#[test]
+fn the_daemon_gets_at_close_the_facts_open_read_with_the_host_named_again() {
+    let lab = Lab::new();
+    let daemon = FakeDaemon::answering(&lab.socket(), |r| Some(opened(r, None)));
+    let mut steps = open_steps(&lab, "recorded by the daemon");
+    steps.push(Expect::Info(Text::exact("A notice from the daemon.")));
+    let mut h = Keeping::new(steps);
+    assert_eq!(login::open_session(&mut h, &lab.ctx()), Verdict::Success);
+    let at_open = daemon.request().process;
+    std::fs::remove_file(lab.socket()).unwrap();
+    let key = h.script.stored(SESSION_KEY_DATA).unwrap();
+    let answer = Closed {
+        session_key: Some(key.clone()),
+        removed: true,
+        offline: true,
+    };
+    let daemon = FakeDaemon::answering(&lab.socket(), move |_| Some(Reply::Closed(answer)));
+    h.script.then(vec![
+        Expect::Data(SESSION_KEY_DATA, Some(key)),
+        debug(&["removed: true, offline: true, recorded by the daemon"]),
+    ]);
+    assert_eq!(login::close_session(&mut h, &lab.ctx()), Verdict::Success);
+    let at_close = daemon.request().process;
+    let what = |p: &ProcessFacts| {
+        (
+            p.pid,
+            p.process_session,
+            p.cgroup.clone(),
+            p.login_key.clone(),
+            p.boot_id.clone(),
+            p.pid_start_time,
+        )
+    };
+    assert_eq!(what(&at_close), what(&at_open));
+    assert_eq!(at_close.pid, std::process::id());
+    assert_eq!(at_close.host, host_name());
+}
 
 fn opened(request: &relay::Request, message: Option<&str>) -> Reply {
     let Action::Open { session_key, .. } = &request.action else {

@@ -4,7 +4,7 @@ use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use forcelogout_core::login::{KeptStore, LogLevel, PamHandler, PamItem};
+use forcelogout_core::login::{Kept, LogLevel, PamHandler, PamItem};
 use forcelogout_core::Error;
 
 use libc::{c_char, c_int, c_void};
@@ -12,8 +12,9 @@ use libc::{c_char, c_int, c_void};
 use crate::ffi::*;
 
 const PERCENT_S: &CStr = c"%s";
-/// The PAM data under which a hook keeps the store open for the login's next hooks.
-const KEPT_STORE_DATA: &CStr = c"forcelogout.kept_store";
+/// The PAM data under which a hook keeps the store open, and its process's facts, for the
+/// login's next hooks.
+const KEPT_DATA: &CStr = c"forcelogout.kept";
 
 pub struct Handle {
     pamh: *mut PamHandle,
@@ -135,29 +136,29 @@ impl PamHandler for Handle {
         Ok(())
     }
 
-    fn kept_store(&mut self) -> Option<&mut KeptStore> {
+    fn kept(&mut self) -> Option<&mut Kept> {
         let mut data: *const c_void = ptr::null();
         // SAFETY: pamh is live; the name is NUL-terminated; libpam only writes `data`.
-        let rc = unsafe { pam_get_data(self.pamh, KEPT_STORE_DATA.as_ptr(), &mut data) };
+        let rc = unsafe { pam_get_data(self.pamh, KEPT_DATA.as_ptr(), &mut data) };
         if rc != code(PamReturnCode::SUCCESS) || data.is_null() {
             return None;
         }
-        // SAFETY: only `keep_store` sets this name, with a Box<KeptStore> it gave up; libpam
-        // keeps it until `release_kept_store` at pam_end. A handle is used by one thread at
-        // a time, and the borrow lasts no longer than `&mut self`.
-        Some(unsafe { &mut *(data as *mut KeptStore) })
+        // SAFETY: only `keep` sets this name, with a Box<Kept> it gave up; libpam keeps it
+        // until `release_kept` at pam_end. A handle is used by one thread at a time, and the
+        // borrow lasts no longer than `&mut self`.
+        Some(unsafe { &mut *(data as *mut Kept) })
     }
 
-    fn keep_store(&mut self, kept: KeptStore) {
+    fn keep(&mut self, kept: Kept) {
         let raw = Box::into_raw(Box::new(kept));
         // SAFETY: pamh is live; libpam copies the name and keeps `raw` until pam_end, then
-        // calls `release_kept_store`, which takes back ownership.
+        // calls `release_kept`, which takes back ownership.
         let rc = unsafe {
             pam_set_data(
                 self.pamh,
-                KEPT_STORE_DATA.as_ptr(),
+                KEPT_DATA.as_ptr(),
                 raw.cast(),
-                Some(release_kept_store),
+                Some(release_kept),
             )
         };
         if rc != code(PamReturnCode::SUCCESS) {
@@ -196,13 +197,13 @@ extern "C" fn free_string_data(_pamh: *mut PamHandle, data: *mut c_void, _status
     }));
 }
 
-/// libpam's cleanup for the kept store, at pam_end: closed in the process that opened it,
-/// never touched in another (see `KeptStore::release`).
-extern "C" fn release_kept_store(_pamh: *mut PamHandle, data: *mut c_void, _status: c_int) {
+/// libpam's cleanup for what the hooks kept, at pam_end: the store closed in the process that
+/// opened it, never touched in another (see `Kept::release`).
+extern "C" fn release_kept(_pamh: *mut PamHandle, data: *mut c_void, _status: c_int) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if !data.is_null() {
             // SAFETY: `data` came from Box::into_raw in keep_store, released only here.
-            unsafe { Box::from_raw(data.cast::<KeptStore>()) }.release();
+            unsafe { Box::from_raw(data.cast::<Kept>()) }.release();
         }
     }));
 }
