@@ -11,8 +11,11 @@
 //!   host's local commit (the step that reports the version applied): median and last host;
 //! - the idle fleet: polls per second and the server's and the pooler's CPU per poll (from
 //!   /proc, the postmaster with its children, and pgbouncer; above their CPU with no host),
-//!   this process's own CPU apart, and the connections each holds; beside it the floor, the
-//!   same costs for pgbench's `SELECT 1` through the same pool at the largest fleet's rate;
+//!   this process's own CPU apart, and the connections each holds, measured twice: on the
+//!   shared cores, and with the server and pgbouncer on a core of their own (the hosts on the
+//!   other), as in a fleet whose hosts are other machines; beside it the floor, the
+//!   same costs for pgbench's `SELECT 1` through the same pool at the largest fleet's rate,
+//!   and the link's idle read (the fleet clock) sent by pgbench the same way;
 //! - events uploaded per second with every host writing;
 //! - a projection to 10,000 hosts against the goals (SPEC §9): a change reaches the last host
 //!   in ≤ 2 s, ≤ 50 server connections, ≤ 1 core of central CPU while the fleet is idle.
@@ -36,14 +39,15 @@ use forcelogout_core::store::{Access, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_tests::ctl_path;
 use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::pg_cluster::{
-    cpu_ticks, pgbouncer_unavailable, ticks_per_second, tree_cpu_ticks, Pgbouncer, PoolMode,
+    children_of, cpu_ticks, pgbouncer_unavailable, ticks_per_second, tree_cpu_ticks, Pgbouncer,
+    PoolMode,
 };
 use forcelogout_tests::postgres::{Postgres, BIN};
 use forcelogout_tests::Rng;
 
 #[path = "fleet_sim/report.rs"]
 mod report;
-use report::{median, print_tables, Cpu, Measures};
+use report::{median, print_tables, Cpu, Measures, References};
 
 const DEFAULT_SIZES: [usize; 3] = [200, 1000, 2000];
 const ROUNDS: usize = 3;
@@ -244,18 +248,19 @@ impl Sim {
         self.cpu_during(|| std::thread::sleep(IDLE_WINDOW))
     }
 
-    /// Server and pgbouncer CPU per transaction of the cheapest one there is (`SELECT 1`),
-    /// `rate` a second from pgbench through the same pooler as the hosts' role (so in their
-    /// pool, whose server connections it leaves): the floor under any link that asks the
-    /// server once per host per poll.
-    fn floor(&self, rate: usize) -> Cpu {
-        let script = self.dir.path().join("floor.sql");
-        std::fs::write(&script, "SELECT 1;\n").expect("script");
+    /// Server and pgbouncer CPU per transaction of `statement`, sent with pgbench's
+    /// `protocol`, `rate` a second through the same pooler as the hosts' role (so in their
+    /// pool, whose server connections it leaves). With `SELECT 1`, the cheapest there is: the
+    /// floor under any link that asks the server once per host per poll; with the link's idle
+    /// read, that statement's cost apart from the hosts' own connections.
+    fn reference(&self, rate: usize, statement: &str, protocol: &str) -> Cpu {
+        let script = self.dir.path().join("reference.sql");
+        std::fs::write(&script, format!("{statement}\n")).expect("script");
         let clients = FLOOR_CLIENTS.min(rate).to_string();
         let mut out = String::new();
         let mut cpu = self.cpu_during(|| {
             out = ok(Command::new(Path::new(BIN).join("pgbench"))
-                .args(["-n", "-M", "extended", "-j", "2", "-c", &clients])
+                .args(["-n", "-M", protocol, "-j", "2", "-c", &clients])
                 .args([
                     "-R",
                     &rate.to_string(),
@@ -277,6 +282,40 @@ impl Sim {
             .expect("pgbench's tps");
         cpu.polls = tps;
         cpu
+    }
+
+    /// Runs `work` with the server and the pooler on the first core and this process (the
+    /// simulated hosts) on the others, as in a fleet, whose hosts are other machines; the
+    /// same `work` on the shared cores otherwise (one core).
+    fn apart<T>(&self, work: impl FnOnce() -> T) -> T {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Some(postmaster) = self.pg.postmaster_pid().filter(|_| cores > 1) else {
+            return work();
+        };
+        let central = || {
+            let mut pids = children_of(postmaster);
+            pids.extend([postmaster, self.bouncer.pid()]);
+            pids
+        };
+        let pin = |pids: &[u32], cpus: &str| {
+            for pid in pids {
+                // A backend that ended meanwhile is no error.
+                let _ = Command::new("taskset")
+                    .args(["-a", "-cp", cpus, &pid.to_string()])
+                    .output();
+            }
+        };
+        let (first, rest, all) = (
+            "0".to_string(),
+            format!("1-{}", cores - 1),
+            format!("0-{}", cores - 1),
+        );
+        pin(&central(), &first);
+        pin(&[std::process::id()], &rest);
+        let out = work();
+        pin(&central(), &all);
+        pin(&[std::process::id()], &all);
+        out
     }
 
     /// Cores used while `work` runs.
@@ -310,6 +349,7 @@ impl Sim {
     fn idle(&self, m: &mut Measures) {
         std::thread::sleep(Duration::from_secs(3));
         m.idle = self.cpu_window();
+        m.idle_apart = self.apart(|| self.cpu_window());
         m.pg_connections = self.scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'fleet' \
              AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
@@ -354,6 +394,7 @@ impl Sim {
             hosts: n,
             latency: Vec::new(),
             idle: Cpu::default(),
+            idle_apart: Cpu::default(),
             pg_connections: 0,
             server_connections: 0,
             clients: 0,
@@ -519,12 +560,19 @@ fn main() {
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let mut sim = Sim::start(largest);
     sim.baseline = sim.cpu_window();
-    let floor = sim.floor(largest).per_poll(&sim.baseline);
+    let references = References {
+        floor: sim
+            .reference(largest, "SELECT 1;", "extended")
+            .per_poll(&sim.baseline),
+        idle_read: sim
+            .reference(largest, "SELECT Key FROM FleetClock;", "simple")
+            .per_poll(&sim.baseline),
+    };
     let mut results = Vec::new();
     for n in sizes {
         results.push(sim.measure(n));
     }
-    print_tables(&results, &sim.baseline, &floor);
+    print_tables(&results, &sim.baseline, &references);
     println!("\nload average at the end: {}", load_average());
     drop(sim);
 }

@@ -39,6 +39,8 @@ pub struct Measures {
     /// then median and longest seconds the applying step itself took.
     pub latency: Vec<[f64; 4]>,
     pub idle: Cpu,
+    /// The same with the server and the pooler on a core of their own.
+    pub idle_apart: Cpu,
     pub pg_connections: u64,
     pub server_connections: u64,
     pub clients: u64,
@@ -46,8 +48,18 @@ pub struct Measures {
     pub failed_steps: u64,
 }
 
-/// Every table; `floor` is the CPU per transaction of `SELECT 1` through the same pooler.
-pub fn print_tables(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
+/// What pgbench measured through the same pooler, CPU per transaction.
+pub struct References {
+    /// `SELECT 1`: the cheapest statement there is.
+    pub floor: Cpu,
+    /// The link's idle read, the fleet clock, as the link sends it (a simple query).
+    pub idle_read: Cpu,
+}
+
+/// Every table, with pgbench's `references` beside the hosts' figures.
+pub fn print_tables(results: &[Measures], baseline: &Cpu, references: &References) {
+    let floor = &references.floor;
+    let read = &references.idle_read;
     println!(
         "\nlogout --hosts '*': central commit -> host's local commit, {ROUNDS} rounds \
          (medians of the rounds; the applying step's own time: poll, local commit, report)"
@@ -110,15 +122,33 @@ pub fn print_tables(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
         "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8} {:>7}   <- SELECT 1 from pgbench, the floor",
         "floor", floor.polls, floor.server, floor.pooler, "-", "-"
     );
+    println!(
+        "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8} {:>7}   <- the link's idle read (the fleet clock) from pgbench",
+        "read", read.polls, read.server, read.pooler, "-", "-"
+    );
+    println!("the same, the server and pgbouncer on a core of their own, the hosts on the other");
+    for m in results {
+        let each = m.idle_apart.per_poll(baseline);
+        println!(
+            "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3}",
+            m.hosts,
+            m.idle_apart.polls,
+            each.server,
+            each.pooler,
+            each.own,
+            m.idle_apart.server + m.idle_apart.pooler,
+        );
+    }
     println!("\nevents uploaded, {EVENTS_PER_HOST} per host, every host writing");
     println!("{:>6} {:>12}", "hosts", "events/s");
     for m in results {
         println!("{:>6} {:>12.0}", m.hosts, m.events_per_second);
     }
-    print_projection(results, baseline, floor);
+    print_projection(results, baseline, references);
 }
 
-fn print_projection(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
+fn print_projection(results: &[Measures], baseline: &Cpu, references: &References) {
+    let (floor, read) = (&references.floor, &references.idle_read);
     let Some(largest) = results.iter().max_by_key(|m| m.hosts) else {
         return;
     };
@@ -127,7 +157,10 @@ fn print_projection(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
     let polls = PROJECTED_HOSTS / POLL.as_secs_f64();
     let idle = baseline.server + baseline.pooler;
     let cores = (each.server + each.pooler) * polls / 1e6 + idle;
+    let apart = largest.idle_apart.per_poll(baseline);
+    let apart_cores = (apart.server + apart.pooler) * polls / 1e6 + idle;
     let floor_cores = (floor.server + floor.pooler) * polls / 1e6 + idle;
+    let read_cores = (read.server + read.pooler) * polls / 1e6 + idle;
     let last = median(largest.latency.iter().map(|r| r[1]).collect());
     println!(
         "\nprojection to {PROJECTED_HOSTS:.0} hosts ({polls:.0} polls/s at {:.0} µs of server and \
@@ -152,6 +185,14 @@ fn print_projection(results: &[Measures], baseline: &Cpu, floor: &Cpu) {
     );
     println!(
         "{:<44} {:>12.3} {:>10}",
+        "  the same, server and pgbouncer on their core", apart_cores, "<= 1"
+    );
+    println!(
+        "{:<44} {:>12.3} {:>10}",
         "  the same with SELECT 1 as the poll (floor)", floor_cores, "<= 1"
+    );
+    println!(
+        "{:<44} {:>12.3} {:>10}",
+        "  the same, the idle read sent by pgbench", read_cores, "<= 1"
     );
 }
