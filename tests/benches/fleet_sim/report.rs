@@ -126,7 +126,7 @@ pub fn print_tables(results: &[Measures], baseline: &Cpu, references: &Reference
         "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8} {:>7}   <- the link's idle read (the fleet clock) from pgbench",
         "read", read.polls, read.server, read.pooler, "-", "-"
     );
-    println!("the same, the server and pgbouncer on a core of their own, the hosts on the other");
+    println!("\nthe same, the server and pgbouncer on a core of their own, the hosts on the other");
     for m in results {
         let each = m.idle_apart.per_poll(baseline);
         println!(
