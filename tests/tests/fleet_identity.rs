@@ -263,3 +263,23 @@ fn events_a_failover_lost_go_up_again_at_the_hosts_next_upload() {
         lab1.daemon.log()
     );
 }
+
+#[test]
+fn a_host_says_when_the_central_schema_is_older_than_its_link() {
+    let Some(fleet) = Fleet::start() else { return };
+    let lab1 = fleet.host("lab1", &["lab"]);
+    let limit = Duration::from_secs(30);
+    let linked = || ok(lab1.daemon.ctl(&["fleet", "status", "--json"]));
+    assert!(
+        wait_until(limit, || linked().contains("\"Connected\": true")),
+        "{}",
+        linked()
+    );
+    // As on a server not yet migrated by this build's `fleet init`: no clock.
+    fleet.pg.psql("DROP TABLE FleetClock");
+    assert!(
+        wait_until(limit, || linked().contains("older forcelogout schema")),
+        "{}",
+        lab1.daemon.log()
+    );
+}

@@ -93,7 +93,11 @@ impl HostDb {
     }
 
     fn failure(&self, what: &str, e: postgres::Error) -> Error {
-        if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+        // A server whose schema predates this build's link: its functions or its clock are
+        // missing until `fleet init` migrates it.
+        if e.code() == Some(&SqlState::UNDEFINED_FUNCTION)
+            || e.code() == Some(&SqlState::UNDEFINED_TABLE)
+        {
             return Error::io(
                 format!("fleet: {} has an older forcelogout schema", self.endpoint),
                 std::io::Error::other("run forcelogoutctl --fleet fleet init on it"),
