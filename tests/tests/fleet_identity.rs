@@ -222,6 +222,8 @@ fn the_fleet_clock_moves_with_what_hosts_act_on_and_nothing_else() {
     moved("new labels", true);
     ok(fleet.admin(&["fleet", "retire", "lab8"]));
     moved("a retired host", true);
+    refused(&fleet.admin(&["fleet", "retire", "lab8"]));
+    moved("retiring a host that is not enrolled", false);
 }
 
 #[test]

@@ -328,7 +328,7 @@ CREATE TRIGGER FleetHosts_clock AFTER UPDATE ON FleetHosts FOR EACH ROW
     WHEN (OLD.Labels IS DISTINCT FROM NEW.Labels OR OLD.SecretHash IS DISTINCT FROM NEW.SecretHash)
     EXECUTE FUNCTION forcelogout_clock_tick();
 CREATE TRIGGER FleetHosts_retired_clock AFTER DELETE ON FleetHosts
-    FOR EACH STATEMENT EXECUTE FUNCTION forcelogout_clock_tick();
+    FOR EACH ROW EXECUTE FUNCTION forcelogout_clock_tick();
 
 -- The upload, told where the host believes the server's copy of its events ends: if the
 -- server has less (a failover lost uploads), nothing is stored and its position comes back,
