@@ -16,9 +16,9 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use forcelogout_tests::ctl_path;
 use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::postgres::{unavailable, Postgres};
+use forcelogout_tests::{ctl_path, fleet_ctl};
 
 const SIZES: [usize; 2] = [50, 200];
 const ROUNDS: usize = 5;
@@ -282,15 +282,11 @@ fn main() {
     }
     let pg = Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let init = Command::new(ctl_path())
-        .args(["--db"])
-        .arg(dir.path().join("admin.db"))
-        .arg(format!("--fleet={}", pg.superuser_url()))
-        .args(["fleet", "init"])
-        .env("FORCELOGOUT_CONFIG", dir.path().join("none.toml"))
-        .output()
-        .expect("init");
-    ok(init);
+    ok(fleet_ctl(
+        dir.path(),
+        &pg.superuser_url(),
+        &["fleet", "init"],
+    ));
     let admin_passfile = pg.create_login("bench_admin", "forcelogout_admin", dir.path());
     pg.psql(&format!(
         "CREATE ROLE {LINK_ROLE} LOGIN PASSWORD '{PASSWORD}' IN ROLE forcelogout_host"

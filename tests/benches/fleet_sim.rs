@@ -36,8 +36,8 @@ use forcelogout_core::fleet::secret::{new_secret, write_secret};
 use forcelogout_core::fleet::HostLink;
 use forcelogout_core::store::fleet::{FleetUrl, LINK_ROLE};
 use forcelogout_core::store::{Access, Store, DEFAULT_BUSY_TIMEOUT};
-use forcelogout_tests::ctl_path;
 use forcelogout_tests::daemon::wait_until;
+use forcelogout_tests::fleet_ctl;
 use forcelogout_tests::pg_cluster::{
     children_of, cpu_ticks, pgbouncer_unavailable, ticks_per_second, tree_cpu_ticks, Pgbouncer,
     PoolMode,
@@ -139,14 +139,11 @@ impl Sim {
             None => tempfile::tempdir(),
         }
         .expect("tempdir");
-        ok(Command::new(ctl_path())
-            .arg("--db")
-            .arg(dir.path().join("admin.db"))
-            .arg(format!("--fleet={}", pg.superuser_url()))
-            .args(["fleet", "init"])
-            .env("FORCELOGOUT_CONFIG", dir.path().join("none.toml"))
-            .output()
-            .expect("fleet init"));
+        ok(fleet_ctl(
+            dir.path(),
+            &pg.superuser_url(),
+            &["fleet", "init"],
+        ));
         let admin_passfile = pg.create_login(ADMIN_ROLE, "forcelogout_admin", dir.path());
         let pool_passfile = pg.create_login(LINK_ROLE, "forcelogout_host", dir.path());
         let clients = u32::try_from(max_hosts + FLOOR_CLIENTS).expect("hosts") + 100;
@@ -166,14 +163,7 @@ impl Sim {
     }
 
     fn ctl(&self, args: &[&str]) -> String {
-        ok(Command::new(ctl_path())
-            .arg("--db")
-            .arg(self.dir.path().join("admin.db"))
-            .args(["--fleet", &self.admin_url])
-            .args(args)
-            .env("FORCELOGOUT_CONFIG", self.dir.path().join("none.toml"))
-            .output()
-            .expect("forcelogoutctl"))
+        ok(fleet_ctl(self.dir.path(), &self.admin_url, args))
     }
 
     fn scalar(&self, sql: &str) -> f64 {

@@ -47,6 +47,22 @@ pub fn ctl_path() -> PathBuf {
     artefact("forcelogoutctl")
 }
 
+/// `forcelogoutctl --fleet URL ARGS` with no configuration file and its scratch store in
+/// `dir`, as an administrator runs it against the central database; killed if it runs for
+/// more than two minutes.
+pub fn fleet_ctl(dir: &Path, url: &str, args: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .args(["-s", "KILL", "120"])
+        .arg(ctl_path())
+        .arg("--db")
+        .arg(dir.join("unused.db"))
+        .args(["--fleet", url])
+        .args(args)
+        .env("FORCELOGOUT_CONFIG", dir.join("none.toml"))
+        .output()
+        .expect("forcelogoutctl")
+}
+
 /// The daemon, which `forcelogoutctl daemon` runs (from beside itself, or the packaged path).
 pub fn daemon_path() -> PathBuf {
     artefact("forcelogoutd")

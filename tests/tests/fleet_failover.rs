@@ -21,10 +21,10 @@ use forcelogout_core::store::{Access, Store, DEFAULT_BUSY_TIMEOUT};
 use forcelogout_tests::daemon::wait_until;
 use forcelogout_tests::pg_cluster::{pgbouncer_unavailable, Pgbouncer, PoolMode, AUTH_CONNECTIONS};
 use forcelogout_tests::postgres::{unavailable, Postgres};
-use forcelogout_tests::{query, PamStack};
+use forcelogout_tests::{fleet_ctl, query, PamStack};
 
 mod fleet_support;
-use fleet_support::{ctl_in, ok};
+use fleet_support::ok;
 
 const ADMIN: &str = "ff_admin";
 /// How often each host's thread steps its link (the daemon's link polls every second).
@@ -57,7 +57,7 @@ impl Central {
     }
 
     fn ctl(&self, url: &str, args: &[&str]) -> Output {
-        ctl_in(self.dir.path(), url, args)
+        fleet_ctl(self.dir.path(), url, args)
     }
 
     /// `forcelogoutctl --fleet` as the administrator on `pg`.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use forcelogout_tests::daemon::{wait_until, Daemon};
 use forcelogout_tests::postgres::{unavailable, Postgres, TestCa, BIN};
-use forcelogout_tests::{ctl_path, PamStack};
+use forcelogout_tests::{ctl_path, fleet_ctl, PamStack};
 
 const ADMIN: &str = "flt_admin";
 
@@ -59,16 +59,7 @@ impl Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = dir.path().join("home");
         std::fs::create_dir(&home).unwrap();
-        let run = |args: &[&str]| {
-            Command::new(ctl_path())
-                .arg("--db")
-                .arg(dir.path().join("unused.db"))
-                .args(["--fleet", &pg.superuser_url()])
-                .args(args)
-                .env("FORCELOGOUT_CONFIG", dir.path().join("none.toml"))
-                .output()
-                .unwrap()
-        };
+        let run = |args: &[&str]| fleet_ctl(dir.path(), &pg.superuser_url(), args);
         ok(&run(&["fleet", "init"]));
         let passfile = pg.create_login(ADMIN, "forcelogout_admin", dir.path());
         let line = std::fs::read_to_string(&passfile).unwrap();
@@ -543,15 +534,12 @@ fn fleet_status_shows_how_the_channel_is_verified() {
     let host = |name: &str, extra: &str| {
         let stack = PamStack::standard("");
         let secret_file = stack.dir.path().join("fleet.secret");
-        ok(&Command::new(ctl_path())
-            .arg("--db")
-            .arg(site.dir.path().join("unused.db"))
-            .args(["--fleet", &site.pg.superuser_url(), "fleet", "enrol", name])
-            .arg("--secret-file")
-            .arg(&secret_file)
-            .env("FORCELOGOUT_CONFIG", site.dir.path().join("none.toml"))
-            .output()
-            .unwrap());
+        let secret_arg = secret_file.to_str().expect("utf-8");
+        ok(&fleet_ctl(
+            site.dir.path(),
+            &site.pg.superuser_url(),
+            &["fleet", "enrol", name, "--secret-file", secret_arg],
+        ));
         let daemon = Daemon::start(
             &stack.db,
             &format!(

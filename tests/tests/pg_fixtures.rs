@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forcelogout_tests::ctl_path;
 use forcelogout_tests::pg_cluster::{pgbouncer_unavailable, Pgbouncer, PoolMode};
 use forcelogout_tests::postgres::{unavailable, Postgres, BIN};
+use forcelogout_tests::{ctl_path, fleet_ctl};
 
 fn ok(out: Output) -> String {
     assert!(
@@ -41,14 +41,11 @@ fn pgbouncer_passes_queries_in_transaction_mode() {
     }
     let pg = Postgres::start_with("max_connections = 100");
     let dir = tempfile::tempdir().expect("tempdir");
-    ok(Command::new(ctl_path())
-        .arg("--db")
-        .arg(dir.path().join("unused.db"))
-        .arg(format!("--fleet={}", pg.superuser_url()))
-        .args(["fleet", "init"])
-        .env("FORCELOGOUT_CONFIG", dir.path().join("none.toml"))
-        .output()
-        .expect("forcelogoutctl"));
+    ok(fleet_ctl(
+        dir.path(),
+        &pg.superuser_url(),
+        &["fleet", "init"],
+    ));
     let passfile = pg.create_login("pool_admin", "forcelogout_admin", dir.path());
     let bouncer = Pgbouncer::start(&pg, PoolMode::Transaction, 4, 50);
     let url = bouncer.url("pool_admin", &passfile);

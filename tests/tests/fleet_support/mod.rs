@@ -5,11 +5,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use forcelogout_tests::daemon::Daemon;
 use forcelogout_tests::postgres::{unavailable, Postgres};
-use forcelogout_tests::{ctl_path, query, PamStack};
+use forcelogout_tests::{fleet_ctl, query, PamStack};
 pub const ADMIN: &str = "flt_admin";
 /// The login every host shares (its identity is its secret).
 pub const LINK: &str = "forcelogout_link";
@@ -132,7 +132,7 @@ impl Fleet {
 
     /// `forcelogoutctl --fleet URL ARGS` with no configuration file.
     pub fn ctl_url(&self, url: &str, args: &[&str]) -> Output {
-        ctl_in(self.dir.path(), url, args)
+        fleet_ctl(self.dir.path(), url, args)
     }
 
     /// `forcelogoutctl --fleet` as the administrator's login.
@@ -197,20 +197,6 @@ impl Host {
         let t = self.stack.run(user, &["open", "close"]);
         assert_eq!(t.rc("open"), 0);
     }
-}
-
-/// `forcelogoutctl --fleet URL ARGS` with no configuration file, its scratch files in `dir`.
-pub fn ctl_in(dir: &Path, url: &str, args: &[&str]) -> Output {
-    Command::new("timeout")
-        .args(["-s", "KILL", "120"])
-        .arg(ctl_path())
-        .arg("--db")
-        .arg(dir.join("unused.db"))
-        .args(["--fleet", url])
-        .args(args)
-        .env("FORCELOGOUT_CONFIG", dir.join("none.toml"))
-        .output()
-        .expect("forcelogoutctl")
 }
 
 pub fn first_line(out: &str) -> String {
