@@ -194,6 +194,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// Each planned row's Id, event and version, for comparing plans.
+    pub(crate) fn seen(rows: &[(ScheduleRecord, i64)]) -> Vec<(&str, ScheduleEvent, i64)> {
+        rows.iter()
+            .map(|(r, v)| (r.id.as_str(), r.event, *v))
+            .collect()
+    }
+
     #[test]
     fn selectors() {
         let labels = vec!["lab".to_string(), "floor2".to_string()];
@@ -228,12 +235,8 @@ pub(crate) mod tests {
             "lab1",
             &labels,
         );
-        let seen: Vec<(&str, ScheduleEvent, i64)> = rows
-            .iter()
-            .map(|(r, v)| (r.id.as_str(), r.event, *v))
-            .collect();
         assert_eq!(
-            seen,
+            seen(&rows),
             [
                 ("a", ScheduleEvent::Created, 1),
                 ("a", ScheduleEvent::Updated, 3),

@@ -46,7 +46,7 @@ pub fn plan_resync(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::tests::version;
+    use crate::fleet::tests::{seen, version};
 
     #[test]
     fn the_store_ends_with_exactly_what_the_server_wants_here() {
@@ -72,12 +72,8 @@ mod tests {
             &labels,
             now,
         );
-        let seen: Vec<(&str, ScheduleEvent, i64)> = rows
-            .iter()
-            .map(|(r, v)| (r.id.as_str(), r.event, *v))
-            .collect();
         assert_eq!(
-            seen,
+            seen(&rows),
             [
                 ("lost", ScheduleEvent::Deleted, 7),
                 ("changed", ScheduleEvent::Updated, 4),
