@@ -48,7 +48,7 @@ pub struct HostLink {
     /// The error the store shows, so that the same one is not written again every retry.
     last_error: Option<String>,
     /// When the last complete full poll was made on this connection, and the fleet clock's
-    /// key read just before it.
+    /// key it settled on (read the same just before it and just after).
     last_full_poll: Option<(DateTime<Utc>, String)>,
 }
 
