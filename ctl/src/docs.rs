@@ -145,6 +145,7 @@ fn exit_status() -> String {
 const COMMAND_FILES: &str = ".SH FILES\n\
     .TP\n/etc/forcelogout/forcelogout.toml\nthe configuration (FORCELOGOUT_CONFIG overrides it), see \\fBforcelogout.toml\\fR(5)\n\
     .TP\n/var/lib/forcelogout/forcelogout.db\nthe store, root's alone (\\-\\-db or FORCELOGOUT_DB override it), see \\fBforcelogout\\-sql\\fR(7)\n\
+    .TP\n/var/lib/forcelogout/forcelogout.db\\-daemon.lock\nheld by the running daemon: one daemon per store\n\
     .TP\n/var/lib/forcelogout/readers/forcelogout.db\nthe readers' copy of the store, for the group adm\n\
     .TP\n/etc/forcelogout/hooks.d/\nprograms run for each new event\n\
     .TP\n/run/forcelogout/socket\nthe daemon's control socket\n";

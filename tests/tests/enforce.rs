@@ -486,3 +486,64 @@ fn the_daemon_prunes_by_retention_days() {
         daemon.log()
     );
 }
+
+#[test]
+fn a_second_daemon_on_the_same_store_stops_before_it_does_anything() {
+    use std::os::unix::fs::MetadataExt;
+    let stack = PamStack::standard("");
+    let first = Daemon::start(&stack.db, "");
+    let session_socket = first.dir.path().join("sessions");
+    let inodes = || {
+        [&first.socket, &session_socket].map(|s| std::fs::metadata(s).map(|m| m.ino()).unwrap_or(0))
+    };
+    let before = inodes();
+    let events_before = stack.query("SELECT count(*) FROM LogoutEvents");
+    // Its own configuration: sockets elsewhere, so only the store is shared.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("second.toml");
+    std::fs::write(
+        &config,
+        format!("socket = \"{}\"\n", dir.path().join("socket").display()),
+    )
+    .unwrap();
+    let mut second = Command::new(forcelogout_tests::ctl_path())
+        .arg("--db")
+        .arg(&stack.db)
+        .arg("daemon")
+        .env("FORCELOGOUT_CONFIG", &config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    let stopped = wait_until(Duration::from_secs(20), || {
+        status = second.try_wait().unwrap();
+        status.is_some()
+    });
+    if !stopped {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second daemon on the same store kept running");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.unwrap().success());
+    let first_pid = first.pid().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "another daemon (pid {first_pid}) is enforcing this store"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!dir.path().join("socket").exists());
+    // The first keeps its sockets and its store to itself.
+    assert_eq!(inodes(), before);
+    assert!(std::os::unix::net::UnixStream::connect(&first.socket).is_ok());
+    assert_eq!(
+        stack.query("SELECT count(*) FROM LogoutEvents"),
+        events_before
+    );
+    assert!(!first.log().contains("not delivered"), "{}", first.log());
+}

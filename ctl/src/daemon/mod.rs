@@ -6,6 +6,7 @@ mod authorise;
 mod control;
 mod desktop;
 pub mod fleet;
+mod lock;
 mod looks;
 mod main_loop;
 mod reader_copy;
@@ -74,6 +75,8 @@ pub(crate) fn log(line: &str) {
 
 pub fn run(ctx: &Context) -> Result<(), Error> {
     let store = Store::open(&ctx.db, Access::Create, DEFAULT_BUSY_TIMEOUT)?;
+    // Before anything that enforces, records or binds: one daemon per store.
+    let _one_daemon = lock::StoreLock::take(&ctx.db)?;
     let mut enforcer = Enforcer::new(store, ctx.config.clone(), Box::new(log))?;
     let agents = if ctx.config.desktop_notifications {
         let agents =
