@@ -532,7 +532,7 @@ fn a_second_daemon_on_the_same_store_stops_before_it_does_anything() {
     let first_pid = first.pid().unwrap();
     assert!(
         stderr.contains(&format!(
-            "another daemon (pid {first_pid}) is enforcing this store"
+            "another daemon is enforcing this store: pid {first_pid}"
         )),
         "{stderr}"
     );

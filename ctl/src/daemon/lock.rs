@@ -63,14 +63,11 @@ impl StoreLock {
                 let _ = file.read_to_string(&mut pid);
                 let holder = match pid.trim().parse::<u32>() {
                     Ok(pid) => format!("pid {pid}"),
-                    Err(_) => "a process".to_string(),
+                    Err(_) => "its pid unknown".to_string(),
                 };
                 return Err(Error::io(
-                    format!(
-                        "{}: another daemon ({holder}) is enforcing this store",
-                        db.display()
-                    ),
-                    std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                    format!("{}: another daemon is enforcing this store", db.display()),
+                    std::io::Error::other(holder),
                 ));
             }
             Err((_, errno)) => return Err(fail("locking the store for this daemon", errno.into())),
@@ -99,7 +96,10 @@ mod tests {
             .expect("second refused")
             .to_string();
         assert!(
-            refused.contains(&format!("another daemon (pid {})", std::process::id())),
+            refused.ends_with(&format!(
+                "another daemon is enforcing this store: pid {}",
+                std::process::id()
+            )),
             "{refused}"
         );
         drop(first);
