@@ -321,13 +321,16 @@ impl Statements {
     }
 }
 
+/// The store's first and last events. Each end in a subquery of its own: SQLite finds a lone
+/// min() or max() at one end of the index, but scans the whole table for both at once (22 ms
+/// at 200,000 events, at every sync).
+const LIVE_EVENT_ENDS: &str = "SELECT (SELECT min(ReplayId) FROM live.LogoutEvents), \
+     (SELECT max(ReplayId) FROM live.LogoutEvents)";
+
 impl LiveEnds {
     fn read(tx: &Transaction) -> rusqlite::Result<LiveEnds> {
-        let (first_replay_id, last_replay_id): (Option<i64>, Option<i64>) = tx.query_row(
-            "SELECT min(ReplayId), max(ReplayId) FROM live.LogoutEvents",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (first_replay_id, last_replay_id): (Option<i64>, Option<i64>) =
+            tx.query_row(LIVE_EVENT_ENDS, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let replay_counter: Option<i64> = tx
             .query_row(
                 "SELECT seq FROM live.sqlite_sequence WHERE name = 'LogoutEvents'",
@@ -657,4 +660,41 @@ fn prepare_readers_dir(store: &Path, copy: &Path) -> Result<(), Error> {
             .map_err(|e| io("setting the group of", store_dir, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stores_ends_are_found_without_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.db");
+        drop(
+            crate::store::Store::open(
+                &store,
+                crate::store::Access::Create,
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap(),
+        );
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute("ATTACH ?1 AS live", [store.to_str().unwrap()])
+            .unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {LIVE_EVENT_ENDS}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("live.LogoutEvents")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN live.")),
+            "{plan:?}"
+        );
+    }
 }
