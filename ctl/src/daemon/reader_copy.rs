@@ -2,8 +2,8 @@
 //! current, with connections of its own, so that nothing else ever waits on the copy or on
 //! the readers who hold it. It syncs at start, then whenever the live database or its WAL is
 //! written (inotify on the store's directory; the copy is in a sub-directory, so its own writes
-//! wake nobody), at most every `COALESCE`, sleeping through the writes that come while a look
-//! is already due. A sync a reader of the copy holds up is tried again
+//! wake nobody), at most every `COALESCE` (every `BURST_COALESCE` while writes keep coming),
+//! sleeping through the writes that come while a look is already due. A sync a reader of the copy holds up is tried again
 //! with back-off, and the failure is logged once, not at every attempt.
 
 use std::ffi::OsString;
@@ -18,8 +18,13 @@ use nix::sys::inotify::{AddWatchFlags, Inotify};
 
 use crate::commands::Context;
 
-/// The shortest time between two syncs: a burst of logins is copied in a few transactions.
+/// The shortest time between two syncs: after one that found nothing to copy (the first
+/// wake-up of a change often comes before its commit is visible), the change is copied soon.
 const COALESCE: Duration = Duration::from_millis(200);
+/// The time after a sync that copied something: writes that keep coming (a burst of logins)
+/// are copied in fewer, larger syncs, each of which rewrites the copy's newest pages and
+/// syncs its journal and file.
+const BURST_COALESCE: Duration = Duration::from_secs(1);
 /// A write to the WAL wakes the thread before its commit is visible (that comes after its
 /// fsync): after the last wake-up the thread looks again every `COALESCE` for this long.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -63,6 +68,8 @@ struct Refresher {
     pending: bool,
     settle_until: Instant,
     last_look: Instant,
+    /// The last successful sync copied something: the next waits `BURST_COALESCE`.
+    copied_last: bool,
     /// Not before this (the back-off after a failure).
     not_before: Instant,
     backoff: Duration,
@@ -83,6 +90,7 @@ impl Refresher {
             pending: true,
             settle_until: now,
             last_look: now,
+            copied_last: false,
             not_before: now,
             backoff: COALESCE,
             failures: 0,
@@ -109,7 +117,12 @@ impl Refresher {
 
     /// When the thread should look next, whatever wakes it before.
     fn next_look(&self) -> Instant {
-        let soon = self.not_before.max(self.last_look + COALESCE);
+        let coalesce = if self.copied_last {
+            BURST_COALESCE
+        } else {
+            COALESCE
+        };
+        let soon = self.not_before.max(self.last_look + coalesce);
         if self.pending || Instant::now() < self.settle_until {
             soon
         } else {
@@ -134,7 +147,7 @@ impl Refresher {
         }
         self.last_look = Instant::now();
         match self.sync() {
-            Ok(()) => {
+            Ok(copied) => {
                 if self.failures > 0 {
                     super::log(&format!(
                         "the readers' copy is current again (after {} attempts)",
@@ -143,18 +156,20 @@ impl Refresher {
                 }
                 self.failures = 0;
                 self.backoff = COALESCE;
+                self.copied_last = copied;
                 self.pending = false;
             }
             Err(e) => self.failed(&e),
         }
     }
 
-    fn sync(&mut self) -> Result<(), Error> {
+    /// Syncs the copy; whether it copied anything.
+    fn sync(&mut self) -> Result<bool, Error> {
         let copy = match &mut self.copy {
             Some(copy) => copy,
             None => self.copy.insert(ReaderCopy::open(&self.db)?),
         };
-        copy.sync().map(|_| ())
+        copy.sync().map(|synced| synced.wrote())
     }
 
     /// A failed sync: tried again after a back-off that doubles; the first failure of a run
