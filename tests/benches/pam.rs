@@ -9,9 +9,11 @@
 //! A stack's cost is the difference to the baseline, as a multiple of the peer's and of the
 //! two durable commits a login needs (one for open, one for close), each measured as a bare
 //! commit (WAL, synchronous=FULL) on the same disk in every round; beside them the rows' floor
-//! (a login's rows on one open connection). Then the same per call, where the time goes step
-//! by step (`pam/breakdown.rs`), and logins from 8 processes at once: their p99, and the CPU
-//! each login took there (the 8 processes' and the daemon's).
+//! (a login's rows on one open connection). Then the same per call; a login in a process of
+//! its own, whose first `pam_start` loads the modules, as each sshd connection's process does
+//! (`pam/fresh.rs`); where the time goes step by step (`pam/breakdown.rs`); and logins from 8
+//! processes at once: their p99, and the CPU each login took there (the 8 processes' and the
+//! daemon's).
 //!
 //! The stores hold a few schedules, as a real one does: a daily warning for another group,
 //! and a weekly kick with a lockout for another group (its window closed), so `account`
@@ -34,6 +36,8 @@ use forcelogout_tests::{is_root, Login, PamStack, Transcript, USERS};
 
 #[path = "pam/breakdown.rs"]
 mod breakdown;
+#[path = "pam/fresh.rs"]
+mod fresh;
 #[path = "pam/wtmpdb.rs"]
 mod wtmpdb;
 
@@ -253,6 +257,8 @@ fn main() {
         "  forcelogout, daemon down   one process alone holds the store's write lock {held_per_login:.0} µs per login: at most {:.0} logins per second at that hold (one writer at a time)",
         1e6 / held_per_login
     );
+
+    fresh::fresh_processes(&stacks);
 
     // `FL_BENCH_NO_BREAKDOWN`: for running this benchmark over an older build's module and
     // daemon, whose core this process does not share.

@@ -244,6 +244,8 @@ pub struct Transcript {
     pub pairs: Vec<(u64, i32, i32)>,
     /// Each `login:` step's whole logins.
     pub logins: Vec<Login>,
+    /// Microseconds of the process's first `pam_start`, which loaded the stack's modules.
+    pub loaded_us: Option<u64>,
 }
 
 /// One whole login of a `login:` step: microseconds in all and per call, and the calls'
@@ -282,6 +284,8 @@ impl Transcript {
             let rc = field(parts.next(), "rc=") as i32;
             let ms = field(parts.next(), "ms=") as u64;
             self.steps.push((step, rc, ms));
+        } else if let Some(us) = line.strip_prefix("loaded us=") {
+            self.loaded_us = us.parse().ok();
         } else if let Some(rest) = line.strip_prefix("login ") {
             let mut login = Login::default();
             for (key, value) in rest.split(' ').filter_map(|f| f.split_once('=')) {

@@ -5,6 +5,7 @@
 //! conv info "text"       a PAM_TEXT_INFO message the modules sent
 //! conv error "text"      a PAM_ERROR_MSG message
 //! step open rc=0 ms=3    a call, its return code and how long it took
+//! loaded us=912          the process's first pam_start (it loads the stack's modules)
 //! ```
 //!
 //! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
@@ -157,6 +158,8 @@ fn main() {
         appdata_ptr: ptr::null_mut(),
     };
     let mut pamh: *mut PamHandleT = ptr::null_mut();
+    // The first handle loads the stack's modules, as each sshd connection's process does.
+    let loading = Instant::now();
     // SAFETY: all strings are NUL-terminated and outlive the handle; conv lives until pam_end.
     let rc = unsafe {
         pam_start_confdir(
@@ -171,6 +174,7 @@ fn main() {
         emit(&format!("step start rc={rc} ms=0"));
         std::process::exit(1);
     }
+    emit(&format!("loaded us={}", loading.elapsed().as_micros()));
     let item_values: Vec<(c_int, CString)> = items.iter().map(|(t, v)| (*t, c(v))).collect();
     let set_items = |pamh: *mut PamHandleT| {
         for (item_type, value) in &item_values {
