@@ -15,7 +15,7 @@ pub fn fresh_processes(stacks: &[Stack]) {
     let mut first: Vec<Vec<u64>> = vec![Vec::new(); stacks.len()];
     for _ in 0..PROCESSES {
         for (i, s) in stacks.iter().enumerate() {
-            let t = s.stack.run(USER, &["login:1"]);
+            let t = s.stack.run(USER, &["--loaded", "login:1"]);
             if let (Some(us), Some(login)) = (t.loaded_us, t.logins.first()) {
                 loaded[i].push(us);
                 first[i].push(us + login.us);

@@ -5,11 +5,11 @@
 //! conv info "text"       a PAM_TEXT_INFO message the modules sent
 //! conv error "text"      a PAM_ERROR_MSG message
 //! step open rc=0 ms=3    a call, its return code and how long it took
-//! loaded us=912          the process's first pam_start (it loads the stack's modules)
+//! loaded us=912          with --loaded: the first pam_start (it loads the stack's modules)
 //! ```
 //!
 //! Usage: `fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H]
-//! [--silent] STEP...` where a STEP is `acct`, `open`, `close`, `restart` (a new handle in
+//! [--silent] [--loaded] STEP...` where a STEP is `acct`, `open`, `close`, `restart` (a new handle in
 //! the same process), `spawn:CMD` (start `sh -c CMD` as a child), `wait` (read a line from stdin), `sleep:MS`, `bench:N` (N open+close pairs, printing `pair us=…` each) or `login:N` (N whole
 //! logins, each its own handle: start, account, open, close, end, printing
 //! `login us=… acct=… open=… close=… rc=A,O,C` with each call's microseconds).
@@ -134,6 +134,7 @@ fn main() {
     let mut user = None;
     let mut items: Vec<(c_int, String)> = Vec::new();
     let mut flags = 0;
+    let mut report_loading = false;
     let mut steps = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -144,11 +145,12 @@ fn main() {
             "--tty" => items.push((PAM_TTY, args.next().unwrap_or_default())),
             "--rhost" => items.push((PAM_RHOST, args.next().unwrap_or_default())),
             "--silent" => flags |= PAM_SILENT,
+            "--loaded" => report_loading = true,
             step => steps.push(step.to_string()),
         }
     }
     let (Some(confdir), Some(service), Some(user)) = (confdir, service, user) else {
-        eprintln!("usage: fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H] [--silent] STEP...");
+        eprintln!("usage: fl-pam-harness --confdir DIR --service NAME --user USER [--tty T] [--rhost H] [--silent] [--loaded] STEP...");
         std::process::exit(2);
     };
     let c = |s: &str| CString::new(s).unwrap_or_default();
@@ -174,7 +176,9 @@ fn main() {
         emit(&format!("step start rc={rc} ms=0"));
         std::process::exit(1);
     }
-    emit(&format!("loaded us={}", loading.elapsed().as_micros()));
+    if report_loading {
+        emit(&format!("loaded us={}", loading.elapsed().as_micros()));
+    }
     let item_values: Vec<(c_int, CString)> = items.iter().map(|(t, v)| (*t, c(v))).collect();
     let set_items = |pamh: *mut PamHandleT| {
         for (item_type, value) in &item_values {
