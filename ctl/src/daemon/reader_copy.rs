@@ -3,8 +3,9 @@
 //! the readers who hold it. It syncs at start, then whenever the live database or its WAL is
 //! written (inotify on the store's directory; the copy is in a sub-directory, so its own writes
 //! wake nobody), at most every `COALESCE` (every `BURST_COALESCE` while writes keep coming),
-//! sleeping through the writes that come while a look is already due. A sync a reader of the copy holds up is tried again
-//! with back-off, and the failure is logged once, not at every attempt.
+//! sleeping through the writes that come while a look is already due. A sync a reader of the
+//! copy holds up is tried again with back-off, and the failure is logged once, not at every
+//! attempt.
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
