@@ -258,18 +258,20 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// `account` for `user` over the current kick schedules (`Store::current_kick_schedules_lenient`):
-/// NSS is asked about the user's groups only when a lockout window is open or, with
+/// `account` for `user` over current schedules: only kicks can refuse a login or limit it, so
+/// the others are skipped (the module reads the kick ones alone,
+/// `Store::current_kick_schedules_lenient`; the daemon passes all it holds). NSS is asked
+/// about the user's groups only when a lockout window is open or, with
 /// `limit_session_runtime`, a kick is coming.
 pub fn account_decision(
-    kick_schedules: &[ScheduleRecord],
+    schedules: &[ScheduleRecord],
     user: &str,
     config: &Config,
     now: DateTime<Utc>,
 ) -> Result<AccountDecision, Error> {
-    let windows = open_lockout_windows(kick_schedules, config.immediate_warning, now);
+    let windows = open_lockout_windows(schedules, config.immediate_warning, now);
     let kicks = if config.limit_session_runtime {
-        kicks_after(kick_schedules, config.immediate_warning, now)
+        kicks_after(schedules, config.immediate_warning, now)
     } else {
         Vec::new()
     };

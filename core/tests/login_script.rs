@@ -980,7 +980,8 @@ fn serve_one_request(lab: &Lab) -> impl FnOnce() {
     let (queue, queued) = std::sync::mpsc::sync_channel(relay::QUEUE_BOUND);
     let log = |line: &str| eprintln!("daemon: {line}");
     let reading = std::thread::spawn(move || {
-        relay::take_requests(&listener, &reader, &config, &now, &log, &queue).unwrap();
+        let schedules = relay::ScheduleCache::default();
+        relay::take_requests(&listener, &reader, &schedules, &config, &now, &log, &queue).unwrap();
     });
     // Ends once the reading side has gone and nothing is held.
     let writing =

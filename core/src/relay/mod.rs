@@ -14,10 +14,12 @@
 //! side (who may ask, `account`, notices) and `writer` its writing side.
 
 mod client;
+mod schedule_cache;
 mod server;
 mod writer;
 
 pub use client::call;
+pub use schedule_cache::ScheduleCache;
 pub use server::{take_requests, QueuedWrite};
 pub use writer::SessionWriter;
 

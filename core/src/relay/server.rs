@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{too_late, Action, Reply, Request, WriteRequest, MAX_BATCH, MAX_LINE};
+use super::{too_late, Action, Reply, Request, ScheduleCache, WriteRequest, MAX_BATCH, MAX_LINE};
 use crate::config::Config;
 use crate::policy;
 use crate::sessions::LoginFacts;
@@ -41,6 +41,7 @@ pub(super) enum Triaged {
 pub fn take_requests(
     listener: &UnixListener,
     reader: &Store,
+    schedules: &ScheduleCache,
     config: &Config,
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
@@ -70,12 +71,19 @@ pub fn take_requests(
             continue;
         }
         let (streams, requests): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let triaged = triage_with(reader, config, requests, clock, log, Some(&mut deferred));
+        let triaged = triage_with(
+            (reader, schedules),
+            config,
+            requests,
+            clock,
+            log,
+            Some(&mut deferred),
+        );
         answer_or_queue(streams, triaged, queue, log);
     }
     // While the writing side commits: the opens' notices (NSS, the schedules), which their
     // replies carry once committed.
-    let mut notices_of = notices_reader(reader, config, log);
+    let mut notices_of = notices_reader(reader, schedules, config, log);
     for (login, now, notices) in deferred {
         let _ = notices.send(notices_of(&login, now));
     }
@@ -110,19 +118,20 @@ fn answer_or_queue(
 /// its call, and where its notices go.
 type DeferredNotices = (LoginFacts, DateTime<Utc>, SyncSender<Vec<String>>);
 
-/// The notices of a login at `now`, the current schedules read at the first call only.
+/// The notices of a login at `now`, the current schedules looked up at the first call only.
 fn notices_reader<'a>(
     reader: &'a Store,
+    cache: &'a ScheduleCache,
     config: &'a Config,
     log: &'a dyn Fn(&str),
 ) -> impl FnMut(&LoginFacts, DateTime<Utc>) -> Vec<String> + 'a {
     let mut schedules = None;
     move |login: &LoginFacts, now: DateTime<Utc>| {
-        let schedules = schedules.get_or_insert_with(|| match reader.current_schedules_lenient() {
-            Ok(read) => policy::enforceable(read, log),
+        let schedules = schedules.get_or_insert_with(|| match cache.current(reader, log) {
+            Ok(current) => current,
             Err(e) => {
                 log(&format!("notices: {e}"));
-                Vec::new()
+                Vec::new().into()
             }
         });
         policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
@@ -190,13 +199,14 @@ pub(super) fn triage(
     clock: &dyn Fn() -> DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> Vec<Triaged> {
-    triage_with(reader, config, requests, clock, log, None)
+    let schedules = ScheduleCache::default();
+    triage_with((reader, &schedules), config, requests, clock, log, None)
 }
 
 /// `triage`; with `deferred`, an open's notices are left to work out once its write is
 /// queued: the write carries the receiving end, `deferred` the rest.
 fn triage_with(
-    reader: &Store,
+    (reader, schedules): (&Store, &ScheduleCache),
     config: &Config,
     requests: Vec<Result<Request, Reply>>,
     clock: &dyn Fn() -> DateTime<Utc>,
@@ -205,7 +215,7 @@ fn triage_with(
 ) -> Vec<Triaged> {
     // Looked up once per batch; each request's store is compared with it.
     let own_store = file_id(reader.path());
-    let mut notices_of = notices_reader(reader, config, log);
+    let mut notices_of = notices_reader(reader, schedules, config, log);
     let write = |request: Request, notices: Vec<String>, coming| {
         Triaged::Write(WriteRequest {
             request: Box::new(request),
@@ -227,7 +237,7 @@ fn triage_with(
             Ok(r) if clock() >= r.deadline => Triaged::Answer(too_late()),
             Ok(r) => match &r.action {
                 Action::Account { user } => {
-                    Triaged::Answer(account(reader, config, user, r.now, log))
+                    Triaged::Answer(account((reader, schedules), config, user, r.now, log))
                 }
                 Action::Open {
                     login,
@@ -251,17 +261,17 @@ fn triage_with(
 }
 
 /// `account` from the daemon's store; a store it cannot read declines, and the module reads
-/// the store itself.
+/// the store itself. The decision weighs the kick schedules among the current ones.
 fn account(
-    store: &Store,
+    (store, schedules): (&Store, &ScheduleCache),
     config: &Config,
     user: &str,
     now: DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> Reply {
-    let decided = store.current_kick_schedules_lenient().and_then(|read| {
-        policy::account_decision(&policy::enforceable(read, log), user, config, now)
-    });
+    let decided = schedules
+        .current(store, log)
+        .and_then(|current| policy::account_decision(&current, user, config, now));
     match decided {
         Ok(decision) => Reply::Account(decision),
         Err(e) => Reply::Declined(e.to_string()),

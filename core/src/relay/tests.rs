@@ -242,7 +242,18 @@ fn account_is_answered_while_writes_wait_for_their_commit_and_a_full_queue_decli
         let socket = socket.clone();
         std::thread::spawn(move || call(&socket, &request, Duration::from_secs(5)))
     };
-    let take = || take_requests(&listener, &reader, &config, &Utc::now, &|_| {}, &queue);
+    let schedules = super::ScheduleCache::default();
+    let take = || {
+        take_requests(
+            &listener,
+            &reader,
+            &schedules,
+            &config,
+            &Utc::now,
+            &|_| {},
+            &queue,
+        )
+    };
     let deadline = Utc::now() + chrono::Duration::seconds(30);
 
     let first_open = ask(open_request(&db, "a", deadline));

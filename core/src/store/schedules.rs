@@ -345,6 +345,15 @@ impl Store {
         self.query_schedules(&sql, group)
     }
 
+    /// What names the schedules' content: the last version's rowid. The table only grows
+    /// (triggers refuse UPDATE and DELETE), so the same mark means the same versions.
+    pub fn schedules_mark(&self) -> Result<i64, Error> {
+        self.conn
+            .prepare_cached("SELECT coalesce(max(rowid), 0) FROM LogoutSchedules")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map_err(|e| classify(&self.path, "reading the schedules' mark", e))
+    }
+
     /// The current set for enforcement: rows that fail validation (written by hand with the
     /// sqlite3 shell, say) are returned apart, with their Id, so that one bad row never stops
     /// the PAM module or the daemon from enforcing the others.

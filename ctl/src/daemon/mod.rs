@@ -145,12 +145,23 @@ fn record_sessions(ctx: &Context) -> Result<(), Error> {
         .map_err(|e| Error::io("starting the session recorder", e))?;
     std::thread::Builder::new()
         .name("sessions".into())
-        .spawn(move || loop {
-            let taken = relay::take_requests(&listener, &reader, &config, &Utc::now, &log, &queue);
-            if let Err(e) = taken {
-                log(&format!("session requests failed: {e}"));
-                // Out of descriptors, say: meanwhile the modules write the store themselves.
-                std::thread::sleep(Duration::from_millis(100));
+        .spawn(move || {
+            let schedules = relay::ScheduleCache::default();
+            loop {
+                let taken = relay::take_requests(
+                    &listener,
+                    &reader,
+                    &schedules,
+                    &config,
+                    &Utc::now,
+                    &log,
+                    &queue,
+                );
+                if let Err(e) = taken {
+                    log(&format!("session requests failed: {e}"));
+                    // Out of descriptors, say: meanwhile the modules write the store themselves.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         })
         .map_err(|e| Error::io("starting the session reader", e))?;
