@@ -33,8 +33,9 @@ pub(super) enum Triaged {
 }
 
 /// The daemon's reading side: waits for a connection and takes every other one already
-/// waiting; answers `account` and each refusal at once from `reader`; works out the notices of
-/// each open; and queues the writes for [`record_queued`], which commits them on its own
+/// waiting; answers `account` and each refusal at once from `reader` (its current schedules
+/// kept in `schedules` until a version is written); works out the notices of each open; and
+/// queues the writes for [`record_queued`], which commits them on its own
 /// connection meanwhile (so a login's NSS look-ups and socket work overlap the previous
 /// commit's fsync, and `account` never waits behind a commit). Only root may record sessions
 /// (the socket's mode says so too; the kernel's word on each peer is checked again here).
