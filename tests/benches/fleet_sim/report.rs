@@ -103,15 +103,9 @@ pub fn print_tables(results: &[Measures], baseline: &Cpu, references: &Reference
         "errors"
     );
     for m in results {
-        let each = m.idle.per_poll(baseline);
         println!(
-            "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3} {:>11} {:>11} {:>8} {:>7}",
-            m.hosts,
-            m.idle.polls,
-            each.server,
-            each.pooler,
-            each.own,
-            m.idle.server + m.idle.pooler,
+            "{} {:>11} {:>11} {:>8} {:>7}",
+            idle_columns(m.hosts, &m.idle, baseline),
             m.pg_connections,
             m.server_connections,
             m.clients,
@@ -128,16 +122,7 @@ pub fn print_tables(results: &[Measures], baseline: &Cpu, references: &Reference
     );
     println!("\nthe same, the server and pgbouncer on a core of their own, the hosts on the other");
     for m in results {
-        let each = m.idle_apart.per_poll(baseline);
-        println!(
-            "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3}",
-            m.hosts,
-            m.idle_apart.polls,
-            each.server,
-            each.pooler,
-            each.own,
-            m.idle_apart.server + m.idle_apart.pooler,
-        );
+        println!("{}", idle_columns(m.hosts, &m.idle_apart, baseline));
     }
     println!("\nevents uploaded, {EVENTS_PER_HOST} per host, every host writing");
     println!("{:>6} {:>12}", "hosts", "events/s");
@@ -195,4 +180,19 @@ fn print_projection(results: &[Measures], baseline: &Cpu, references: &Reference
         "{:<44} {:>12.3} {:>10}",
         "  the same, the idle read sent by pgbench", read_cores, "<= 1"
     );
+}
+
+/// A row's first columns: hosts, polls per second, CPU per poll (server, pgbouncer, the
+/// simulated hosts) above `baseline`, and the central cores in all.
+fn idle_columns(hosts: usize, idle: &Cpu, baseline: &Cpu) -> String {
+    let each = idle.per_poll(baseline);
+    format!(
+        "{:>6} {:>8.0} {:>8.1} {:>9.1} {:>8.1} {:>7.3}",
+        hosts,
+        idle.polls,
+        each.server,
+        each.pooler,
+        each.own,
+        idle.server + idle.pooler,
+    )
 }
