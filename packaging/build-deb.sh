@@ -15,6 +15,7 @@ packaging/stage.sh "$stage" "/lib/$multiarch/security"
 
 install -d -m 0755 "$stage/DEBIAN"
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$stage/DEBIAN/"
+install -m 0644 packaging/deb/triggers "$stage/DEBIAN/"
 echo /etc/forcelogout/forcelogout.toml > "$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL
@@ -23,7 +24,7 @@ Version: $version-1
 Architecture: $arch
 Maintainer: forcelogout developers <dev@forcelogout.invalid>
 Installed-Size: $size
-Depends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), libpam0g (>= 1.4.0), libsqlite3-0 (>= 3.35.0), libdbus-1-3 (>= 1.9.14), libpam-runtime (>= 1.0.1-6), adduser
+Depends: libc6 (>= 2.34), libgcc-s1 (>= 4.2), libpam0g (>= 1.4.0), libsqlite3-0 (>= 3.35.0), libdbus-1-3 (>= 1.9.14), libpam-runtime (>= 1.0.1-6), adduser, tzdata
 Recommends: sqlite3
 Section: admin
 Priority: optional

@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use forcelogout_core::days::Days;
 use forcelogout_core::schedule::{Recurrence, Schedule};
 use forcelogout_core::store::{Access, Store};
+use forcelogout_core::zone::Zone;
 
 const SCHEDULES: usize = 100_000;
 const WRITES: usize = 2_000;
@@ -64,9 +65,7 @@ fn schedules(count: usize) -> Vec<Schedule> {
                 group: format!("group{i}"),
                 recurrence,
                 time: NaiveTime::from_hms_opt(rng.next(24) as u32, rng.next(60) as u32, 0).unwrap(),
-                timezone: ZONES[rng.next(ZONES.len() as u64) as usize]
-                    .parse()
-                    .unwrap(),
+                timezone: Zone::named(ZONES[rng.next(ZONES.len() as u64) as usize]).unwrap(),
                 immediate: false,
                 kick: true,
                 message: "Lab closes at 18:00".into(),
@@ -88,7 +87,11 @@ fn main() {
     let local = NaiveDateTime::parse_from_str("2026-11-23 18:00", "%Y-%m-%d %H:%M").unwrap();
     let started = Instant::now();
     for s in &all {
-        black_box(black_box(s.timezone).from_local_datetime(&local).earliest());
+        black_box(
+            black_box(&s.timezone)
+                .from_local_datetime(&local)
+                .earliest(),
+        );
     }
     let baseline = started.elapsed();
 

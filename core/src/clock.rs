@@ -1,8 +1,8 @@
 //! Time is a parameter: core logic takes a `Clock` (or an instant) so that DST days, leap days
 //! and past dates are tested without sleeping.
 
+use crate::zone::Zone;
 use chrono::{DateTime, SecondsFormat, Utc};
-use chrono_tz::Tz;
 
 pub trait Clock {
     fn now(&self) -> DateTime<Utc>;
@@ -32,31 +32,31 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// The `Date` partition of a row: the calendar date of `t` in the host's zone.
-pub fn partition_date(t: DateTime<Utc>, host_zone: Tz) -> String {
-    t.with_timezone(&host_zone).format("%Y-%m-%d").to_string()
+pub fn partition_date(t: DateTime<Utc>, host_zone: &Zone) -> String {
+    t.with_timezone(host_zone).format("%Y-%m-%d").to_string()
 }
 
 /// The host's IANA zone by name: `$TZ` if it names one, then `/etc/timezone`, then the target
 /// of the `/etc/localtime` link; UTC when none of them does.
-pub fn host_timezone() -> Tz {
+pub fn host_timezone() -> Zone {
     let from_env = std::env::var("TZ")
         .ok()
-        .and_then(|tz| tz.trim_start_matches(':').parse::<Tz>().ok());
+        .and_then(|tz| Zone::named(tz.trim_start_matches(':')).ok());
     let from_file = || {
         std::fs::read_to_string("/etc/timezone")
             .ok()
-            .and_then(|s| s.trim().parse::<Tz>().ok())
+            .and_then(|s| Zone::named(s.trim()).ok())
     };
     let from_link = || {
         let target = std::fs::read_link("/etc/localtime").ok()?;
         let text = target.to_string_lossy().into_owned();
         let (_, name) = text.split_once("zoneinfo/")?;
-        name.parse::<Tz>().ok()
+        Zone::named(name).ok()
     };
     from_env
         .or_else(from_file)
         .or_else(from_link)
-        .unwrap_or(Tz::UTC)
+        .unwrap_or_else(Zone::utc)
 }
 
 #[cfg(test)]
@@ -73,10 +73,13 @@ mod tests {
     #[test]
     fn partition_date_is_local_to_the_host_zone() {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 23, 30, 0).unwrap();
-        assert_eq!(partition_date(t, Tz::UTC), "2026-11-23");
-        assert_eq!(partition_date(t, chrono_tz::Europe::Berlin), "2026-11-24");
+        assert_eq!(partition_date(t, &Zone::utc()), "2026-11-23");
         assert_eq!(
-            partition_date(t, chrono_tz::America::New_York),
+            partition_date(t, &crate::zone::Zone::named("Europe/Berlin").unwrap()),
+            "2026-11-24"
+        );
+        assert_eq!(
+            partition_date(t, &crate::zone::Zone::named("America/New_York").unwrap()),
             "2026-11-23"
         );
     }

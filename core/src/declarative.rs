@@ -2,8 +2,8 @@
 //! that configuration management (Ansible, Puppet, Salt) keeps on many hosts. Applying a file
 //! makes the current set equal to it; applying it again writes nothing.
 
+use crate::zone::Zone;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -187,7 +187,7 @@ fn plural(n: usize) -> &'static str {
 pub fn parse(
     name: &str,
     text: &str,
-    default_zone: Tz,
+    default_zone: &Zone,
 ) -> Result<Vec<(Option<String>, Schedule)>, Error> {
     let file: ScheduleFile = match Format::guess(name, text) {
         Format::Json => serde_json::from_str(text).map_err(|e| json_error(name, &e))?,
@@ -277,7 +277,7 @@ fn toml_error(name: &str, text: &str, error: &toml::de::Error) -> Error {
     Error::invalid(format!("{name}:{}{field}", place.line), message)
 }
 
-fn entry_to_schedule(entry: Entry, default_zone: Tz) -> Result<Schedule, Error> {
+fn entry_to_schedule(entry: Entry, default_zone: &Zone) -> Result<Schedule, Error> {
     let recurrence = match (entry.once, entry.daily, entry.weekly) {
         (Some(date), None | Some(false), None) => RecurrenceInput::Once(date),
         (None, Some(true), None) => RecurrenceInput::Daily,

@@ -2,11 +2,11 @@
 //! read with the offset in force before the gap (02:30 in a 02:00→03:00 gap fires at 03:30),
 //! and a local time that occurs twice fires once, at the first occurrence.
 
+use crate::zone::Zone;
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
     TimeZone, Utc,
 };
-use chrono_tz::Tz;
 
 use crate::recurrence::Recurrence;
 
@@ -15,7 +15,7 @@ const LONGEST_GAP_MINUTES: i64 = 48 * 60;
 
 /// The UTC instant of local `date` `time` in `zone`, with the DST rules above. `None` only at
 /// the ends of the calendar.
-pub fn resolve_local(zone: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
+pub fn resolve_local(zone: &Zone, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
     let local = NaiveDateTime::new(date, time);
     match zone.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
@@ -26,7 +26,7 @@ pub fn resolve_local(zone: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateT
 
 /// Finds the offset in force just before the gap by walking back minute by minute to the
 /// last local time that exists, then reads `local` with that offset.
-fn resolve_in_gap(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+fn resolve_in_gap(zone: &Zone, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     for minutes_back in 1..=LONGEST_GAP_MINUTES {
         let earlier = local.checked_sub_signed(Duration::minutes(minutes_back))?;
         let before = match zone.from_local_datetime(&earlier) {
@@ -47,7 +47,7 @@ fn resolve_in_gap(zone: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
 pub fn next_after(
     recurrence: Recurrence,
     time: NaiveTime,
-    zone: Tz,
+    zone: &Zone,
     after: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     if let Recurrence::Once(date) = recurrence {
@@ -55,7 +55,7 @@ pub fn next_after(
     }
     // Start a day early: `after`'s local date may already be past `time`, and a firing late
     // on the previous local day can still lie after `after` around offset changes.
-    let mut date = after.with_timezone(&zone).date_naive().pred_opt()?;
+    let mut date = after.with_timezone(zone).date_naive().pred_opt()?;
     // A week and two days covers every weekday from the day before to the week after.
     for _ in 0..9 {
         let wanted = match recurrence {
@@ -76,7 +76,7 @@ pub fn next_after(
 pub fn upcoming(
     recurrence: Recurrence,
     time: NaiveTime,
-    zone: Tz,
+    zone: &Zone,
     after: DateTime<Utc>,
     count: usize,
 ) -> Vec<DateTime<Utc>> {
@@ -99,14 +99,14 @@ pub fn upcoming(
 pub fn latest_at_or_before(
     recurrence: Recurrence,
     time: NaiveTime,
-    zone: Tz,
+    zone: &Zone,
     at: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     if let Recurrence::Once(date) = recurrence {
         return resolve_local(zone, date, time).filter(|&t| t <= at);
     }
     // Walk back from the day after `at`'s local date: the mirror of `next_after`.
-    let mut date = at.with_timezone(&zone).date_naive().succ_opt()?;
+    let mut date = at.with_timezone(zone).date_naive().succ_opt()?;
     for _ in 0..9 {
         let wanted = match recurrence {
             Recurrence::Weekly(days) => days.contains(date.weekday()),

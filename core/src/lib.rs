@@ -26,5 +26,6 @@ pub mod subscribers;
 pub mod targeting;
 pub mod text;
 pub mod users;
+pub mod zone;
 
 pub use error::Error;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::zone::Zone;
 use chrono::{DateTime, NaiveTime, Utc};
-use chrono_tz::Tz;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -16,11 +16,11 @@ use crate::text::sanitize_for_terminal;
 
 /// When a schedule's logouts take effect, and nothing else of it: what the enforcer keeps
 /// per schedule, and what the look-ups below read of a row.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Timing {
     pub recurrence: Recurrence,
     pub time: NaiveTime,
-    pub timezone: Tz,
+    pub timezone: Zone,
     pub immediate: bool,
     /// When the version was written (`UpdateTime`); `None` if the row's text is not a time.
     pub written: Option<DateTime<Utc>>,
@@ -39,7 +39,7 @@ impl Timing {
         Timing {
             recurrence: s.recurrence,
             time: s.time,
-            timezone: s.timezone,
+            timezone: s.timezone.clone(),
             immediate: s.immediate,
             written: parse(&record.update_time),
             due_at: record.due_at.as_deref().and_then(parse),
@@ -59,7 +59,7 @@ impl Timing {
         if self.immediate {
             self.immediate_instant(warning).filter(|&t| t <= now)
         } else {
-            firing::latest_at_or_before(self.recurrence, self.time, self.timezone, now)
+            firing::latest_at_or_before(self.recurrence, self.time, &self.timezone, now)
         }
     }
 
@@ -68,7 +68,7 @@ impl Timing {
         if self.immediate {
             self.immediate_instant(warning).filter(|&t| t > now)
         } else {
-            firing::next_after(self.recurrence, self.time, self.timezone, now)
+            firing::next_after(self.recurrence, self.time, &self.timezone, now)
         }
     }
 }
@@ -218,8 +218,8 @@ pub fn blast_radius(group: &str, live_users: &[String], exempt_groups: &[String]
 
 /// `at` as local time in `zone` with `format`, then the zone's abbreviation and, where that does
 /// not already say it, the zone's name: "18:00 CET (Europe/Berlin)", "06:09 UTC".
-pub fn local_time_label(at: DateTime<Utc>, zone: chrono_tz::Tz, format: &str) -> String {
-    let local = at.with_timezone(&zone);
+pub fn local_time_label(at: DateTime<Utc>, zone: &crate::zone::Zone, format: &str) -> String {
+    let local = at.with_timezone(zone);
     let abbreviation = local.format("%Z").to_string();
     let mut label = format!("{} {abbreviation}", local.format(format));
     let says_it = abbreviation == zone.name() || zone.name().ends_with(&format!("/{abbreviation}"));
@@ -285,7 +285,7 @@ pub fn account_decision(
         let s = &lockout.record.schedule;
         let mut message = format!(
             "Logins are closed until {}.",
-            local_time_label(lockout.until, s.timezone, "%H:%M")
+            local_time_label(lockout.until, &s.timezone, "%H:%M")
         );
         if !s.message.is_empty() {
             message = format!("{}\n{message}", sanitize_for_terminal(&s.message));
@@ -363,7 +363,7 @@ fn notice_text(at: DateTime<Utc>, record: &ScheduleRecord, now: DateTime<Utc>) -
     };
     let mut text = format!(
         "{what} at {}, in {}.",
-        local_time_label(at, s.timezone, "%Y-%m-%d %H:%M"),
+        local_time_label(at, &s.timezone, "%Y-%m-%d %H:%M"),
         describe_wait(now, at)
     );
     if !s.message.is_empty() {
@@ -441,10 +441,17 @@ mod tests {
     fn labels_and_waits() {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap();
         assert_eq!(
-            local_time_label(t, chrono_tz::Europe::Berlin, "%H:%M"),
+            local_time_label(
+                t,
+                &crate::zone::Zone::named("Europe/Berlin").unwrap(),
+                "%H:%M"
+            ),
             "18:00 CET (Europe/Berlin)"
         );
-        assert_eq!(local_time_label(t, chrono_tz::UTC, "%H:%M"), "17:00 UTC");
+        assert_eq!(
+            local_time_label(t, &crate::zone::Zone::utc(), "%H:%M"),
+            "17:00 UTC"
+        );
         assert_eq!(describe_wait(t, t + chrono::Duration::seconds(45)), "45 s");
         assert_eq!(describe_wait(t, t + chrono::Duration::seconds(61)), "2 min");
         assert_eq!(
@@ -484,7 +491,11 @@ mod tests {
             message: None,
             lockout,
         }
-        .into_logout(now, Duration::from_secs(delay as u64), chrono_tz::UTC)
+        .into_logout(
+            now,
+            Duration::from_secs(delay as u64),
+            crate::zone::Zone::utc(),
+        )
         .unwrap()
     }
 
@@ -506,7 +517,7 @@ mod tests {
             lockout: Some("60".into()),
             ..Default::default()
         }
-        .into_new(chrono_tz::UTC)
+        .into_new(&crate::zone::Zone::utc())
         .unwrap();
         let written = t - chrono::Duration::days(2);
         let records = vec![

@@ -1,8 +1,8 @@
 //! The schedule model: what fires, for whom, how. Everything a person or a file types is
 //! validated here, each failure naming its field.
 
+use crate::zone::{self, Zone, ZoneError};
 use chrono::{DateTime, NaiveTime, Timelike, Utc};
-use chrono_tz::Tz;
 
 use crate::days::Days;
 use crate::error::Error;
@@ -24,7 +24,7 @@ pub struct Schedule {
     pub group: String,
     pub recurrence: Recurrence,
     pub time: NaiveTime,
-    pub timezone: Tz,
+    pub timezone: Zone,
     pub immediate: bool,
     pub kick: bool,
     pub message: String,
@@ -39,7 +39,7 @@ impl Schedule {
 
     /// The next instant strictly after `after` at which this schedule fires.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        firing::next_after(self.recurrence, self.time, self.timezone, after)
+        firing::next_after(self.recurrence, self.time, &self.timezone, after)
     }
 
     /// A short human description: `Weekly Mon,Tue,Wed,Thu,Fri 18:00 Europe/Berlin`.
@@ -88,7 +88,7 @@ impl ImmediateInput<'_> {
         self,
         now: DateTime<Utc>,
         delay: std::time::Duration,
-        zone: Tz,
+        zone: Zone,
     ) -> Result<(Schedule, DateTime<Utc>), Error> {
         let kick = self.kick.unwrap_or(true);
         let lockout_minutes = match self.lockout {
@@ -138,7 +138,7 @@ pub enum RecurrenceInput {
 
 impl ScheduleInput {
     /// Validates a new schedule. `default_zone` is used when no zone is given.
-    pub fn into_new(self, default_zone: Tz) -> Result<Schedule, Error> {
+    pub fn into_new(self, default_zone: &Zone) -> Result<Schedule, Error> {
         let group = self
             .group
             .as_deref()
@@ -159,7 +159,7 @@ impl ScheduleInput {
             time: parse_time(at)?,
             timezone: match &self.timezone {
                 Some(zone) => parse_timezone(zone)?,
-                None => default_zone,
+                None => default_zone.clone(),
             },
             immediate: false,
             kick: self.kick.unwrap_or(true),
@@ -274,29 +274,25 @@ pub fn check_lockout_is_a_kick(kick: bool, lockout_minutes: u32) -> Result<(), E
     Ok(())
 }
 
-/// An IANA zone name, e.g. `Europe/Berlin`; exact spelling, with the right spelling suggested
-/// for a name that differs only in case (`europe/berlin`).
-pub fn parse_timezone(text: &str) -> Result<Tz, Error> {
-    text.parse::<Tz>().map_err(|_| {
-        let hint = chrono_tz::TZ_VARIANTS
-            .iter()
-            .find(|tz| tz.name().eq_ignore_ascii_case(text.trim()))
-            .map(|tz| format!("; did you mean {}?", tz.name()))
-            .unwrap_or_else(|| " (e.g. Europe/Berlin, UTC)".to_string());
-        Error::invalid(
-            "tz",
-            format!(
-                "{:?} is not an IANA time zone{hint}",
-                crate::text::sanitize_line(text)
-            ),
-        )
+/// An IANA zone name the host's tzdata has, e.g. `Europe/Berlin`; exact spelling, with the
+/// right spelling suggested for a name that differs only in case (`europe/berlin`).
+pub fn parse_timezone(text: &str) -> Result<Zone, Error> {
+    let shown = crate::text::sanitize_line(text);
+    Zone::named(text).map_err(|e| match e {
+        ZoneError::Unknown => {
+            let hint = zone::same_name_but_case(text.trim())
+                .map(|name| format!("; did you mean {name}?"))
+                .unwrap_or_else(|| " (e.g. Europe/Berlin, UTC)".to_string());
+            Error::invalid("tz", format!("{shown:?} is not an IANA time zone{hint}"))
+        }
+        unreadable => Error::invalid("tz", format!("{shown:?}: {unreadable}")),
     })
 }
 
 /// A warning for a valid zone that is almost surely a mistake: a legacy abbreviation with a
 /// fixed offset all year (`EST` is UTC-5 in July too), where a region's name follows its
 /// daylight saving. `EST5EDT`-style names do follow it and get none.
-pub fn timezone_warning(zone: Tz) -> Option<String> {
+pub fn timezone_warning(zone: &Zone) -> Option<String> {
     let (region, offset) = match zone.name() {
         "EST" => ("America/New_York", "UTC-5"),
         "MST" => (
@@ -448,10 +444,10 @@ mod tests {
     #[test]
     fn a_warning_with_a_lockout_is_refused_on_add_and_update_alike() {
         assert_eq!(
-            field(input(Some(false), Some("15")).into_new(Tz::UTC)),
+            field(input(Some(false), Some("15")).into_new(&Zone::utc())),
             "lockout"
         );
-        let kick = input(None, Some("15")).into_new(Tz::UTC).unwrap();
+        let kick = input(None, Some("15")).into_new(&Zone::utc()).unwrap();
         let give = |kick: Option<bool>, lockout: Option<&str>| ScheduleInput {
             kick,
             lockout: lockout.map(str::to_string),
@@ -471,7 +467,8 @@ mod tests {
             lockout: Some("15"),
             ..Default::default()
         };
-        let refused = immediate.into_logout(chrono::Utc::now(), std::time::Duration::ZERO, Tz::UTC);
+        let refused =
+            immediate.into_logout(chrono::Utc::now(), std::time::Duration::ZERO, Zone::utc());
         assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "lockout"));
     }
 
@@ -482,11 +479,11 @@ mod tests {
         assert!(parse_timezone("Mars/Olympus").is_err());
         for zone in ["EST", "MST", "HST"] {
             let tz = parse_timezone(zone).unwrap();
-            assert!(timezone_warning(tz).unwrap().contains(zone));
+            assert!(timezone_warning(&tz).unwrap().contains(zone));
         }
         for zone in ["EST5EDT", "America/New_York", "UTC", "Europe/Berlin"] {
             assert_eq!(
-                timezone_warning(parse_timezone(zone).unwrap()),
+                timezone_warning(&parse_timezone(zone).unwrap()),
                 None,
                 "{zone}"
             );

@@ -80,7 +80,7 @@ fn a_kick_due_while_the_store_is_locked_ends_its_session_and_is_recorded_once_af
         kick: Some(true),
         ..Default::default()
     }
-    .into_new(chrono_tz::Tz::UTC)
+    .into_new(&forcelogout_core::zone::Zone::utc())
     .unwrap();
     let id = store.add_schedule(&kick, "test", written).unwrap().id;
     let mut child = Command::new("sleep").arg("600").spawn().unwrap();

@@ -24,7 +24,7 @@ fn daily_at_noon(store: &mut Store, written: DateTime<Utc>) -> String {
         timezone: Some("UTC".into()),
         ..Default::default()
     }
-    .into_new(chrono_tz::Tz::UTC)
+    .into_new(&forcelogout_core::zone::Zone::utc())
     .unwrap();
     store.add_schedule(&schedule, "test", written).unwrap().id
 }

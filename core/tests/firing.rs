@@ -4,10 +4,10 @@
 //! off `zdump -v` for each zone.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use chrono_tz::Tz;
 use forcelogout_core::days::Days;
 use forcelogout_core::firing::{next_after, resolve_local, upcoming};
 use forcelogout_core::schedule::Recurrence;
+use forcelogout_core::zone::Zone;
 
 fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -15,8 +15,8 @@ fn utc(text: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn zone(name: &str) -> Tz {
-    name.parse().unwrap()
+fn zone(name: &str) -> Zone {
+    Zone::named(name).unwrap()
 }
 
 fn at(hh_mm: &str) -> NaiveTime {
@@ -146,7 +146,7 @@ const RESOLUTIONS: &[(&str, &str, &str, &str, &str)] = &[
 #[test]
 fn local_times_resolve_by_rfc_5545() {
     for &(tz, day, time, expected, what) in RESOLUTIONS {
-        let got = resolve_local(zone(tz), date(day), at(time)).unwrap();
+        let got = resolve_local(&zone(tz), date(day), at(time)).unwrap();
         assert_eq!(got, utc(expected), "{tz} {day} {time}: {what}");
     }
 }
@@ -157,7 +157,7 @@ fn daily_fires_once_on_a_fold_day_and_once_on_a_gap_day() {
     let fold = upcoming(
         Recurrence::Daily,
         at("02:30"),
-        berlin,
+        &berlin,
         utc("2026-10-24T12:00:00Z"),
         3,
     );
@@ -172,7 +172,7 @@ fn daily_fires_once_on_a_fold_day_and_once_on_a_gap_day() {
     let gap = upcoming(
         Recurrence::Daily,
         at("02:30"),
-        berlin,
+        &berlin,
         utc("2026-03-28T12:00:00Z"),
         3,
     );
@@ -194,7 +194,7 @@ fn daily_across_a_skipped_day_fires_once_for_the_two_local_dates() {
     let got = upcoming(
         Recurrence::Daily,
         at("10:00"),
-        apia,
+        &apia,
         utc("2011-12-29T12:00:00Z"),
         3,
     );
@@ -210,16 +210,16 @@ fn daily_across_a_skipped_day_fires_once_for_the_two_local_dates() {
 
 #[test]
 fn leap_day() {
-    let utc_zone = Tz::UTC;
+    let utc_zone = Zone::utc();
     let once = Recurrence::Once(date("2028-02-29"));
     assert_eq!(
-        next_after(once, at("12:00"), utc_zone, utc("2028-01-01T00:00:00Z")),
+        next_after(once, at("12:00"), &utc_zone, utc("2028-01-01T00:00:00Z")),
         Some(utc("2028-02-29T12:00:00Z"))
     );
     let daily = upcoming(
         Recurrence::Daily,
         at("12:00"),
-        utc_zone,
+        &utc_zone,
         utc("2028-02-28T13:00:00Z"),
         2,
     );
@@ -230,11 +230,21 @@ fn leap_day() {
     // 2028-02-29 is a Tuesday; in 2027 the next Tuesday after 02-28 is 03-02.
     let tuesdays = Recurrence::Weekly(Days::parse("Tue").unwrap());
     assert_eq!(
-        next_after(tuesdays, at("09:00"), utc_zone, utc("2028-02-28T00:00:00Z")),
+        next_after(
+            tuesdays,
+            at("09:00"),
+            &utc_zone,
+            utc("2028-02-28T00:00:00Z")
+        ),
         Some(utc("2028-02-29T09:00:00Z"))
     );
     assert_eq!(
-        next_after(tuesdays, at("09:00"), utc_zone, utc("2027-02-28T00:00:00Z")),
+        next_after(
+            tuesdays,
+            at("09:00"),
+            &utc_zone,
+            utc("2027-02-28T00:00:00Z")
+        ),
         Some(utc("2027-03-02T09:00:00Z"))
     );
 }
@@ -243,15 +253,22 @@ fn leap_day() {
 fn once_in_the_past_never_fires() {
     let once = Recurrence::Once(date("2020-01-01"));
     assert_eq!(
-        next_after(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z")),
+        next_after(once, at("10:00"), &Zone::utc(), utc("2026-11-23T00:00:00Z")),
         None
     );
     // Exactly at the instant is not "after" it.
     assert_eq!(
-        next_after(once, at("10:00"), Tz::UTC, utc("2020-01-01T10:00:00Z")),
+        next_after(once, at("10:00"), &Zone::utc(), utc("2020-01-01T10:00:00Z")),
         None
     );
-    assert!(upcoming(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z"), 5).is_empty());
+    assert!(upcoming(
+        once,
+        at("10:00"),
+        &Zone::utc(),
+        utc("2026-11-23T00:00:00Z"),
+        5
+    )
+    .is_empty());
 }
 
 #[test]
@@ -261,7 +278,7 @@ fn weekly_weekday_is_taken_in_the_schedule_zone() {
     let got = upcoming(
         mondays,
         at("08:00"),
-        zone("Pacific/Auckland"),
+        &zone("Pacific/Auckland"),
         utc("2026-11-20T00:00:00Z"),
         2,
     );
@@ -274,7 +291,7 @@ fn weekly_weekday_is_taken_in_the_schedule_zone() {
     let got = next_after(
         fridays,
         at("20:00"),
-        zone("America/Los_Angeles"),
+        &zone("America/Los_Angeles"),
         utc("2026-11-23T00:00:00Z"),
     );
     assert_eq!(got, Some(utc("2026-11-28T04:00:00Z")));
@@ -287,7 +304,7 @@ fn weekly_weekdays_skip_the_weekend() {
     let got = upcoming(
         weekdays,
         at("18:00"),
-        zone("Europe/Berlin"),
+        &zone("Europe/Berlin"),
         utc("2026-11-27T12:00:00Z"),
         2,
     );
@@ -305,7 +322,7 @@ fn every_weekly_day_set_fires_only_on_its_days_in_its_zone() {
         let got = upcoming(
             Recurrence::Weekly(days),
             at("23:30"),
-            berlin,
+            &berlin,
             utc("2026-03-20T00:00:00Z"),
             10,
         );
@@ -331,7 +348,7 @@ fn latest_at_or_before_mirrors_next_after() {
     let weekdays = Recurrence::Weekly(Days::WEEKDAYS);
     // Sunday noon: the latest weekday 18:00 was Friday's.
     assert_eq!(
-        latest_at_or_before(weekdays, at("18:00"), berlin, utc("2026-11-29T11:00:00Z")),
+        latest_at_or_before(weekdays, at("18:00"), &berlin, utc("2026-11-29T11:00:00Z")),
         Some(utc("2026-11-27T17:00:00Z"))
     );
     // Exactly at the instant counts.
@@ -339,24 +356,24 @@ fn latest_at_or_before_mirrors_next_after() {
         latest_at_or_before(
             Recurrence::Daily,
             at("18:00"),
-            berlin,
+            &berlin,
             utc("2026-11-27T17:00:00Z")
         ),
         Some(utc("2026-11-27T17:00:00Z"))
     );
     let once = Recurrence::Once(date("2030-01-01"));
     assert_eq!(
-        latest_at_or_before(once, at("10:00"), Tz::UTC, utc("2026-11-23T00:00:00Z")),
+        latest_at_or_before(once, at("10:00"), &Zone::utc(), utc("2026-11-23T00:00:00Z")),
         None
     );
     // For every instant of a DST week, latest <= t < next, and next follows latest.
     let mut t = utc("2026-03-27T00:00:00Z");
     while t < utc("2026-04-02T00:00:00Z") {
-        let latest = latest_at_or_before(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
-        let next = next_after(Recurrence::Daily, at("02:30"), berlin, t).unwrap();
+        let latest = latest_at_or_before(Recurrence::Daily, at("02:30"), &berlin, t).unwrap();
+        let next = next_after(Recurrence::Daily, at("02:30"), &berlin, t).unwrap();
         assert!(latest <= t && t < next, "{t}");
         assert_eq!(
-            next_after(Recurrence::Daily, at("02:30"), berlin, latest),
+            next_after(Recurrence::Daily, at("02:30"), &berlin, latest),
             Some(next)
         );
         t += chrono::Duration::minutes(17);

@@ -20,7 +20,7 @@ fn daily(group: &str, at: &str) -> forcelogout_core::schedule::Schedule {
         timezone: Some("Europe/Berlin".into()),
         ..Default::default()
     }
-    .into_new(chrono_tz::UTC)
+    .into_new(&forcelogout_core::zone::Zone::utc())
     .unwrap()
 }
 

@@ -20,7 +20,7 @@ fn immediate(group: &str, kick: bool, lockout: &str, message: &str) -> Schedule 
         group: group.into(),
         recurrence: Recurrence::Once(utc("2026-11-23T10:00:00Z").date_naive()),
         time: chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
-        timezone: chrono_tz::Tz::UTC,
+        timezone: forcelogout_core::zone::Zone::utc(),
         immediate: true,
         kick,
         message: message.into(),

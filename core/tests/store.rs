@@ -26,7 +26,7 @@ fn daily(group: &str, at: &str) -> forcelogout_core::schedule::Schedule {
         timezone: Some("Europe/Berlin".into()),
         ..Default::default()
     }
-    .into_new(chrono_tz::Tz::UTC)
+    .into_new(&forcelogout_core::zone::Zone::utc())
     .unwrap()
 }
 
@@ -43,7 +43,7 @@ fn open(dir: &tempfile::TempDir) -> Store {
 fn history_is_append_only_and_the_current_set_excludes_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
-    store.set_host_zone(chrono_tz::Europe::Berlin);
+    store.set_host_zone(forcelogout_core::zone::Zone::named("Europe/Berlin").unwrap());
     let t0 = utc("2026-11-23T23:30:00Z");
     let a = store
         .add_schedule(&daily("students", "18:00"), "root", t0)

@@ -286,7 +286,7 @@ pub struct ScheduleFlags {
     #[arg(long, value_name = "HH:MM", allow_hyphen_values = true)]
     pub at: Option<String>,
 
-    /// IANA time zone of --at, e.g. Europe/Berlin (default: the host's zone)
+    /// IANA time zone of --at, e.g. Europe/Berlin, as the host's tzdata has it (default: the host's zone)
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
 

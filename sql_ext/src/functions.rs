@@ -111,5 +111,5 @@ fn next_logout(ctx: &Context<'_>) -> rusqlite::Result<Option<String>> {
     } else {
         Utc::now()
     };
-    Ok(firing::next_after(recurrence, time, zone, after).map(format_timestamp))
+    Ok(firing::next_after(recurrence, time, &zone, after).map(format_timestamp))
 }

@@ -141,7 +141,7 @@ fn rss_benchmark() {
                 timezone: Some("Europe/Berlin".into()),
                 ..Default::default()
             }
-            .into_new(chrono_tz::Tz::UTC)
+            .into_new(&forcelogout_core::zone::Zone::utc())
             .expect("schedule");
             store
                 .add_schedule(&schedule, "bench", Utc::now())

@@ -98,7 +98,7 @@ fn with_schedules(stack: &PamStack) {
             message: Some("The lab closes.".into()),
             lockout,
         }
-        .into_new(chrono_tz::Tz::UTC)
+        .into_new(&forcelogout_core::zone::Zone::utc())
         .expect("schedule");
         store.add_schedule(&schedule, "bench", now).expect("add");
     }

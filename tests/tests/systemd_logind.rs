@@ -372,6 +372,21 @@ fn the_installed_deb_runs_its_daemon_under_systemd_and_kicks_a_real_session() {
         "{}",
         journal(&sd, "forcelogout")
     );
+    // A tzdata upgrade (its files under /usr/share/zoneinfo) restarts the daemon, which keeps
+    // the zone rules it read with each schedule: the package's file trigger.
+    let before = sd.sh("systemctl show -p MainPID --value forcelogout");
+    sd.sh("dpkg-trigger --no-await /usr/share/zoneinfo && dpkg --triggers-only --pending");
+    assert!(
+        sd.wait_for(
+            Duration::from_secs(30),
+            &format!(
+                "systemctl is-active forcelogout && test -S /run/forcelogout/socket \
+                 && test \"$(systemctl show -p MainPID --value forcelogout)\" != {before}"
+            )
+        ),
+        "the daemon was not restarted by the tzdata trigger: {}",
+        journal(&sd, "forcelogout")
+    );
     // pam-auth-update puts pam_systemd before our module (equal priority, reverse name order),
     // so the module sees the logind session it was given.
     let session = sd.sh("grep -E '^session.*(pam_systemd|pam_forcelogout)' /etc/pam.d/common-session | awk '{print $3}'");

@@ -308,7 +308,7 @@ impl Enforcer {
 
 fn countdown_text(instance: &Instance, now: DateTime<Utc>) -> String {
     let s = &instance.record.schedule;
-    let when = local_time_label(instance.due, s.timezone, "%H:%M:%S");
+    let when = local_time_label(instance.due, &s.timezone, "%H:%M:%S");
     let mut text = if s.kick {
         format!(
             "You will be logged out in {} (at {when}).",

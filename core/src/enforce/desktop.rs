@@ -150,7 +150,7 @@ fn body_text(lines: &[String]) -> String {
 /// warning the "Keep working" action.
 pub fn countdown_notification(instance: &Instance, now: DateTime<Utc>) -> Notification {
     let s = &instance.record.schedule;
-    let when = local_time_label(instance.due, s.timezone, "%H:%M:%S");
+    let when = local_time_label(instance.due, &s.timezone, "%H:%M:%S");
     let wait = policy::describe_wait(now, instance.due);
     let mut lines = vec![if s.kick {
         format!("You will be logged out at {when}.")
@@ -249,7 +249,7 @@ mod tests {
             group: "students".into(),
             recurrence: crate::schedule::Recurrence::Daily,
             time: chrono::NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
-            timezone: chrono_tz::UTC,
+            timezone: crate::zone::Zone::utc(),
             immediate: false,
             kick,
             message: message.into(),

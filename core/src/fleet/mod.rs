@@ -181,7 +181,7 @@ pub(crate) mod tests {
                     group: "students".into(),
                     recurrence: Recurrence::Daily,
                     time: chrono::NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
-                    timezone: chrono_tz::Europe::Berlin,
+                    timezone: crate::zone::Zone::named("Europe/Berlin").unwrap(),
                     immediate: false,
                     kick: true,
                     message: String::new(),

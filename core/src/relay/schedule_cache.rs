@@ -54,7 +54,7 @@ mod tests {
             message: None,
             lockout: None,
         };
-        let schedule = input.into_new(chrono_tz::Tz::UTC).unwrap();
+        let schedule = input.into_new(&crate::zone::Zone::utc()).unwrap();
         store
             .add_schedule(&schedule, "test", Utc::now())
             .unwrap()

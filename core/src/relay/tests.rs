@@ -188,7 +188,7 @@ fn notices_come_with_the_opens_that_ask_for_them_and_only_their_users() {
         message: Some("Evening shutdown".into()),
         ..Default::default()
     }
-    .into_new(chrono_tz::UTC)
+    .into_new(&crate::zone::Zone::utc())
     .unwrap();
     store.add_schedule(&schedule, "test", t(-60)).unwrap();
     let open_as = |key: &str, user: &str, notices: bool| Request {

@@ -145,7 +145,7 @@ mod tests {
             message: None,
             lockout: None,
         }
-        .into_new(chrono_tz::UTC)
+        .into_new(&crate::zone::Zone::utc())
         .unwrap()
     }
 

@@ -197,7 +197,7 @@ impl Store {
             immediate: record.schedule.immediate,
             ..NewEvent::new(EventKind::Warned, user, host)
         };
-        let warned = append(&tx, &path, &event, now, zone)?;
+        let warned = append(&tx, &path, &event, now, &zone)?;
         tx.prepare_cached(
             "INSERT INTO CountdownUsers (ScheduleId, DueAt, GroupName, WarnedEventIdentifier) VALUES (?1, ?2, ?3, ?4)",
         )
@@ -270,7 +270,7 @@ impl Store {
                 related: Some(warned),
                 ..NewEvent::new(EventKind::Ignored, user, host)
             };
-            let id = append(&tx, &path, &event, now, zone)?;
+            let id = append(&tx, &path, &event, now, &zone)?;
             tx.prepare_cached(
                 "UPDATE CountdownUsers SET IgnoredEventIdentifier = ?4 WHERE ScheduleId = ?1 AND DueAt = ?2 AND GroupName = ?3",
             )
@@ -305,7 +305,7 @@ impl Store {
                 immediate: record.schedule.immediate,
                 warned: warned.as_deref(),
             };
-            if remove_in_tx(&tx, &path, zone, key, *reason, Some(&cause), host, now)?.is_some() {
+            if remove_in_tx(&tx, &path, &zone, key, *reason, Some(&cause), host, now)?.is_some() {
                 removed += 1;
             }
         }
@@ -334,7 +334,7 @@ impl Store {
         let fail = |context| on_error(&path, context);
         let mut removed = 0;
         for key in keys {
-            if remove_in_tx(&tx, &path, zone, key, reason, None, host, now)?.is_some() {
+            if remove_in_tx(&tx, &path, &zone, key, reason, None, host, now)?.is_some() {
                 removed += 1;
             }
         }

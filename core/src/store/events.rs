@@ -1,7 +1,7 @@
 //! `LogoutEvents`: the append-only event log.
 
+use crate::zone::Zone;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -103,7 +103,7 @@ pub(super) fn append(
     path: &Path,
     event: &NewEvent<'_>,
     now: DateTime<Utc>,
-    host_zone: Tz,
+    host_zone: &Zone,
 ) -> Result<String, Error> {
     let identifier = ids::new_id()?;
     conn.prepare_cached(

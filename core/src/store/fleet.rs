@@ -175,7 +175,7 @@ impl FleetDb {
         due: Option<DateTime<Utc>>,
     ) -> Result<CentralSchedule, Error> {
         let record = ScheduleRecord {
-            date: partition_date(now, crate::clock::host_timezone()),
+            date: partition_date(now, &crate::clock::host_timezone()),
             id: ids::new_id()?,
             update_time: format_timestamp(now),
             event: ScheduleEvent::Created,
@@ -225,7 +225,7 @@ impl FleetDb {
         let current = current_central(&mut tx, &id)?;
         let (schedule, hosts) = change(&current)?;
         let record = ScheduleRecord {
-            date: partition_date(now, crate::clock::host_timezone()),
+            date: partition_date(now, &crate::clock::host_timezone()),
             id,
             update_time: format_timestamp(now),
             event: if delete {

@@ -68,7 +68,7 @@ mod tests {
             lockout: Some("30".into()),
             ..Default::default()
         }
-        .into_new(chrono_tz::Tz::UTC)
+        .into_new(&crate::zone::Zone::utc())
         .unwrap();
         // A warning with a lockout is refused as input now, but rows stored before may hold
         // one: the query must still leave them out.

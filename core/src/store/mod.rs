@@ -42,7 +42,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono_tz::Tz;
+use crate::zone::Zone;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -94,7 +94,8 @@ pub enum Access {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    host_zone: Tz,
+    /// Read when a row first needs its `Date`: a store opened to read never reads tzdata.
+    host_zone: std::cell::OnceCell<Zone>,
     /// The WAL size past which this connection copies the WAL before a write.
     wal_limit: u64,
     /// The largest WAL this connection checkpoints before a write (see `WAL_LIMIT_BYTES`).
@@ -172,7 +173,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
-            host_zone: clock::host_timezone(),
+            host_zone: std::cell::OnceCell::new(),
             wal_limit: WAL_LIMIT_BYTES,
             checkpoint_cap: u64::MAX,
         };
@@ -262,7 +263,7 @@ impl Store {
         let mut store = Store {
             conn,
             path,
-            host_zone: clock::host_timezone(),
+            host_zone: std::cell::OnceCell::new(),
             wal_limit: WAL_LIMIT_BYTES,
             checkpoint_cap: 0,
         };
@@ -348,12 +349,12 @@ impl Store {
     }
 
     /// Overrides the zone of the `Date` partition (tests; hosts are read from the system).
-    pub fn set_host_zone(&mut self, zone: Tz) {
-        self.host_zone = zone;
+    pub fn set_host_zone(&mut self, zone: Zone) {
+        self.host_zone = std::cell::OnceCell::from(zone);
     }
 
-    pub fn host_zone(&self) -> Tz {
-        self.host_zone
+    pub fn host_zone(&self) -> &Zone {
+        self.host_zone.get_or_init(clock::host_timezone)
     }
 
     /// A write transaction (BEGIN IMMEDIATE: the write lock is taken up front, so it waits on
@@ -362,10 +363,10 @@ impl Store {
     fn begin_write(
         &mut self,
         context: &'static str,
-    ) -> Result<(rusqlite::Transaction<'_>, PathBuf, Tz), Error> {
+    ) -> Result<(rusqlite::Transaction<'_>, PathBuf, Zone), Error> {
         self.bound_wal();
         let path = self.path.clone();
-        let zone = self.host_zone;
+        let zone = self.host_zone().clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -9,6 +9,7 @@ use crate::clock::{format_timestamp, partition_date};
 use crate::error::Error;
 use crate::ids;
 use crate::schedule::{Recurrence, Schedule};
+use crate::zone::Zone;
 
 /// The `Event` column of `LogoutSchedules`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +215,7 @@ impl Store {
         change: impl FnOnce(&Schedule) -> Result<Schedule, Error>,
     ) -> Result<ScheduleRecord, Error> {
         let path = self.path.clone();
+        let zone = self.host_zone().clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -223,7 +225,7 @@ impl Store {
         let current = current_version(&tx, &path, &id)?;
         let schedule = change(&current.schedule)?;
         let record = ScheduleRecord {
-            date: partition_date(now, self.host_zone),
+            date: partition_date(now, &zone),
             id,
             update_time: format_timestamp(now),
             event,
@@ -247,7 +249,7 @@ impl Store {
         due_at: Option<DateTime<Utc>>,
     ) -> ScheduleRecord {
         ScheduleRecord {
-            date: partition_date(now, self.host_zone),
+            date: partition_date(now, self.host_zone()),
             id,
             update_time: format_timestamp(now),
             event,
@@ -553,19 +555,22 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let stamp = |id: String, event: ScheduleEvent, schedule: Schedule, zone| ScheduleRecord {
-            date: partition_date(now, zone),
-            id,
-            update_time: format_timestamp(now),
-            event,
-            actor: actor.to_string(),
-            schedule,
-            due_at: None,
-        };
+        let stamp =
+            |id: String, event: ScheduleEvent, schedule: Schedule, zone: &Zone| ScheduleRecord {
+                date: partition_date(now, zone),
+                id,
+                update_time: format_timestamp(now),
+                event,
+                actor: actor.to_string(),
+                schedule,
+                due_at: None,
+            };
         let (tx, path, zone) = self.begin_write("starting the schedule changes")?;
         let mut records: Vec<ScheduleRecord> = creates
             .iter()
-            .map(|(id, schedule)| stamp(id.clone(), ScheduleEvent::Created, schedule.clone(), zone))
+            .map(|(id, schedule)| {
+                stamp(id.clone(), ScheduleEvent::Created, schedule.clone(), &zone)
+            })
             .collect();
         for (id, schedule) in updates {
             refuse_fleet_schedule(&tx, &path, id)?;
@@ -574,7 +579,7 @@ impl Store {
                 current.id,
                 ScheduleEvent::Updated,
                 schedule.clone(),
-                zone,
+                &zone,
             ));
         }
         for id in deletes {
@@ -584,7 +589,7 @@ impl Store {
                 current.id,
                 ScheduleEvent::Deleted,
                 current.schedule,
-                zone,
+                &zone,
             ));
         }
         for record in &records {

@@ -83,7 +83,7 @@ impl Store {
     ) -> Result<Opened, Error> {
         let (tx, path, zone) = self.begin_write("starting the session write")?;
         let facts = (login, process, shows_notices);
-        let opened = open_in_tx(&tx, &path, zone, session_key, facts, now)?;
+        let opened = open_in_tx(&tx, &path, &zone, session_key, facts, now)?;
         tx.commit()
             .map_err(on_error(&path, "committing the session"))?;
         Ok(opened)
@@ -100,7 +100,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Closed, Error> {
         let (tx, path, zone) = self.begin_write("starting the session write")?;
-        let closed = close_in_tx(&tx, &path, zone, session_key, process, reason, now)?;
+        let closed = close_in_tx(&tx, &path, &zone, session_key, process, reason, now)?;
         tx.commit()
             .map_err(on_error(&path, "committing the session removal"))?;
         Ok(closed)
@@ -121,7 +121,7 @@ impl Store {
             // One write alone (the usual case while logins come one at a time): the
             // transaction is its savepoint; a failed write is rolled back with it.
             let outcome = if in_time(0) {
-                session_write_in_tx(&tx, &path, zone, write)
+                session_write_in_tx(&tx, &path, &zone, write)
             } else {
                 Ok(SessionWritten::TooLate)
             };
@@ -140,7 +140,7 @@ impl Store {
             let savepoint = tx
                 .savepoint()
                 .map_err(on_error(&path, "starting a savepoint"))?;
-            let outcome = session_write_in_tx(&savepoint, &path, zone, write);
+            let outcome = session_write_in_tx(&savepoint, &path, &zone, write);
             if outcome.is_ok() {
                 savepoint
                     .commit()
@@ -162,7 +162,7 @@ impl Store {
 fn session_write_in_tx(
     tx: &rusqlite::Connection,
     path: &std::path::Path,
-    zone: chrono_tz::Tz,
+    zone: &crate::zone::Zone,
     write: &SessionWrite<'_>,
 ) -> Result<SessionWritten, Error> {
     match *write {
@@ -199,7 +199,7 @@ type OpenFacts<'a> = (&'a LoginFacts, &'a ProcessFacts, bool);
 fn open_in_tx(
     tx: &rusqlite::Connection,
     path: &std::path::Path,
-    zone: chrono_tz::Tz,
+    zone: &crate::zone::Zone,
     session_key: &str,
     (login, process, shows_notices): OpenFacts<'_>,
     now: DateTime<Utc>,
@@ -273,7 +273,7 @@ fn open_in_tx(
 fn close_in_tx(
     tx: &rusqlite::Connection,
     path: &std::path::Path,
-    zone: chrono_tz::Tz,
+    zone: &crate::zone::Zone,
     session_key: Option<&str>,
     process: &ProcessFacts,
     reason: RemovalReason,
@@ -336,7 +336,7 @@ pub(super) struct Removal {
 pub(super) fn remove_in_tx(
     tx: &rusqlite::Connection,
     path: &std::path::Path,
-    zone: chrono_tz::Tz,
+    zone: &crate::zone::Zone,
     key: &str,
     reason: RemovalReason,
     cause: Option<&Cause<'_>>,

@@ -134,7 +134,7 @@ impl Lab {
             group: self.user.clone(),
             recurrence: Recurrence::Once(NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap()),
             time: NaiveTime::parse_from_str(time, "%H:%M").unwrap(),
-            timezone: chrono_tz::UTC,
+            timezone: forcelogout_core::zone::Zone::utc(),
             immediate: false,
             kick,
             message: message.into(),

@@ -24,7 +24,7 @@ pub fn apply(ctx: &Context, file: &Path, dry_run: bool, delete_all: bool) -> Res
             ))
         }
     };
-    let wanted = declarative::parse(&name, &text, host_timezone())?;
+    let wanted = declarative::parse(&name, &text, &host_timezone())?;
     let mut store = if dry_run {
         ctx.open_for_reading()?
     } else {

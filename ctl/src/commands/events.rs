@@ -186,7 +186,7 @@ pub fn prune(ctx: &Context, older_than: &str, dry_run: bool) -> Result<(), Error
         })?;
     let cutoff = partition_date(
         ctx.now() - chrono::Duration::days(i64::from(days)),
-        host_timezone(),
+        &host_timezone(),
     );
     let keep_unuploaded = ctx.config.fleet.is_some();
     if dry_run {

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use forcelogout_core::clock::host_timezone;
 use forcelogout_core::config::parse_duration;
 use forcelogout_core::enforce::Enforcer;
 use forcelogout_core::policy::{local_time_label, lockout_end};
 use forcelogout_core::schedule::ImmediateInput;
 use forcelogout_core::schedule_store::{Place, ScheduleVersion};
+use forcelogout_core::zone::Zone;
 use forcelogout_core::Error;
 
 use super::Context;
@@ -22,7 +22,8 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     let hosts = super::fleet::hosts_selector(args.hosts.as_deref())?;
     let now = ctx.now();
     let zone = host_timezone();
-    let (schedule, due) = immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone)?;
+    let (schedule, due) =
+        immediate_input(&args).into_logout(now, delay(ctx, &args)?, zone.clone())?;
     // As `schedule add` does, a name no user or group has is warned of (a typo logs nobody
     // out): after the store opens, so that a caller served by the daemon sees it once.
     if args.dry_run {
@@ -35,7 +36,7 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
     if ctx.json {
         ctx.print_json(&written)?;
     } else {
-        ctx.print(&issued_text(&written, due, zone))?;
+        ctx.print(&issued_text(&written, due, &zone))?;
     }
     let place = store.place();
     drop(store);
@@ -50,7 +51,7 @@ pub fn run(ctx: &Context, args: LogoutArgs) -> Result<(), Error> {
 }
 
 /// What was issued, when it takes effect (in the host's zone) and until when logins are refused.
-fn issued_text(written: &ScheduleVersion, due: DateTime<Utc>, zone: Tz) -> String {
+fn issued_text(written: &ScheduleVersion, due: DateTime<Utc>, zone: &Zone) -> String {
     let schedule = &written.record.schedule;
     let on_hosts = written
         .hosts
@@ -124,8 +125,8 @@ mod tests {
     #[test]
     fn the_issued_logout_names_its_hosts_only_centrally() {
         let due = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
-        let zone = chrono_tz::UTC;
-        let host = issued_text(&samples::host(), due, zone);
+        let zone = forcelogout_core::zone::Zone::utc();
+        let host = issued_text(&samples::host(), due, &zone);
         assert_eq!(
             host,
             format!(
@@ -134,7 +135,7 @@ mod tests {
                 samples::ID
             )
         );
-        let fleet = issued_text(&samples::fleet(), due, zone);
+        let fleet = issued_text(&samples::fleet(), due, &zone);
         assert!(
             fleet.contains(
                 "logout of \"students\" (kick) on hosts @lab at 2026-12-07 12:00:00 UTC\n"

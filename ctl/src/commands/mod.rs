@@ -196,7 +196,7 @@ pub(crate) mod samples {
             message: Some("Lab closes".into()),
             lockout: Some("15".into()),
         }
-        .into_new(chrono_tz::UTC)
+        .into_new(&forcelogout_core::zone::Zone::utc())
         .expect("a valid schedule");
         ScheduleRecord {
             date: "2026-12-07".into(),

@@ -64,7 +64,7 @@ fn upcoming_logouts(
         .iter()
         .flat_map(|r| {
             let s = &r.record.schedule;
-            upcoming(s.recurrence, s.time, s.timezone, after, count)
+            upcoming(s.recurrence, s.time, &s.timezone, after, count)
                 .into_iter()
                 .map(move |t| (t, r))
         })

@@ -50,7 +50,7 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
         Some(t) => text.push_str(&format!(
             "; next at {} ({}).\n",
             t.format("%Y-%m-%d %H:%M:%S UTC"),
-            local_time_label(t, schedule.timezone, "%Y-%m-%d %H:%M")
+            local_time_label(t, &schedule.timezone, "%Y-%m-%d %H:%M")
         )),
         None => text.push_str("; it never fires.\n"),
     }
@@ -58,7 +58,7 @@ pub fn show(ctx: &Context, schedule: &Schedule, next: Option<DateTime<Utc>>) -> 
         text.push_str(&format!(
             "Logins of the targets are refused until {} ({}).\n",
             until.format("%Y-%m-%d %H:%M:%S UTC"),
-            local_time_label(until, schedule.timezone, "%Y-%m-%d %H:%M")
+            local_time_label(until, &schedule.timezone, "%Y-%m-%d %H:%M")
         ));
     }
     let mut table = Table::new(&["USER", "UID", "LIVE SESSIONS", "EFFECT"]);

@@ -52,9 +52,9 @@ fn add(ctx: &Context, flags: ScheduleFlags) -> Result<(), Error> {
     let now = ctx.now();
     let dry_run = flags.dry_run;
     let hosts = super::fleet::hosts_selector(flags.hosts.as_deref())?;
-    let schedule = to_input(flags).into_new(host_timezone())?;
+    let schedule = to_input(flags).into_new(&host_timezone())?;
     schedule.check_not_past(now)?;
-    if let Some(warning) = forcelogout_core::schedule::timezone_warning(schedule.timezone) {
+    if let Some(warning) = forcelogout_core::schedule::timezone_warning(&schedule.timezone) {
         ctx.warn(&warning);
     }
     if dry_run {
@@ -262,7 +262,7 @@ fn show(ctx: &Context, id: &str) -> Result<(), Error> {
     }
     let now = ctx.now();
     let s = &current.record.schedule;
-    let upcoming = forcelogout_core::firing::upcoming(s.recurrence, s.time, s.timezone, now, 3);
+    let upcoming = forcelogout_core::firing::upcoming(s.recurrence, s.time, &s.timezone, now, 3);
     if ctx.json {
         #[derive(Serialize)]
         struct Shown<'a> {

@@ -72,5 +72,5 @@ pub fn run(ctx: &Context, args: UnlockArgs) -> Result<(), Error> {
 }
 
 fn until_label(lockout: &Lockout<'_>) -> String {
-    local_time_label(lockout.until, host_timezone(), "%Y-%m-%d %H:%M:%S")
+    local_time_label(lockout.until, &host_timezone(), "%Y-%m-%d %H:%M:%S")
 }
