@@ -66,17 +66,20 @@ thread_local! {
     /// names tzdata has. A tzdata upgrade reaches a process that started before it when it
     /// starts again (the packages restart the daemon).
     static READ: RefCell<HashMap<Box<str>, Zone>> = RefCell::new(HashMap::new());
+
+    static UTC: Zone = Zone {
+        inner: Arc::new(ZoneRules {
+            name: "UTC".into(),
+            rules: utc_rules(),
+        }),
+    };
 }
 
 impl Zone {
-    /// UTC, which needs no file (a host without tzdata still has it).
+    /// UTC, which needs no file (a host without tzdata still has it); one per thread, as
+    /// every other zone, so 10,000 schedules in UTC share it.
     pub fn utc() -> Zone {
-        Zone {
-            inner: Arc::new(ZoneRules {
-                name: "UTC".into(),
-                rules: utc_rules(),
-            }),
-        }
+        UTC.with(Zone::clone)
     }
 
     /// The zone `name` (e.g. `Europe/Berlin`), read from the host's tzdata once per thread.
@@ -561,6 +564,12 @@ mod tests {
         );
         assert_eq!(berlin(), berlin());
         assert_ne!(berlin(), utc);
+        // Read once per thread: every schedule in a zone shares its rules.
+        assert!(Arc::ptr_eq(&berlin().inner, &berlin().inner));
+        assert!(Arc::ptr_eq(
+            &Zone::utc().inner,
+            &Zone::named("UTC").unwrap().inner
+        ));
     }
 
     #[test]
