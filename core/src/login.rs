@@ -252,7 +252,8 @@ fn lockout_message(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<Option<S
             let (store, keepable) = store_for_account(h, ctx, started)?;
             let log = |line: &str| h.log(LogLevel::Error, line);
             let kicks = policy::enforceable(store.current_kick_schedules_lenient()?, &log);
-            let decision = policy::account_decision(&kicks, &user, &config, ctx.now)?;
+            let decision =
+                policy::account_decision(&kicks, &user, &config, ctx.now, &policy::whole_row)?;
             if keepable {
                 keep(h, store);
             }
@@ -431,7 +432,7 @@ fn register(h: &mut dyn PamHandler, ctx: &HookContext) -> Result<(), Error> {
             let notices = if ctx.speaks() {
                 let log = |line: &str| h.log(LogLevel::Error, line);
                 let schedules = policy::enforceable(store.current_schedules_lenient()?, &log);
-                policy::notices_among(&schedules, &config, &user, ctx.now)?
+                policy::notices_among(&schedules, &config, &user, ctx.now, &policy::whole_row)?
             } else {
                 Vec::new()
             };

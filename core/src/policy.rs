@@ -1,5 +1,6 @@
 //! What the schedules mean for one user at one instant: an active lockout, logouts coming.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::zone::Zone;
@@ -73,6 +74,43 @@ impl Timing {
     }
 }
 
+/// What the look-ups below read of a schedule: a whole row (the PAM module reads them), or what
+/// the daemon's reading side keeps of one (`relay::HeldSchedule`), whose whole row is read back
+/// only for a schedule that concerns the login at hand.
+pub trait Scheduled {
+    fn timing(&self) -> Cow<'_, Timing>;
+    fn group(&self) -> &str;
+    fn kick(&self) -> bool;
+    fn lockout_minutes(&self) -> u32;
+}
+
+impl Scheduled for ScheduleRecord {
+    fn timing(&self) -> Cow<'_, Timing> {
+        Cow::Owned(Timing::of(self))
+    }
+
+    fn group(&self) -> &str {
+        &self.schedule.group
+    }
+
+    fn kick(&self) -> bool {
+        self.schedule.kick
+    }
+
+    fn lockout_minutes(&self) -> u32 {
+        self.schedule.lockout_minutes
+    }
+}
+
+/// A schedule's whole row, for the text a login is shown: a row is its own; the daemon reads
+/// a kept schedule's back from the store.
+pub type WholeRow<'a, T> = &'a dyn Fn(&T) -> Result<Cow<'_, ScheduleRecord>, Error>;
+
+/// `WholeRow` for whole rows.
+pub fn whole_row(record: &ScheduleRecord) -> Result<Cow<'_, ScheduleRecord>, Error> {
+    Ok(Cow::Borrowed(record))
+}
+
 /// The instant a schedule's logout takes effect at or before `now`.
 pub fn logout_at_or_before(
     record: &ScheduleRecord,
@@ -92,58 +130,62 @@ pub fn logout_after(
 }
 
 /// An active lockout: the schedule, and when its window ends.
-pub struct Lockout<'a> {
-    pub record: &'a ScheduleRecord,
+pub struct Lockout<'a, T = ScheduleRecord> {
+    pub record: &'a T,
     pub until: DateTime<Utc>,
 }
 
 /// The end of the lockout window of a logout that takes effect at `at`; `None` when the
 /// logout locks nobody out (no lockout, or a warning, which the user may ignore).
 pub fn lockout_end(schedule: &Schedule, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    (schedule.kick && schedule.lockout_minutes > 0)
-        .then(|| at + chrono::Duration::minutes(i64::from(schedule.lockout_minutes)))
+    lockout_end_of(schedule.kick, schedule.lockout_minutes, at)
+}
+
+fn lockout_end_of(kick: bool, lockout_minutes: u32, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (kick && lockout_minutes > 0)
+        .then(|| at + chrono::Duration::minutes(i64::from(lockout_minutes)))
 }
 
 /// Kick schedules whose lockout window contains `now`, before targeting is considered. Cheap:
 /// no NSS lookups, so the common case (no window open) costs one read of the schedules.
-pub fn open_lockout_windows<'a>(
-    schedules: &'a [ScheduleRecord],
+pub fn open_lockout_windows<T: Scheduled>(
+    schedules: &[T],
     immediate_warning: Duration,
     now: DateTime<Utc>,
-) -> Vec<Lockout<'a>> {
+) -> Vec<Lockout<'_, T>> {
     schedules
         .iter()
-        .filter(|r| r.schedule.kick && r.schedule.lockout_minutes > 0)
+        .filter(|r| r.kick() && r.lockout_minutes() > 0)
         .filter_map(|record| {
-            let at = logout_at_or_before(record, immediate_warning, now)?;
-            let until = lockout_end(&record.schedule, at)?;
+            let at = record.timing().at_or_before(immediate_warning, now)?;
+            let until = lockout_end_of(record.kick(), record.lockout_minutes(), at)?;
             (now < until).then_some(Lockout { record, until })
         })
         .collect()
 }
 
 /// The lockout that refuses this user's login now, if any: the one that ends last.
-pub fn lockout_for<'a>(
+pub fn lockout_for<'a, T: Scheduled>(
     identity: &Identity,
-    windows: Vec<Lockout<'a>>,
+    windows: Vec<Lockout<'a, T>>,
     exempt_groups: &[String],
-) -> Option<Lockout<'a>> {
+) -> Option<Lockout<'a, T>> {
     windows
         .into_iter()
-        .filter(|l| identity.targeted_by(&l.record.schedule.group, exempt_groups) == Targeted::Yes)
+        .filter(|l| identity.targeted_by(l.record.group(), exempt_groups) == Targeted::Yes)
         .max_by_key(|l| l.until)
 }
 
 /// Kick logouts still to come after `now`, soonest first, before targeting is considered.
-pub fn kicks_after(
-    schedules: &[ScheduleRecord],
+pub fn kicks_after<T: Scheduled>(
+    schedules: &[T],
     immediate_warning: Duration,
     now: DateTime<Utc>,
-) -> Vec<(DateTime<Utc>, &ScheduleRecord)> {
+) -> Vec<(DateTime<Utc>, &T)> {
     let mut found: Vec<_> = schedules
         .iter()
-        .filter(|r| r.schedule.kick)
-        .filter_map(|r| logout_after(r, immediate_warning, now).map(|t| (t, r)))
+        .filter(|r| r.kick())
+        .filter_map(|r| r.timing().after(immediate_warning, now).map(|t| (t, r)))
         .collect();
     found.sort_by_key(|(t, _)| *t);
     found
@@ -151,16 +193,16 @@ pub fn kicks_after(
 
 /// Logouts due within `ahead` of `now`, soonest first, before targeting is considered (so
 /// that NSS is asked about the user's groups only when something is coming).
-pub fn due_within(
-    schedules: &[ScheduleRecord],
+pub fn due_within<T: Scheduled>(
+    schedules: &[T],
     immediate_warning: Duration,
     ahead: Duration,
     now: DateTime<Utc>,
-) -> Vec<(DateTime<Utc>, &ScheduleRecord)> {
+) -> Vec<(DateTime<Utc>, &T)> {
     let horizon = now + chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::zero());
     let mut found: Vec<_> = schedules
         .iter()
-        .filter_map(|r| logout_after(r, immediate_warning, now).map(|t| (t, r)))
+        .filter_map(|r| r.timing().after(immediate_warning, now).map(|t| (t, r)))
         .filter(|(t, _)| *t <= horizon)
         .collect();
     found.sort_by_key(|(t, _)| *t);
@@ -263,11 +305,12 @@ pub struct Refusal {
 /// `Store::current_kick_schedules_lenient`; the daemon passes all it holds). NSS is asked
 /// about the user's groups only when a lockout window is open or, with
 /// `limit_session_runtime`, a kick is coming.
-pub fn account_decision(
-    schedules: &[ScheduleRecord],
+pub fn account_decision<T: Scheduled>(
+    schedules: &[T],
     user: &str,
     config: &Config,
     now: DateTime<Utc>,
+    whole: WholeRow<'_, T>,
 ) -> Result<AccountDecision, Error> {
     let windows = open_lockout_windows(schedules, config.immediate_warning, now);
     let kicks = if config.limit_session_runtime {
@@ -282,7 +325,8 @@ pub fn account_decision(
         return Ok(AccountDecision::default());
     };
     if let Some(lockout) = lockout_for(&identity, windows, &config.exempt_groups) {
-        let s = &lockout.record.schedule;
+        let record = whole(lockout.record)?;
+        let s = &record.schedule;
         let mut message = format!(
             "Logins are closed until {}.",
             local_time_label(lockout.until, &s.timezone, "%H:%M")
@@ -292,7 +336,7 @@ pub fn account_decision(
         }
         return Ok(AccountDecision {
             refusal: Some(Refusal {
-                schedule_id: lockout.record.id.clone(),
+                schedule_id: record.id.clone(),
                 group: s.group.clone(),
                 until: lockout.until,
                 message,
@@ -303,7 +347,7 @@ pub fn account_decision(
     let next_kick = kicks
         .into_iter()
         .find(|(_, record)| {
-            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+            identity.targeted_by(record.group(), &config.exempt_groups) == Targeted::Yes
         })
         .map(|(at, _)| at);
     Ok(AccountDecision {
@@ -326,11 +370,12 @@ pub fn enforceable(
 
 /// The notices shown at a login of `user`: each logout that targets the user and is due
 /// within `notice_ahead`, soonest first.
-pub fn notices_among(
-    schedules: &[ScheduleRecord],
+pub fn notices_among<T: Scheduled>(
+    schedules: &[T],
     config: &Config,
     user: &str,
     now: DateTime<Utc>,
+    whole: WholeRow<'_, T>,
 ) -> Result<Vec<String>, Error> {
     let due = due_within(
         schedules,
@@ -344,13 +389,12 @@ pub fn notices_among(
     let Some(identity) = Identity::lookup(user)? else {
         return Ok(Vec::new());
     };
-    Ok(due
-        .into_iter()
+    due.into_iter()
         .filter(|(_, record)| {
-            identity.targeted_by(&record.schedule.group, &config.exempt_groups) == Targeted::Yes
+            identity.targeted_by(record.group(), &config.exempt_groups) == Targeted::Yes
         })
-        .map(|(at, record)| notice_text(at, record, now))
-        .collect())
+        .map(|(at, record)| Ok(notice_text(at, &*whole(record)?, now)))
+        .collect()
 }
 
 /// "You will be logged out at 18:00 CET (Europe/Berlin), in 2 h 05 min. <message>"

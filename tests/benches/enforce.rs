@@ -165,6 +165,32 @@ fn rss_benchmark() {
         b,
         b as f64 / a.max(1) as f64
     );
+    // Logins make the reading side keep the current schedules (for `account` and the notices).
+    for (stack, daemon) in [(&empty, &idle), (&full, &busy)] {
+        let config = daemon.config.display();
+        stack.write_service(&[
+            &format!("account required {{module}} db={{db}} config={config}"),
+            &format!("session required {{module}} db={{db}} config={config}"),
+        ]);
+        let status = stack
+            .harness(USERS[0], &["login:20"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("harness");
+        assert!(status.success(), "logins: {status}");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = (
+        rss_kib(idle.pid().expect("pid")),
+        rss_kib(busy.pid().expect("pid")),
+    );
+    println!("… after 20 logins:");
+    println!("  no schedules                        {:>7} KiB", a);
+    println!(
+        "  {SCHEDULES} schedules                   {:>7} KiB  ({:.2}x)",
+        b,
+        b as f64 / a.max(1) as f64
+    );
 }
 
 fn main() {

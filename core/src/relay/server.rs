@@ -135,7 +135,10 @@ fn notices_reader<'a>(
                 Vec::new().into()
             }
         });
-        policy::notices_among(schedules, config, &login.user, now).unwrap_or_else(|e| {
+        policy::notices_among(schedules, config, &login.user, now, &|held| {
+            held.whole_row(reader)
+        })
+        .unwrap_or_else(|e| {
             log(&format!("notices: {e}"));
             Vec::new()
         })
@@ -270,9 +273,9 @@ fn account(
     now: DateTime<Utc>,
     log: &dyn Fn(&str),
 ) -> Reply {
-    let decided = schedules
-        .current(store, log)
-        .and_then(|current| policy::account_decision(&current, user, config, now));
+    let decided = schedules.current(store, log).and_then(|current| {
+        policy::account_decision(&current, user, config, now, &|held| held.whole_row(store))
+    });
     match decided {
         Ok(decision) => Reply::Account(decision),
         Err(e) => Reply::Declined(e.to_string()),

@@ -28,6 +28,8 @@ pub const READERS_DIR: &str = "readers";
 /// How long the copy's writer waits for a reader of the copy: it only delays the copy, so the
 /// thread rather retries later than waits long.
 pub const COPY_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+/// The copy's page caches, for the copy and for the attached store: 256 KiB each.
+const COPY_PAGE_CACHE: &str = "PRAGMA main.cache_size = -256; PRAGMA live.cache_size = -256;";
 /// How often a sync also compares the copy's events with the store's whole (a prune that left
 /// the first event in place is otherwise seen only when the first event goes).
 const WHOLE_CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -185,6 +187,10 @@ impl ReaderCopy {
         let uri = attach::read_only_uri(store);
         conn.execute("ATTACH DATABASE ?1 AS live", [&uri])
             .map_err(|e| Error::store(store, "attaching the store to its readers' copy", e))?;
+        // A sync streams rows once: SQLite's default 2 MB per database would keep the last
+        // 2 MB read of the store and 2 MB written of the copy in the daemon for nothing.
+        conn.execute_batch(COPY_PAGE_CACHE)
+            .map_err(|e| Error::store(&copy, "setting the page caches' size", e))?;
         let statements =
             Statements::new(&conn).map_err(|e| Error::store(&copy, "reading its columns", e))?;
         Ok(ReaderCopy {

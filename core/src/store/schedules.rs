@@ -364,6 +364,31 @@ impl Store {
         self.query_schedules_lenient(&sql, "reading schedules")
     }
 
+    /// The current set, oldest first, each with its version's rowid, handed to `each` one at a
+    /// time as read: the daemon keeps a few fields of each and reads a whole row back by its
+    /// rowid (`schedule_version`), so 10,000 schedules are never held whole at once. A row that
+    /// fails validation comes as its error (with the Id). The rows of `LogoutSchedulesCurrent`,
+    /// read from the table because a view has no rowid.
+    pub fn for_each_current_schedule(
+        &self,
+        each: &mut dyn FnMut(i64, Result<ScheduleRecord, Error>),
+    ) -> Result<(), Error> {
+        let fail = |e| classify(&self.path, "reading schedules", e);
+        let sql = format!(
+            "SELECT rowid, {COLUMNS} FROM LogoutSchedules \
+             WHERE rowid IN (SELECT max(rowid) FROM LogoutSchedules GROUP BY Id) \
+             AND Event <> 'deleted' ORDER BY rowid"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(fail)?;
+        let mut rows = stmt.query([]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let rowid: i64 = row.get(0).map_err(fail)?;
+            let raw = RawRow::read_at(row, 1).map_err(fail)?;
+            each(rowid, raw.into_record());
+        }
+        Ok(())
+    }
+
     /// Rows of `sql` (the `COLUMNS`), those that fail validation apart with their Id.
     #[allow(clippy::type_complexity)]
     pub(super) fn query_schedules_lenient(

@@ -150,7 +150,8 @@ pub fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, measured:
         });
         steps.time(4, || {
             let kicks = store.current_kick_schedules_lenient().expect("read").0;
-            policy::account_decision(&kicks, USER, &config, Utc::now()).expect("decision")
+            policy::account_decision(&kicks, USER, &config, Utc::now(), &policy::whole_row)
+                .expect("decision")
         });
         let key = forcelogout_core::ids::new_id().expect("id");
         steps.time(5, || {
@@ -160,7 +161,8 @@ pub fn breakdown(down: &PamStack, down_config: &Path, daemon: &Daemon, measured:
         });
         steps.time(6, || {
             let schedules = store.current_schedules_lenient().expect("read").0;
-            policy::notices_among(&schedules, &config, USER, Utc::now()).expect("notices")
+            policy::notices_among(&schedules, &config, USER, Utc::now(), &policy::whole_row)
+                .expect("notices")
         });
         steps.time(7, || {
             store
