@@ -130,6 +130,9 @@ impl Zone {
     /// which the unit test below checks against tz-rs's exhaustive search at every transition
     /// of every zone. `None`, a gap or a miss, is left to that search.
     fn readings(&self, local: i64) -> Option<(i64, i64)> {
+        if let Some(instant) = self.steady_reading(local) {
+            return Some((instant, instant));
+        }
         let mut found: Option<(i64, i64)> = None;
         for probe in [local - DAY, local, local + DAY] {
             let offset = i64::from(self.local_type_at(probe).ut_offset());
@@ -142,6 +145,22 @@ impl Zone {
             }
         }
         found
+    }
+
+    /// The one reading of `local` when no transition of the file lies within two days of it
+    /// (an offset is less than a day, so every reading does), and the file's transitions go on
+    /// after that (past the last one, the POSIX rule at its end decides): one binary search
+    /// and one look-up, where most local times are.
+    fn steady_reading(&self, local: i64) -> Option<i64> {
+        let transitions = self.inner.rules.as_ref().transitions();
+        let (from, to) = (local - 2 * DAY, local + 2 * DAY);
+        let first_after = transitions.partition_point(|t| t.unix_leap_time() < from);
+        match transitions.get(first_after) {
+            Some(next) if next.unix_leap_time() > to => {
+                Some(local - i64::from(self.local_type_at(local).ut_offset()))
+            }
+            _ => None,
+        }
     }
 
     /// `readings` by tz-rs's search through every local time type (slower: it allocates).
@@ -526,12 +545,43 @@ mod tests {
                     let searched = zone.readings_searched(&naive);
                     let probed = zone.readings(local).or(searched);
                     assert_eq!(probed, searched, "{name} at {naive}");
+                    assert_eq!(zone.steady_reading(local), None, "{name} at {naive}");
                     checked += 1;
                     local += 1200;
                 }
             }
         }
         assert!(checked > 100_000, "{checked}");
+    }
+
+    /// Away from transitions, the single look-up of `steady_reading` against the search: noon
+    /// on the first of every month from 1970 to 2040, in every zone.
+    #[test]
+    fn steady_readings_agree_with_the_exhaustive_search() {
+        let list = std::fs::read_to_string(PathBuf::from(ZONEINFO_DIR).join(NAME_LIST)).unwrap();
+        let mut steady = 0u64;
+        for name in list
+            .lines()
+            .filter_map(|line| line.strip_prefix("Z "))
+            .filter_map(|rest| rest.split_ascii_whitespace().next())
+        {
+            let zone = Zone::named(name).unwrap();
+            for year in 1970..=2040 {
+                for month in 1..=12 {
+                    let naive = NaiveDate::from_ymd_opt(year, month, 1)
+                        .unwrap()
+                        .and_hms_opt(12, 0, 0)
+                        .unwrap();
+                    let local = naive.and_utc().timestamp();
+                    if let Some(instant) = zone.steady_reading(local) {
+                        let searched = zone.readings_searched(&naive);
+                        assert_eq!(Some((instant, instant)), searched, "{name} at {naive}");
+                        steady += 1;
+                    }
+                }
+            }
+        }
+        assert!(steady > 100_000, "{steady}");
     }
 
     #[test]
