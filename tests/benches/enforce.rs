@@ -153,18 +153,22 @@ fn rss_benchmark() {
     let full = make(SCHEDULES);
     let idle = Daemon::start(&empty.db, "");
     let busy = Daemon::start(&full.db, "");
-    std::thread::sleep(Duration::from_secs(3));
-    let (a, b) = (
-        rss_kib(idle.pid().expect("pid")),
-        rss_kib(busy.pid().expect("pid")),
-    );
-    println!("daemon resident memory, idle:");
-    println!("  no schedules                        {:>7} KiB", a);
-    println!(
-        "  {SCHEDULES} schedules                   {:>7} KiB  ({:.2}x)",
-        b,
-        b as f64 / a.max(1) as f64
-    );
+    // Measured 3 s after the daemons start or the logins end, once they have settled.
+    let print_rss = |heading: &str| {
+        std::thread::sleep(Duration::from_secs(3));
+        let (a, b) = (
+            rss_kib(idle.pid().expect("pid")),
+            rss_kib(busy.pid().expect("pid")),
+        );
+        println!("{heading}");
+        println!("  no schedules                        {:>7} KiB", a);
+        println!(
+            "  {SCHEDULES} schedules                   {:>7} KiB  ({:.2}x)",
+            b,
+            b as f64 / a.max(1) as f64
+        );
+    };
+    print_rss("daemon resident memory, idle:");
     // Logins make the reading side keep the current schedules (for `account` and the notices).
     for (stack, daemon) in [(&empty, &idle), (&full, &busy)] {
         let config = daemon.config.display();
@@ -179,18 +183,7 @@ fn rss_benchmark() {
             .expect("harness");
         assert!(status.success(), "logins: {status}");
     }
-    std::thread::sleep(Duration::from_secs(3));
-    let (a, b) = (
-        rss_kib(idle.pid().expect("pid")),
-        rss_kib(busy.pid().expect("pid")),
-    );
-    println!("… after 20 logins:");
-    println!("  no schedules                        {:>7} KiB", a);
-    println!(
-        "  {SCHEDULES} schedules                   {:>7} KiB  ({:.2}x)",
-        b,
-        b as f64 / a.max(1) as f64
-    );
+    print_rss("… after 20 logins:");
 }
 
 fn main() {
