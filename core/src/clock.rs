@@ -1,8 +1,9 @@
 //! Time is a parameter: core logic takes a `Clock` (or an instant) so that DST days, leap days
 //! and past dates are tested without sleeping.
 
-use crate::zone::Zone;
 use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::zone::Zone;
 
 pub trait Clock {
     fn now(&self) -> DateTime<Utc>;

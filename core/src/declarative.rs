@@ -2,7 +2,6 @@
 //! that configuration management (Ansible, Puppet, Salt) keeps on many hosts. Applying a file
 //! makes the current set equal to it; applying it again writes nothing.
 
-use crate::zone::Zone;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +9,7 @@ use crate::error::Error;
 use crate::ids;
 use crate::schedule::{Recurrence, RecurrenceInput, Schedule, ScheduleInput};
 use crate::store::{ScheduleRecord, Store};
+use crate::zone::Zone;
 
 /// The file: a list of `[[schedule]]` tables.
 #[derive(Debug, Default, Deserialize, Serialize)]

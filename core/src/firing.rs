@@ -2,13 +2,13 @@
 //! read with the offset in force before the gap (02:30 in a 02:00→03:00 gap fires at 03:30),
 //! and a local time that occurs twice fires once, at the first occurrence.
 
-use crate::zone::Zone;
 use chrono::{
     DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
     TimeZone, Utc,
 };
 
 use crate::recurrence::Recurrence;
+use crate::zone::Zone;
 
 /// Longest gap searched for its preceding offset (Pacific/Apia skipped a whole day in 2011).
 const LONGEST_GAP_MINUTES: i64 = 48 * 60;

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::zone::Zone;
 use chrono::{DateTime, NaiveTime, Utc};
 
 use crate::config::Config;
@@ -14,6 +13,7 @@ use crate::schedule::Schedule;
 use crate::store::ScheduleRecord;
 use crate::targeting::{Identity, Targeted};
 use crate::text::sanitize_for_terminal;
+use crate::zone::Zone;
 
 /// When a schedule's logouts take effect, and nothing else of it: what the enforcer keeps
 /// per schedule, and what the look-ups below read of a row.
@@ -109,24 +109,6 @@ pub type WholeRow<'a, T> = &'a dyn Fn(&T) -> Result<Cow<'_, ScheduleRecord>, Err
 /// `WholeRow` for whole rows.
 pub fn whole_row(record: &ScheduleRecord) -> Result<Cow<'_, ScheduleRecord>, Error> {
     Ok(Cow::Borrowed(record))
-}
-
-/// The instant a schedule's logout takes effect at or before `now`.
-pub fn logout_at_or_before(
-    record: &ScheduleRecord,
-    immediate_warning: Duration,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    Timing::of(record).at_or_before(immediate_warning, now)
-}
-
-/// The next instant strictly after `now` at which the schedule's logout takes effect.
-pub fn logout_after(
-    record: &ScheduleRecord,
-    immediate_warning: Duration,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    Timing::of(record).after(immediate_warning, now)
 }
 
 /// An active lockout: the schedule, and when its window ends.

@@ -1,13 +1,13 @@
 //! The schedule model: what fires, for whom, how. Everything a person or a file types is
 //! validated here, each failure naming its field.
 
-use crate::zone::{self, Zone, ZoneError};
 use chrono::{DateTime, NaiveTime, Timelike, Utc};
 
 use crate::days::Days;
 use crate::error::Error;
 use crate::firing;
 pub use crate::recurrence::{parse_date, Recurrence};
+use crate::zone::{self, Zone, ZoneError};
 
 /// Longest message, in characters; it is written to terminals and shown at login.
 pub const MESSAGE_MAX_CHARS: usize = 1000;

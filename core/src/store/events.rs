@@ -1,6 +1,5 @@
 //! `LogoutEvents`: the append-only event log.
 
-use crate::zone::Zone;
 use chrono::{DateTime, Utc};
 use std::path::Path;
 
@@ -11,6 +10,7 @@ use super::classify;
 use crate::clock::{format_timestamp, partition_date};
 use crate::error::Error;
 use crate::ids;
+use crate::zone::Zone;
 
 /// The `Event` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,12 +42,12 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::zone::Zone;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::clock;
 use crate::error::Error;
+use crate::zone::Zone;
 
 /// Where the store lives unless `db=`, `--db` or `FORCELOGOUT_DB` says otherwise.
 pub const DEFAULT_DB_PATH: &str = "/var/lib/forcelogout/forcelogout.db";
