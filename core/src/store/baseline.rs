@@ -13,7 +13,8 @@ impl Store {
     /// each in its own write transaction, in WAL mode with synchronous=FULL and SQLite's own
     /// WAL handling (no size limit: the WAL is overwritten in place, SQLite's best case; the
     /// store's bound would make many of these commits grow the file). Uses a scratch table
-    /// that is dropped afterwards.
+    /// that is dropped afterwards. The connection keeps no WAL bound after it, so every later
+    /// write of ours on it would copy the WAL first: measure on a store of its own.
     pub fn bare_insert_commits(&mut self, count: usize) -> Result<Duration, Error> {
         let path = self.path.clone();
         let fail = |e| classify(&path, "measuring bare commits", e);
