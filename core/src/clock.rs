@@ -76,11 +76,11 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 23, 30, 0).unwrap();
         assert_eq!(partition_date(t, &Zone::utc()), "2026-11-23");
         assert_eq!(
-            partition_date(t, &crate::zone::Zone::named("Europe/Berlin").unwrap()),
+            partition_date(t, &Zone::named("Europe/Berlin").unwrap()),
             "2026-11-24"
         );
         assert_eq!(
-            partition_date(t, &crate::zone::Zone::named("America/New_York").unwrap()),
+            partition_date(t, &Zone::named("America/New_York").unwrap()),
             "2026-11-23"
         );
     }

@@ -242,7 +242,7 @@ pub fn blast_radius(group: &str, live_users: &[String], exempt_groups: &[String]
 
 /// `at` as local time in `zone` with `format`, then the zone's abbreviation and, where that does
 /// not already say it, the zone's name: "18:00 CET (Europe/Berlin)", "06:09 UTC".
-pub fn local_time_label(at: DateTime<Utc>, zone: &crate::zone::Zone, format: &str) -> String {
+pub fn local_time_label(at: DateTime<Utc>, zone: &Zone, format: &str) -> String {
     let local = at.with_timezone(zone);
     let abbreviation = local.format("%Z").to_string();
     let mut label = format!("{} {abbreviation}", local.format(format));
@@ -467,17 +467,10 @@ mod tests {
     fn labels_and_waits() {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap();
         assert_eq!(
-            local_time_label(
-                t,
-                &crate::zone::Zone::named("Europe/Berlin").unwrap(),
-                "%H:%M"
-            ),
+            local_time_label(t, &Zone::named("Europe/Berlin").unwrap(), "%H:%M"),
             "18:00 CET (Europe/Berlin)"
         );
-        assert_eq!(
-            local_time_label(t, &crate::zone::Zone::utc(), "%H:%M"),
-            "17:00 UTC"
-        );
+        assert_eq!(local_time_label(t, &Zone::utc(), "%H:%M"), "17:00 UTC");
         assert_eq!(describe_wait(t, t + chrono::Duration::seconds(45)), "45 s");
         assert_eq!(describe_wait(t, t + chrono::Duration::seconds(61)), "2 min");
         assert_eq!(
@@ -517,11 +510,7 @@ mod tests {
             message: None,
             lockout,
         }
-        .into_logout(
-            now,
-            Duration::from_secs(delay as u64),
-            crate::zone::Zone::utc(),
-        )
+        .into_logout(now, Duration::from_secs(delay as u64), Zone::utc())
         .unwrap()
     }
 
@@ -543,7 +532,7 @@ mod tests {
             lockout: Some("60".into()),
             ..Default::default()
         }
-        .into_new(&crate::zone::Zone::utc())
+        .into_new(&Zone::utc())
         .unwrap();
         let written = t - chrono::Duration::days(2);
         let records = vec![
