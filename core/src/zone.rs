@@ -245,18 +245,28 @@ pub fn is_zone_name(name: &str) -> bool {
 
 /// The names in the host's tzdata that equal `text` but for case (`europe/berlin`).
 pub fn same_name_but_case(text: &str) -> Option<String> {
-    let list = std::fs::read_to_string(PathBuf::from(ZONEINFO_DIR).join(NAME_LIST)).ok()?;
-    list.lines()
+    listed_names(true)
+        .ok()?
+        .into_iter()
+        .find(|name| name.eq_ignore_ascii_case(text))
+}
+
+/// The names the host's `tzdata.zi` lists: each Zone's (`Z NAME …`) and, with `links`, each
+/// Link's (`L TARGET NAME`), in the file's order.
+pub fn listed_names(links: bool) -> std::io::Result<Vec<String>> {
+    let list = std::fs::read_to_string(PathBuf::from(ZONEINFO_DIR).join(NAME_LIST))?;
+    Ok(list
+        .lines()
         .filter_map(|line| {
             let mut fields = line.split_ascii_whitespace();
             match fields.next()? {
                 "Z" => fields.next(),
-                "L" => fields.nth(1),
+                "L" if links => fields.nth(1),
                 _ => None,
             }
         })
-        .find(|name| name.eq_ignore_ascii_case(text))
         .map(str::to_string)
+        .collect())
 }
 
 /// Reads a regular file of at most `LARGEST_ZONE_FILE` bytes. Opened non-blocking: a FIFO
@@ -519,15 +529,10 @@ mod tests {
     /// before the earlier reading of the transition to two hours after the later).
     #[test]
     fn readings_agree_with_the_exhaustive_search_around_every_transition() {
-        let list = std::fs::read_to_string(PathBuf::from(ZONEINFO_DIR).join(NAME_LIST)).unwrap();
-        let zones: Vec<&str> = list
-            .lines()
-            .filter_map(|line| line.strip_prefix("Z "))
-            .filter_map(|rest| rest.split_ascii_whitespace().next())
-            .collect();
+        let zones = listed_names(false).unwrap();
         assert!(zones.len() > 300);
         let mut checked = 0u64;
-        for name in zones {
+        for name in &zones {
             let zone = Zone::named(name).unwrap();
             let rules = zone.inner.rules.as_ref();
             for transition in rules.transitions() {
@@ -558,14 +563,9 @@ mod tests {
     /// on the first of every month from 1970 to 2040, in every zone.
     #[test]
     fn steady_readings_agree_with_the_exhaustive_search() {
-        let list = std::fs::read_to_string(PathBuf::from(ZONEINFO_DIR).join(NAME_LIST)).unwrap();
         let mut steady = 0u64;
-        for name in list
-            .lines()
-            .filter_map(|line| line.strip_prefix("Z "))
-            .filter_map(|rest| rest.split_ascii_whitespace().next())
-        {
-            let zone = Zone::named(name).unwrap();
+        for name in listed_names(false).unwrap() {
+            let zone = Zone::named(&name).unwrap();
             for year in 1970..=2040 {
                 for month in 1..=12 {
                     let naive = NaiveDate::from_ymd_opt(year, month, 1)

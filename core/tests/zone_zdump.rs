@@ -7,22 +7,7 @@
 use std::process::{Command, Stdio};
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
-use forcelogout_core::zone::{Zone, ZONEINFO_DIR};
-
-/// The Zone (and with `links`, also the Link) names of `tzdata.zi`, the database's source form.
-fn names(links: bool) -> Vec<String> {
-    let list = std::fs::read_to_string(format!("{ZONEINFO_DIR}/tzdata.zi")).unwrap();
-    list.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-            match fields.first() {
-                Some(&"Z") => fields.get(1).map(|s| s.to_string()),
-                Some(&"L") if links => fields.get(2).map(|s| s.to_string()),
-                _ => None,
-            }
-        })
-        .collect()
-}
+use forcelogout_core::zone::{listed_names, Zone};
 
 /// `zdump -v` over `names`, in a few processes at once (it takes seconds per hundred zones).
 fn zdump(names: &[String]) -> String {
@@ -85,7 +70,7 @@ fn parse_line(line: &str) -> Option<(String, Listed)> {
 #[test]
 fn every_zone_agrees_with_zdump_from_1970_to_2100() {
     // Links are the same files under other names: the test below reads each of them.
-    let names = names(false);
+    let names = listed_names(false).expect("tzdata.zi");
     assert!(names.len() > 300, "tzdata.zi names {} zones", names.len());
     let text = zdump(&names);
     let mut checked = 0;
@@ -120,7 +105,7 @@ fn every_zone_agrees_with_zdump_from_1970_to_2100() {
 
 #[test]
 fn every_name_in_the_list_is_a_zone_and_none_counts_leap_seconds() {
-    let names = names(true);
+    let names = listed_names(true).expect("tzdata.zi");
     assert!(
         names.len() > 500,
         "tzdata.zi names {} zones and links",
